@@ -1,0 +1,39 @@
+# Set-up is two commands: `make demo` and `make test`. Both create .venv and install the
+# project from pyproject.toml first, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo
+SCENARIO ?= paddy
+SEED ?= 2026
+
+.PHONY: venv demo test lint typecheck pytest bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pooled demo --scenario $(SCENARIO) --seed $(SEED) --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check harmonization pooled tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
