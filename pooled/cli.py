@@ -1,15 +1,76 @@
-"""The ``pooled`` command. The only module that touches both packages and the file system."""
+"""The ``pooled`` command. The only module that touches both packages and the file system.
+
+Exit codes: 0 success (no errors found), 1 errors found in the data, 2 the input could not
+be used at all (unreadable file, bad mapping or config) -- always with a one-line reason,
+never a traceback.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import pandas as pd
 import typer
+from rich.console import Console
+
+from harmonization.errors import HarmonizationError
+from pooled.errors import PooledError
 
 app = typer.Typer(
     name="pooled",
     help="IPD pooled meta-analysis of CTC/DTC in breast cancer: validate, ingest, analyse, report.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
+
+
+def _friendly(func: F) -> F:
+    """Turn expected failures (bad file, bad mapping/config) into one line and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (HarmonizationError, PooledError) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(EXIT_UNUSABLE) from None
+        except KeyboardInterrupt:  # pragma: no cover
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_day(value: str | None) -> _dt.date | None:
+    if value is None:
+        return None
+    try:
+        return _dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a date like 2026-11-22; got {value!r}.") from None
+
+
+def _pinned(values: list[str] | None) -> dict[str, int] | None:
+    if not values:
+        return None
+    out: dict[str, int] = {}
+    for item in values:
+        centre, sep, version = item.partition("=")
+        if not sep or not version.isdigit():
+            raise typer.BadParameter(f"expected CENTRE=VERSION (e.g. ulm=2); got {item!r}.")
+        out[centre] = int(version)
+    return out
 
 
 @app.callback()
@@ -17,5 +78,128 @@ def main() -> None:
     """IPD pooled meta-analysis of CTC/DTC in breast cancer."""
 
 
+@app.command("validate")
+@_friendly
+def validate_command(
+    file: Annotated[Path, typer.Argument(help="The centre's upload (.xlsx, .csv, .sav, .dta).")],
+    mapping: Annotated[Path, typer.Option("--mapping", "-m", help="The centre's mapping YAML.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for validation.json/.xlsx.")],
+    schema: Annotated[
+        Path | None, typer.Option(help="Schema YAML (default configs/schema.yaml).")
+    ] = None,
+    today: Annotated[
+        str | None, typer.Option(help="Validation day, YYYY-MM-DD (default today).")
+    ] = None,
+) -> None:
+    """Validate one upload and write a report the centre can act on.
+
+    Exit code 0 when no errors were found, 1 when errors were found, 2 when the file or the
+    mapping cannot be used at all.
+    """
+    from harmonization.mapping import CentreMapping
+    from harmonization.report import summary_table, write_validation_json, write_validation_xlsx
+    from harmonization.schema import load_schema
+    from harmonization.upload import check_upload
+
+    compiled = load_schema(schema)
+    centre_mapping = CentreMapping.from_yaml(mapping, schema=compiled)
+    checked = check_upload(file, centre_mapping, schema=compiled, today=_parse_day(today))
+    out.mkdir(parents=True, exist_ok=True)
+    write_validation_json(checked.report, out / "validation.json")
+    write_validation_xlsx(checked.report, checked.raw, out / "validation.xlsx")
+    console.print(summary_table(checked.report))
+    console.print(f"Report: {out / 'validation.xlsx'} and {out / 'validation.json'}")
+    raise typer.Exit(EXIT_FINDINGS if checked.report.has_errors else EXIT_OK)
+
+
+@app.command("ingest")
+@_friendly
+def ingest_command(
+    file: Annotated[Path, typer.Argument(help="The centre's upload.")],
+    mapping: Annotated[Path, typer.Option("--mapping", "-m", help="The centre's mapping YAML.")],
+    store: Annotated[Path, typer.Option("--store", "-s", help="The store (DuckDB file).")] = Path(
+        "pooled.db"
+    ),
+    schema: Annotated[
+        Path | None, typer.Option(help="Schema YAML (default configs/schema.yaml).")
+    ] = None,
+    today: Annotated[
+        str | None, typer.Option(help="Validation day, YYYY-MM-DD (default today).")
+    ] = None,
+    reject: Annotated[bool, typer.Option(help="Store this version as rejected.")] = False,
+) -> None:
+    """Validate an upload and store it as the centre's next version (nothing is lost)."""
+    from harmonization.mapping import CentreMapping
+    from harmonization.schema import load_schema
+    from harmonization.store import Store
+    from harmonization.upload import check_upload
+
+    compiled = load_schema(schema)
+    centre_mapping = CentreMapping.from_yaml(mapping, schema=compiled)
+    checked = check_upload(file, centre_mapping, schema=compiled, today=_parse_day(today))
+    with Store(store) as db:
+        result = db.ingest(
+            list(checked.tables),
+            checked.report,
+            mapping_path=str(mapping),
+            status="rejected" if reject else "accepted",
+        )
+    if result.duplicate_of is not None:
+        console.print(
+            f"{checked.centre}: these exact bytes are already stored as version "
+            f"{result.duplicate_of}; nothing written."
+        )
+        return
+    blocking = sum(result.blocking.values())
+    console.print(
+        f"{checked.centre}: stored version {result.version} in {store} "
+        f"({result.n_rows} rows, {blocking} flagged with blocking errors and kept)."
+    )
+
+
+@app.command("dataset")
+@_friendly
+def dataset_command(
+    store: Annotated[Path, typer.Option("--store", "-s", help="The store (DuckDB file).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .xlsx.")],
+    centre: Annotated[
+        list[str] | None, typer.Option(help="Centre to include (repeatable).")
+    ] = None,
+    version: Annotated[
+        list[str] | None, typer.Option(help="Pin a version: CENTRE=VERSION (repeatable).")
+    ] = None,
+    origin: Annotated[
+        str | None, typer.Option(help="Time origin: diagnosis, surgery or sample.")
+    ] = None,
+) -> None:
+    """Build the analysis dataset (one row per patient) and its exclusion flow."""
+    from harmonization.store import Store
+    from pooled.dataset import build_analysis_dataset
+
+    with Store(store, read_only=True) as db:
+        ds = build_analysis_dataset(db, centres=centre, versions=_pinned(version), origin=origin)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    flow = ds.flow.to_frame()
+    suffix = out.suffix.lower()
+    if suffix == ".parquet":
+        ds.patients.to_parquet(out, index=False)
+    elif suffix == ".xlsx":
+        with pd.ExcelWriter(out, engine="openpyxl") as writer:
+            ds.patients.to_excel(writer, sheet_name="patients", index=False)
+            flow.to_excel(writer, sheet_name="exclusion_flow", index=False)
+    else:
+        ds.patients.to_csv(out, index=False)
+    flow_path = out.with_name(out.stem + "_flow.csv")
+    flow.to_csv(flow_path, index=False)
+    console.print(
+        f"{len(ds.patients)} patients from {len(ds.versions)} centres -> {out}; "
+        f"exclusion flow -> {flow_path}"
+    )
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m pooled.cli`
+    sys.exit(app())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    run()

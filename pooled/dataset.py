@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +34,7 @@ class ExclusionFlow:
     columns ``step, centre, reason, detail, n``.
     """
 
-    received: MappingProxyType[str, int]
+    received: dict[str, int]
     steps: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame({c: pd.Series(dtype=object) for c in FLOW_COLUMNS})
     )
@@ -43,7 +42,7 @@ class ExclusionFlow:
     @classmethod
     def start(cls, centres: pd.Series) -> ExclusionFlow:
         counts = centres.astype(str).value_counts().sort_index()
-        return cls(received=MappingProxyType({str(k): int(v) for k, v in counts.items()}))
+        return cls(received={str(k): int(v) for k, v in counts.items()})
 
     def add(self, centres: pd.Series, reason: Reason | str, detail: str = "") -> ExclusionFlow:
         """A new flow with one more step: the excluded rows' centres, and why."""
@@ -117,8 +116,8 @@ class AnalysisDataset:
     patients: pd.DataFrame
     samples: pd.DataFrame
     flow: ExclusionFlow
-    versions: MappingProxyType[str, int]
-    provenance: MappingProxyType[str, Any]
+    versions: dict[str, int]
+    provenance: dict[str, Any]
 
     def exclude(
         self, mask: pd.Series | np.ndarray, reason: Reason | str, detail: str = ""
@@ -221,8 +220,8 @@ def build_analysis_dataset(
         patients=patients,
         samples=samples,
         flow=flow,
-        versions=MappingProxyType(dict(chosen)),
-        provenance=MappingProxyType(
+        versions=dict(chosen),
+        provenance=(
             {"store": str(store.path), "upload_sha256": sha, "origin": origin or "schema default"}
         ),
     )
