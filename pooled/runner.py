@@ -1,0 +1,518 @@
+"""Running an analysis config: analysis dataset -> cohort -> exposure -> models -> RunOutput.
+
+:func:`run_analysis` is what ``pooled run CONFIG`` does after opening the store. It never
+touches the file system itself (the CLI writes the outputs); it returns a
+:class:`~pooled.run_output.RunOutput` that the report renders.
+"""
+
+from __future__ import annotations
+
+import platform
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harmonization.schema import Reason
+from pooled.config import AnalysisConfig, check_against_data
+from pooled.dataset import AnalysisDataset
+from pooled.errors import DataError, PooledWarning
+from pooled.exposures import derive_exposure
+from pooled.run_output import ModelOutput, RunOutput
+
+SUBTYPE = "subtype"
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in (
+        "pooled-ipd",
+        "numpy",
+        "scipy",
+        "pandas",
+        "pymc",
+        "arviz",
+        "nutpie",
+        "lifelines",
+        "statsmodels",
+        "duckdb",
+        "openpyxl",
+    ):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def select_cohort(ds: AnalysisDataset, cfg: AnalysisConfig) -> AnalysisDataset:
+    """Apply the config's cohort rules and derive the exposure, each step in the flow."""
+    if cfg.cohort.setting is not None:
+        ds = ds.select(
+            ds.patients["setting"] == cfg.cohort.setting, Reason.SETTING, cfg.cohort.setting
+        )
+    for rule in cfg.cohort.include:
+        ds = ds.select(_evaluate(ds.patients, rule, cfg), Reason.COHORT_RULE, f"include: {rule}")
+    for rule in cfg.cohort.exclude:
+        ds = ds.exclude(_evaluate(ds.patients, rule, cfg), Reason.COHORT_RULE, f"exclude: {rule}")
+    if cfg.exposure.kind in ("change_category", "trajectory_group"):
+        return ds  # derived from serial samples by the trajectory step
+    patients = ds.patients.copy()
+    patients[cfg.exposure.name] = derive_exposure(patients, cfg.exposure)
+    ds = replace(ds, patients=patients)
+    ds = ds.exclude(patients[cfg.exposure.name].isna(), Reason.MISSING_MARKER, cfg.exposure.name)
+    primary = cfg.endpoints[0]
+    missing_endpoint = (
+        ds.patients[f"{primary}_months"].isna() | ds.patients[f"{primary}_event"].isna()
+    )
+    return ds.exclude(missing_endpoint, Reason.MISSING_ENDPOINT, primary)
+
+
+def _evaluate(patients: pd.DataFrame, rule: str, cfg: AnalysisConfig) -> pd.Series:
+    from pooled.errors import ConfigError
+
+    try:
+        result = patients.eval(rule)
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise ConfigError(
+            f"{cfg.where('cohort')}: cohort rule {rule!r} cannot be evaluated: {exc}."
+        ) from None
+    return pd.Series(result, index=patients.index).fillna(False).astype(bool)
+
+
+def _describe(values: pd.Series) -> str:
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    if numbers.empty:
+        return "n/a"
+    q1, med, q3 = np.percentile(numbers, [25, 50, 75])
+    return f"{med:.1f} ({q1:.1f}-{q3:.1f})"
+
+
+def characteristics(patients: pd.DataFrame, by: str, cfg: AnalysisConfig) -> pd.DataFrame:
+    """Patient characteristics by a grouping column: n, medians (IQR), category shares (%)."""
+    groups = [("all", patients)] + [
+        (f"{by} = {level:g}" if isinstance(level, float) else f"{by} = {level}", g)
+        for level, g in patients.groupby(by, sort=True, observed=True)
+    ]
+    rows: list[dict[str, Any]] = [
+        {"characteristic": "patients, n", **{name: f"{len(g)}" for name, g in groups}}
+    ]
+    for column in ("age", "tumour_size_mm", "positive_nodes", "ki67_percent"):
+        if column in patients.columns and patients[column].notna().any():
+            rows.append(
+                {
+                    "characteristic": f"{column}, median (IQR)",
+                    **{n: _describe(g[column]) for n, g in groups},
+                }
+            )
+    for column in ("grade", "subtype", "er_status", "her2_status", "menopausal_status"):
+        if column not in patients.columns or patients[column].notna().sum() == 0:
+            continue
+        for level in sorted(patients[column].dropna().unique(), key=str):
+            label = f"{column} = {level:g}" if isinstance(level, float) else f"{column} = {level}"
+            rows.append(
+                {
+                    "characteristic": f"{label}, n (%)",
+                    **{
+                        n: f"{int((g[column] == level).sum())} ({100 * (g[column] == level).mean():.1f})"
+                        for n, g in groups
+                    },
+                }
+            )
+    for endpoint in cfg.endpoints:
+        column = f"{endpoint}_event"
+        if column in patients.columns:
+            rows.append(
+                {
+                    "characteristic": f"{endpoint} events, n (%)",
+                    **{
+                        n: f"{int(g[column].fillna(0).sum())} ({100 * g[column].fillna(0).mean():.1f})"
+                        for n, g in groups
+                    },
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _cox_spec(cfg: AnalysisConfig, endpoint: str, *, interactions: bool, **changes: Any) -> Any:
+    from pooled.models.cox import CoxSpec
+
+    covariates = (cfg.exposure.name,) + tuple(
+        c.name for c in cfg.covariates if c.name != cfg.exposure.name
+    )
+    spec = CoxSpec(
+        duration=f"{endpoint}_months",
+        event=f"{endpoint}_event",
+        covariates=covariates,
+        categorical=cfg.categorical,
+        interactions=cfg.interactions if interactions else (),
+        strata=cfg.strata,
+        ties=cfg.models.ties,
+        cluster="centre" if cfg.models.robust else None,
+        seed=cfg.seed,
+        analysis=cfg.name,
+        endpoint=endpoint,
+    )
+    return replace(spec, **changes) if changes else spec
+
+
+def _endpoint_frame(patients: pd.DataFrame, endpoint: str) -> pd.DataFrame:
+    data = patients.loc[
+        patients[f"{endpoint}_months"].notna() & patients[f"{endpoint}_event"].notna()
+    ].copy()
+    data[f"{endpoint}_event"] = data[f"{endpoint}_event"].astype(float)
+    return data
+
+
+def _km_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+    from pooled.models.km import KMSpec, fit_kaplan_meier, logrank_test
+
+    duration, event = f"{endpoint}_months", f"{endpoint}_event"
+    km = fit_kaplan_meier(
+        data,
+        KMSpec(
+            duration=duration,
+            event=event,
+            group=cfg.exposure.name,
+            times=cfg.models.km_times,
+            endpoint=endpoint,
+        ),
+    )
+    strata = tuple(s for s in cfg.strata if s in data.columns)
+    logrank = logrank_test(data, duration, event, cfg.exposure.name, strata, endpoint=endpoint)
+    return [
+        ModelOutput(
+            f"km_{endpoint}",
+            "km",
+            endpoint,
+            km,
+            f"Kaplan-Meier, {endpoint.upper()} by {cfg.exposure.name}",
+            {"logrank": logrank},
+        ),
+        ModelOutput(
+            f"logrank_{endpoint}",
+            "logrank",
+            endpoint,
+            logrank,
+            f"Log-rank test stratified by {', '.join(strata) or 'nothing'}",
+        ),
+    ]
+
+
+def _cox_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+    from pooled.models.cox import effect_within_levels, fit_cox, interaction_lr_test
+    from pooled.models.zph import proportional_hazards_test
+
+    outputs = []
+    univariable = fit_cox(
+        data,
+        _cox_spec(
+            cfg,
+            endpoint,
+            interactions=False,
+            covariates=(cfg.exposure.name,),
+            categorical=(),
+            analysis=f"{cfg.name}: univariable",
+        ),
+    )
+    outputs.append(
+        ModelOutput(
+            f"cox_{endpoint}_univariable",
+            "cox",
+            endpoint,
+            univariable,
+            f"Stratified Cox, {endpoint.upper()}, univariable",
+        )
+    )
+    adjusted = fit_cox(data, _cox_spec(cfg, endpoint, interactions=False))
+    outputs.append(
+        ModelOutput(
+            f"cox_{endpoint}_adjusted",
+            "cox",
+            endpoint,
+            adjusted,
+            f"Stratified Cox, {endpoint.upper()}, adjusted",
+        )
+    )
+    try:
+        zph = proportional_hazards_test(adjusted, data, transform="km")
+        outputs.append(
+            ModelOutput(
+                f"zph_{endpoint}",
+                "zph",
+                endpoint,
+                zph,
+                f"Proportional hazards (scaled Schoenfeld), {endpoint.upper()}",
+            )
+        )
+    except DataError as exc:
+        warnings.warn(f"PH test for {endpoint} skipped: {exc}", PooledWarning, stacklevel=2)
+    for a, b in cfg.interactions:
+        marker, by = (a, b) if a == cfg.exposure.name else (b, a)
+        spec = _cox_spec(cfg, endpoint, interactions=True)
+        with_interaction = fit_cox(data, spec)
+        test = interaction_lr_test(data, spec)
+        within = effect_within_levels(with_interaction, marker=marker, by=by)
+        outputs.append(
+            ModelOutput(
+                f"interaction_{endpoint}_{by}", "interaction", endpoint, with_interaction,
+                f"{marker} x {by}, {endpoint.upper()}", {"test": test, "within": within, "by": by, "marker": marker},
+            )
+        )  # fmt: skip
+    return outputs
+
+
+def _two_stage_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+    from pooled.models.meta import MetaSpec
+    from pooled.models.two_stage import TwoStageSpec, fit_two_stage
+
+    cox = _cox_spec(cfg, endpoint, interactions=False, strata=())
+    spec = TwoStageSpec(
+        cox=cox,
+        marker=cfg.exposure.name,
+        meta=MetaSpec(method=cfg.models.meta_method, knha=cfg.models.knha),
+    )
+    result = fit_two_stage(data, spec)
+    return [
+        ModelOutput(
+            f"two_stage_{endpoint}",
+            "two_stage",
+            endpoint,
+            result,
+            f"Two-stage random effects ({cfg.models.meta_method}), {endpoint.upper()}",
+        )
+    ]
+
+
+def _bayes_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+    from pooled.models.bayes import BayesSpec, PriorSpec, SamplerSpec, fit_bayes_survival
+
+    covariates = tuple(c.name for c in cfg.covariates if c.name not in (cfg.exposure.name, SUBTYPE))
+    has_subtype = any(c.name == SUBTYPE for c in cfg.covariates)
+    interaction = any(SUBTYPE in pair for pair in cfg.interactions)
+    priors = (
+        PriorSpec.vague()
+        if cfg.models.bayes_prior == "vague" and hasattr(PriorSpec, "vague")
+        else PriorSpec()
+    )
+    spec = BayesSpec(
+        duration=f"{endpoint}_months",
+        event=f"{endpoint}_event",
+        marker=cfg.exposure.name,
+        subtype=SUBTYPE if has_subtype else None,
+        covariates=covariates,
+        categorical_reference=tuple((c, r) for c, r in cfg.categorical if c != SUBTYPE),
+        interaction=interaction and has_subtype,
+        n_intervals=cfg.models.bayes_intervals,
+        priors=priors,
+        sampling=SamplerSpec(
+            draws=cfg.models.bayes_draws, tune=cfg.models.bayes_tune, chains=cfg.models.bayes_chains
+        ),
+        thresholds=tuple(t for t in cfg.models.bayes_thresholds if t != 1.0) or (1.5,),
+        analysis=cfg.name,
+        endpoint=endpoint,
+    )
+    columns = [spec.duration, spec.event, spec.marker, "centre", *covariates] + (
+        [SUBTYPE] if has_subtype else []
+    )
+    complete = data.dropna(subset=columns)
+    result = fit_bayes_survival(complete, spec, seed=cfg.seed)
+    return [
+        ModelOutput(
+            f"bayes_{endpoint}",
+            "bayes",
+            endpoint,
+            result,
+            f"Bayesian hierarchical piecewise-exponential model, {endpoint.upper()}",
+        )
+    ]
+
+
+def _sensitivity_outputs(
+    cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str
+) -> list[ModelOutput]:
+    from pooled.models.cox import fit_cox
+    from pooled.results import tidy_frame
+
+    rows: list[dict[str, Any]] = []
+
+    def marker_row(result: Any, label: str) -> None:
+        frame = result.to_frame()
+        row = frame.loc[frame["term"] == cfg.exposure.name].iloc[0].to_dict()
+        row.update(model=f"sensitivity: {label}", analysis=cfg.name, endpoint=endpoint)
+        rows.append(row)
+
+    if cfg.sensitivity.leave_one_centre_out:
+        for centre in sorted(data["centre"].unique()):
+            subset = data.loc[data["centre"] != centre]
+            marker_row(
+                fit_cox(subset, _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False)),
+                f"without {centre}",
+            )
+    for threshold in cfg.sensitivity.thresholds:
+        alt = data.copy()
+        alt[cfg.exposure.name] = derive_exposure(alt, cfg.exposure, threshold=threshold)
+        alt = alt.loc[alt[cfg.exposure.name].notna()]
+        marker_row(
+            fit_cox(alt, _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False)),
+            f"cut-off >= {threshold:g}",
+        )
+    for method in cfg.sensitivity.missing:
+        marker_row(
+            fit_cox(
+                data,
+                _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False, missing=method),
+            ),
+            method.replace("_", "-"),
+        )
+    if not rows:
+        return []
+    return [
+        ModelOutput(
+            f"sensitivity_{endpoint}",
+            "sensitivity",
+            endpoint,
+            SensitivityResult(tidy_frame(rows)),
+            f"Sensitivity analyses, {endpoint.upper()}",
+        )
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SensitivityResult:
+    """A tidy table of the marker's HR under each sensitivity analysis."""
+
+    table: pd.DataFrame
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+
+Step = tuple[str, Callable[[], list[ModelOutput]]]
+
+
+def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = False) -> RunOutput:
+    """Run every model the config asks for on the analysis dataset.
+
+    Parameters
+    ----------
+    cfg : AnalysisConfig
+        From :func:`pooled.config.load_analysis_config`.
+    ds : AnalysisDataset
+        From :func:`pooled.dataset.build_analysis_dataset` (the store's latest or pinned
+        versions); the cohort rules and exposure are applied here, each step in the flow.
+    progress : bool
+        Show a progress bar over the models.
+
+    Returns
+    -------
+    RunOutput
+        Deterministic for a given config, data and seed.
+
+    Examples
+    --------
+    >>> run = run_analysis(load_analysis_config("configs/analyses/paddy.yaml"), ds)  # doctest: +SKIP
+    >>> run.results().query("term == 'dtc_positive'")  # doctest: +SKIP
+    """
+    from pooled.models.km import median_followup
+
+    cohort = select_cohort(ds, cfg)
+    cohort.flow.check(cohort.patients)
+    patients = cohort.patients
+    check_against_data(cfg, patients)
+    steps: list[Step] = []
+    for endpoint in cfg.endpoints:
+        data = _endpoint_frame(patients, endpoint)
+        if cfg.models.km:
+            steps.append(
+                (f"Kaplan-Meier {endpoint}", lambda d=data, e=endpoint: _km_outputs(cfg, d, e))
+            )
+        if cfg.models.cox:
+            steps.append((f"Cox {endpoint}", lambda d=data, e=endpoint: _cox_outputs(cfg, d, e)))
+        if cfg.models.two_stage:
+            steps.append(
+                (f"two-stage {endpoint}", lambda d=data, e=endpoint: _two_stage_outputs(cfg, d, e))
+            )
+        if cfg.models.bayes and (
+            not cfg.models.bayes_endpoints or endpoint in cfg.models.bayes_endpoints
+        ):
+            steps.append(
+                (f"Bayesian {endpoint}", lambda d=data, e=endpoint: _bayes_outputs(cfg, d, e))
+            )
+        if (
+            cfg.sensitivity.leave_one_centre_out
+            or cfg.sensitivity.thresholds
+            or cfg.sensitivity.missing
+        ):
+            if endpoint == cfg.endpoints[0]:
+                steps.append(
+                    (
+                        f"sensitivity {endpoint}",
+                        lambda d=data, e=endpoint: _sensitivity_outputs(cfg, d, e),
+                    )
+                )
+    primary = cfg.endpoints[0]
+    followup = median_followup(
+        _endpoint_frame(patients, primary),
+        f"{primary}_months",
+        f"{primary}_event",
+        endpoint=primary,
+    )
+    outputs: list[ModelOutput] = [
+        ModelOutput(
+            f"followup_{primary}",
+            "followup",
+            primary,
+            followup,
+            "Median follow-up (reverse Kaplan-Meier)",
+        )
+    ]
+    outputs.extend(_run_steps(steps, progress))
+    exposure = cfg.exposure.name
+    return RunOutput(
+        name=cfg.name,
+        config_text=cfg.text,
+        flow=cohort.flow,
+        characteristics={
+            "by_exposure": characteristics(patients, exposure, cfg),
+            "by_centre": characteristics(patients, "centre", cfg),
+        },
+        outputs=tuple(outputs),
+        provenance={
+            "config": cfg.path,
+            "config_sha256": cfg.sha256,
+            "seed": cfg.seed,
+            "store": ds.provenance.get("store", ""),
+            "upload_versions": dict(ds.versions),
+            "upload_sha256": dict(ds.provenance.get("upload_sha256", {})),
+            "patients_analysed": int(len(patients)),
+            "packages": _package_versions(),
+        },
+    )
+
+
+def _run_steps(steps: list[Step], progress: bool) -> list[ModelOutput]:
+    outputs: list[ModelOutput] = []
+    if not progress:
+        for _, step in steps:
+            outputs.extend(step())
+        return outputs
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task("models", total=len(steps))
+        for label, step in steps:
+            bar.update(task, description=label)
+            outputs.extend(step())
+            bar.advance(task)
+    return outputs
