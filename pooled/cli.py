@@ -197,6 +197,84 @@ def dataset_command(
     )
 
 
+def write_run(run_output: Any, out: Path) -> Path:
+    """Write a run's files: results.csv, run.json, run.pkl and the rendered report."""
+    import json
+
+    from pooled.report.render import render_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    run_output.save(out)
+    run_output.results().to_csv(out / "results.csv", index=False)
+    run_output.flow.to_frame().to_csv(out / "exclusion_flow.csv", index=False)
+    record = {
+        "name": run_output.name,
+        "outputs": [o.name for o in run_output.outputs],
+        **{k: v for k, v in run_output.provenance.items()},
+    }
+    (out / "run.json").write_text(
+        json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    files = render_report(run_output, out)
+    return Path(getattr(files, "html", out / "report.html"))
+
+
+def run_config(
+    config: Path, *, store: Path | None, out: Path | None, progress: bool = True
+) -> Path:
+    """Load a config, build the dataset from the store, run the models, write the outputs."""
+    from harmonization.store import Store
+    from pooled.config import load_analysis_config
+    from pooled.dataset import build_analysis_dataset
+    from pooled.runner import run_analysis
+
+    cfg = load_analysis_config(config)
+    store_path = store or Path(cfg.data.store)
+    if not store_path.is_absolute() and store is None and not store_path.exists():
+        store_path = config.parent / store_path
+    with Store(store_path, read_only=True) as db:
+        ds = build_analysis_dataset(
+            db,
+            centres=cfg.data.centres or None,
+            versions=dict(cfg.data.versions) or None,
+            origin=cfg.origin,
+        )
+    run_output = run_analysis(cfg, ds, progress=progress)
+    target = out or (Path(cfg.output) if cfg.output else Path("reports") / cfg.name)
+    return write_run(run_output, target)
+
+
+@app.command("run")
+@_friendly
+def run_command(
+    config: Annotated[
+        Path, typer.Argument(help="Analysis config YAML (configs/analyses/<name>.yaml).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default reports/<name>/).")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", "-s", help="Override the config's store.")
+    ] = None,
+) -> None:
+    """Run an analysis config: results.csv, tables.xlsx, figures/, report.html, run.json."""
+    html = run_config(config, store=store, out=out)
+    console.print(f"Report: {html}")
+
+
+@app.command("report")
+@_friendly
+def report_command(
+    folder: Annotated[Path, typer.Argument(help="A run folder written by `pooled run`.")],
+) -> None:
+    """Rebuild a run's report from its saved results, without refitting."""
+    from pooled.report.render import render_report
+    from pooled.run_output import load_run
+
+    files = render_report(load_run(folder), folder)
+    console.print(f"Report: {getattr(files, 'html', folder / 'report.html')}")
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m pooled.cli`
     sys.exit(app())
 

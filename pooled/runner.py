@@ -62,7 +62,7 @@ def select_cohort(ds: AnalysisDataset, cfg: AnalysisConfig) -> AnalysisDataset:
         ds = ds.exclude(_evaluate(ds.patients, rule, cfg), Reason.COHORT_RULE, f"exclude: {rule}")
     if cfg.exposure.kind in ("change_category", "trajectory_group"):
         return ds  # derived from serial samples by the trajectory step
-    patients = ds.patients.copy()
+    patients = _categorical_as_text(ds.patients, cfg)
     patients[cfg.exposure.name] = derive_exposure(patients, cfg.exposure)
     ds = replace(ds, patients=patients)
     ds = ds.exclude(patients[cfg.exposure.name].isna(), Reason.MISSING_MARKER, cfg.exposure.name)
@@ -71,6 +71,20 @@ def select_cohort(ds: AnalysisDataset, cfg: AnalysisConfig) -> AnalysisDataset:
         ds.patients[f"{primary}_months"].isna() | ds.patients[f"{primary}_event"].isna()
     )
     return ds.exclude(missing_endpoint, Reason.MISSING_ENDPOINT, primary)
+
+
+def _categorical_as_text(patients: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
+    """Categorical covariates stored as numbers (grade 1-3) become their text labels ("1")."""
+    out = patients.copy()
+    for cov in cfg.covariates:
+        if (
+            cov.categorical
+            and cov.name in out.columns
+            and pd.api.types.is_numeric_dtype(out[cov.name])
+        ):
+            values = out[cov.name]
+            out[cov.name] = values.map(lambda v: None if pd.isna(v) else f"{v:g}").astype(object)
+    return out
 
 
 def _evaluate(patients: pd.DataFrame, rule: str, cfg: AnalysisConfig) -> pd.Series:
@@ -254,17 +268,40 @@ def _cox_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list
         warnings.warn(f"PH test for {endpoint} skipped: {exc}", PooledWarning, stacklevel=2)
     for a, b in cfg.interactions:
         marker, by = (a, b) if a == cfg.exposure.name else (b, a)
-        spec = _cox_spec(cfg, endpoint, interactions=True)
-        with_interaction = fit_cox(data, spec)
-        test = interaction_lr_test(data, spec)
-        within = effect_within_levels(with_interaction, marker=marker, by=by)
+        spec = _cox_spec(cfg, endpoint, interactions=True, term_lr_tests=False)
+        result = InteractionOutput(
+            fit=fit_cox(data, spec),
+            test=interaction_lr_test(data, spec),
+            within=effect_within_levels(fit_cox(data, spec), marker=marker, by=by),
+            marker=marker,
+            by=by,
+        )
         outputs.append(
             ModelOutput(
-                f"interaction_{endpoint}_{by}", "interaction", endpoint, with_interaction,
-                f"{marker} x {by}, {endpoint.upper()}", {"test": test, "within": within, "by": by, "marker": marker},
+                f"interaction_{endpoint}_{by}",
+                "interaction",
+                endpoint,
+                result,
+                f"{marker} x {by}, {endpoint.upper()}",
             )
-        )  # fmt: skip
+        )
     return outputs
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionOutput:
+    """A marker x subgroup interaction: the fit, its LR test and the marker's HR per level."""
+
+    fit: Any
+    test: Any
+    within: pd.DataFrame
+    marker: str
+    by: str
+
+    def to_frame(self) -> pd.DataFrame:
+        """Within-level HRs (the subgroup forest rows), then the interaction LR test row."""
+        test = self.test.to_frame().assign(model="interaction_lr_test")
+        return pd.concat([self.within, test], ignore_index=True)
 
 
 def _two_stage_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
