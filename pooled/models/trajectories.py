@@ -59,8 +59,9 @@ class TrajectorySpec:
     Parameters
     ----------
     count, time, volume, patient
-        Column names: the CTC count, time since baseline (any unit; coefficients are per that
-        unit), the blood volume in ml (``None``: every sample counts as ``reference_volume_ml``)
+        Column names (defaults those of the consortium schema's serial-samples table): the CTC
+        count, time since baseline (any unit; coefficients are per that unit, and months keep
+        the polynomial well scaled for reporting), the blood volume in ml (``None``: every sample counts as ``reference_volume_ml``)
         and the patient identifier (all samples of a patient belong to one group).
     family
         ``"poisson"``, ``"negbin"`` (NB2, variance ``mu + mu^2 / theta``, one ``theta`` per
@@ -106,8 +107,8 @@ class TrajectorySpec:
     """
 
     count: str = "ctc_count"
-    time: str = "months"
-    volume: str | None = "blood_volume_ml"
+    time: str = "days_from_baseline"
+    volume: str | None = "ctc_blood_volume_ml"
     patient: str = "patient_id"
     family: Family = "poisson"
     degree: int = 2
