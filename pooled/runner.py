@@ -50,8 +50,18 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
-def select_cohort(ds: AnalysisDataset, cfg: AnalysisConfig) -> AnalysisDataset:
-    """Apply the config's cohort rules and derive the exposure, each step in the flow."""
+SERIAL_KINDS = ("change_category", "trajectory_group")
+DAYS_PER_MONTH = 30.4375
+
+
+def select_cohort(
+    ds: AnalysisDataset, cfg: AnalysisConfig, *, progress: bool = False
+) -> tuple[AnalysisDataset, list[ModelOutput]]:
+    """Apply the config's cohort rules and derive the exposure, each step in the flow.
+
+    Returns the cohort and, for exposures from serial samples, the trajectory model and the
+    serial-exposure summary it produced (as model outputs for the report).
+    """
     if cfg.cohort.setting is not None:
         ds = ds.select(
             ds.patients["setting"] == cfg.cohort.setting, Reason.SETTING, cfg.cohort.setting
@@ -60,17 +70,95 @@ def select_cohort(ds: AnalysisDataset, cfg: AnalysisConfig) -> AnalysisDataset:
         ds = ds.select(_evaluate(ds.patients, rule, cfg), Reason.COHORT_RULE, f"include: {rule}")
     for rule in cfg.cohort.exclude:
         ds = ds.exclude(_evaluate(ds.patients, rule, cfg), Reason.COHORT_RULE, f"exclude: {rule}")
-    if cfg.exposure.kind in ("change_category", "trajectory_group"):
-        return ds  # derived from serial samples by the trajectory step
     patients = _categorical_as_text(ds.patients, cfg)
-    patients[cfg.exposure.name] = derive_exposure(patients, cfg.exposure)
+    outputs: list[ModelOutput] = []
+    if cfg.exposure.kind in SERIAL_KINDS or cfg.models.trajectory:
+        patients, outputs = serial_exposures(patients, ds.samples, cfg, progress=progress)
+    if cfg.exposure.kind not in SERIAL_KINDS:
+        patients[cfg.exposure.name] = derive_exposure(patients, cfg.exposure)
     ds = replace(ds, patients=patients)
     ds = ds.exclude(patients[cfg.exposure.name].isna(), Reason.MISSING_MARKER, cfg.exposure.name)
     primary = cfg.endpoints[0]
     missing_endpoint = (
         ds.patients[f"{primary}_months"].isna() | ds.patients[f"{primary}_event"].isna()
     )
-    return ds.exclude(missing_endpoint, Reason.MISSING_ENDPOINT, primary)
+    return ds.exclude(missing_endpoint, Reason.MISSING_ENDPOINT, primary), outputs
+
+
+def samples_with_days(samples: pd.DataFrame) -> pd.DataFrame:
+    """Serial samples with ``days_from_baseline`` (from sample dates where not delivered)."""
+    out = samples.copy()
+    if "days_from_baseline" not in out.columns:
+        out["days_from_baseline"] = np.nan
+    if "sample_date" in out.columns:
+        dates = pd.to_datetime(out["sample_date"])
+        keys = [out["centre"], out["patient_id"]]
+        first = dates.groupby(keys).transform("min")
+        from_dates = (dates - first).dt.days.astype(float)
+        out["days_from_baseline"] = out["days_from_baseline"].astype(float).fillna(from_dates)
+    out["months_from_baseline"] = out["days_from_baseline"] / DAYS_PER_MONTH
+    return out
+
+
+def serial_exposures(
+    patients: pd.DataFrame, samples: pd.DataFrame, cfg: AnalysisConfig, *, progress: bool = False
+) -> tuple[pd.DataFrame, list[ModelOutput]]:
+    """bCTC, b2CTC and tCTC per patient from the serial samples (trajectory model by BIC)."""
+    from pooled.models.serial import SerialSpec, derive_serial_exposures
+    from pooled.models.trajectories import TrajectorySpec, select_trajectories
+
+    if samples.empty:
+        raise DataError(
+            f"exposure {cfg.exposure.name!r} ({cfg.exposure.kind}) needs serial samples, but no "
+            "centre in the store sent a samples table."
+        )
+    samples = samples_with_days(samples)
+    samples = samples.loc[samples["days_from_baseline"].notna() & samples["ctc_count"].notna()]
+    samples = samples.assign(
+        patient_key=samples["centre"].astype(str) + "/" + samples["patient_id"].astype(str)
+    )
+    patients = patients.assign(
+        patient_key=patients["centre"].astype(str) + "/" + patients["patient_id"].astype(str)
+    )
+    trajectory_spec = TrajectorySpec(
+        patient="patient_key",
+        time="months_from_baseline",
+        volume="ctc_blood_volume_ml",
+        family=cfg.models.trajectory_family,
+        n_starts=cfg.models.trajectory_starts,
+        seed=cfg.seed,
+    )
+    selection = select_trajectories(
+        samples, trajectory_spec, k_range=cfg.models.trajectory_groups, progress=progress
+    )
+    serial = derive_serial_exposures(
+        samples,
+        SerialSpec(
+            patient="patient_key",
+            centre=None,
+            threshold=cfg.exposure.threshold,
+            followup_window=cfg.exposure.follow_up_window,
+        ),
+        trajectories=selection.best,
+        patients=patients[["patient_key"]],
+    )
+    per_patient = serial.patients.set_index("patient_key")
+    out = patients.copy()
+    for column in ("bCTC", "b2CTC", "tCTC"):
+        out[column] = per_patient[column].reindex(out["patient_key"]).astype(object).to_numpy()
+    if cfg.exposure.kind == "trajectory_group":
+        out[cfg.exposure.name] = out["tCTC"]
+    elif cfg.exposure.kind == "change_category":
+        out[cfg.exposure.name] = out["b2CTC"]
+    outputs = [
+        ModelOutput(
+            "trajectory_selection", "trajectory", "", selection, "CTC trajectory groups (BIC)"
+        ),
+        ModelOutput(
+            "serial_exposures", "trajectory", "", serial, "Exposures from serial CTC counts"
+        ),
+    ]
+    return out.drop(columns="patient_key"), outputs
 
 
 def _categorical_as_text(patients: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
@@ -159,11 +247,14 @@ def _cox_spec(cfg: AnalysisConfig, endpoint: str, *, interactions: bool, **chang
     covariates = (cfg.exposure.name,) + tuple(
         c.name for c in cfg.covariates if c.name != cfg.exposure.name
     )
+    categorical = cfg.categorical
+    if cfg.exposure.kind in SERIAL_KINDS:
+        categorical = ((cfg.exposure.name, exposure_reference(cfg)),) + categorical
     spec = CoxSpec(
         duration=f"{endpoint}_months",
         event=f"{endpoint}_event",
         covariates=covariates,
-        categorical=cfg.categorical,
+        categorical=categorical,
         interactions=cfg.interactions if interactions else (),
         strata=cfg.strata,
         ties=cfg.models.ties,
@@ -173,6 +264,45 @@ def _cox_spec(cfg: AnalysisConfig, endpoint: str, *, interactions: bool, **chang
         endpoint=endpoint,
     )
     return replace(spec, **changes) if changes else spec
+
+
+def exposure_reference(cfg: AnalysisConfig) -> str:
+    """Reference level of a categorical exposure: the config's first level, else the lowest."""
+    if cfg.exposure.levels:
+        return cfg.exposure.levels[0]
+    return {"trajectory_group": "undetectable", "change_category": "CTC-/CTC-"}.get(
+        cfg.exposure.kind, ""
+    )
+
+
+def _comparison_outputs(cfg: AnalysisConfig, patients: pd.DataFrame) -> list[ModelOutput]:
+    from pooled.models.serial import compare_exposures
+
+    covariates = tuple(
+        c.name for c in cfg.covariates if c.name not in (cfg.exposure.name, "bCTC", "b2CTC", "tCTC")
+    )
+    endpoints = {e: (f"{e}_months", f"{e}_event") for e in cfg.endpoints}
+    data = patients.copy()
+    for endpoint in cfg.endpoints:
+        data[f"{endpoint}_event"] = data[f"{endpoint}_event"].astype(float)
+    comparison = compare_exposures(
+        data,
+        ("bCTC", "b2CTC", "tCTC"),
+        endpoints=endpoints,
+        covariates=covariates,
+        categorical=tuple((c, r) for c, r in cfg.categorical if c in covariates),
+        strata=cfg.strata,
+        ties=cfg.models.ties,
+    )
+    return [
+        ModelOutput(
+            "exposure_comparison",
+            "comparison",
+            ",".join(cfg.endpoints),
+            comparison,
+            "bCTC vs b2CTC vs tCTC by AIC",
+        )
+    ]
 
 
 def _endpoint_frame(patients: pd.DataFrame, endpoint: str) -> pd.DataFrame:
@@ -230,7 +360,11 @@ def _cox_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list
             endpoint,
             interactions=False,
             covariates=(cfg.exposure.name,),
-            categorical=(),
+            categorical=tuple(
+                pair
+                for pair in _cox_spec(cfg, endpoint, interactions=False).categorical
+                if pair[0] == cfg.exposure.name
+            ),
             analysis=f"{cfg.name}: univariable",
         ),
     )
@@ -458,7 +592,7 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
     """
     from pooled.models.km import median_followup
 
-    cohort = select_cohort(ds, cfg)
+    cohort, serial_outputs = select_cohort(ds, cfg, progress=progress)
     cohort.flow.check(cohort.patients)
     patients = cohort.patients
     check_against_data(cfg, patients)
@@ -471,7 +605,7 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
             )
         if cfg.models.cox:
             steps.append((f"Cox {endpoint}", lambda d=data, e=endpoint: _cox_outputs(cfg, d, e)))
-        if cfg.models.two_stage:
+        if cfg.models.two_stage and cfg.exposure.kind not in SERIAL_KINDS:
             steps.append(
                 (f"two-stage {endpoint}", lambda d=data, e=endpoint: _two_stage_outputs(cfg, d, e))
             )
@@ -509,6 +643,9 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
             "Median follow-up (reverse Kaplan-Meier)",
         )
     ]
+    outputs.extend(serial_outputs)
+    if serial_outputs:
+        steps.append(("exposure comparison", lambda: _comparison_outputs(cfg, patients)))
     outputs.extend(_run_steps(steps, progress))
     exposure = cfg.exposure.name
     return RunOutput(
