@@ -292,6 +292,7 @@ def _comparison_outputs(cfg: AnalysisConfig, patients: pd.DataFrame) -> list[Mod
         covariates=covariates,
         categorical=tuple((c, r) for c, r in cfg.categorical if c in covariates),
         strata=cfg.strata,
+        references={"bCTC": "CTC-", "b2CTC": "CTC-/CTC-", "tCTC": "undetectable"},
         ties=cfg.models.ties,
     )
     return [
