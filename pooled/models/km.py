@@ -324,12 +324,31 @@ class _GroupedCounts:
     row_bounds: np.ndarray  # [start, end) of each group in the distinct-time rows, (G + 1,)
 
 
+_RADIX_LIMIT = 1 << 16  # NumPy's stable sort is a radix sort for 16-bit integers
+
+
+def _sort_order(time: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+    """Order by (code, time), stable. Whole-number times in a range below 65,536 (months,
+    days) use two linear-time radix passes; other times fall back to ``np.lexsort``."""
+    n = time.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    lo = time.min()
+    span = time.max() - lo
+    whole = span < _RADIX_LIMIT and bool(np.all(np.floor(time) == time))
+    if codes is not None and codes.size and codes.max() >= _RADIX_LIMIT:
+        whole = False
+    if not whole:
+        return np.argsort(time, kind="stable") if codes is None else np.lexsort((time, codes))
+    order = np.argsort((time - lo).astype(np.uint16), kind="stable")
+    if codes is not None:
+        order = order[np.argsort(codes[order].astype(np.uint16), kind="stable")]
+    return order
+
+
 def _grouped_counts(codes: np.ndarray, time: np.ndarray, event: np.ndarray, n_groups: int):
     n = time.shape[0]
-    if n_groups == 1:
-        order = np.argsort(time, kind="stable")
-    else:
-        order = np.lexsort((time, codes))
+    order = _sort_order(time, codes if n_groups > 1 else None)
     t = time[order]
     e = event[order]
     c = codes[order]
@@ -779,11 +798,11 @@ def logrank_arrays(
     group_codes = np.asarray(group_codes, dtype=np.intp)
     n = time.shape[0]
     if stratum_codes is None or n_strata == 1:
-        order = np.argsort(time, kind="stable")
+        order = _sort_order(time, None)
         s_sorted = None
     else:
         stratum_codes = np.asarray(stratum_codes, dtype=np.intp)
-        order = np.lexsort((time, stratum_codes))
+        order = _sort_order(time, stratum_codes)
         s_sorted = stratum_codes[order]
     t = time[order]
     e = event[order]

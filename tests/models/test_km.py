@@ -151,6 +151,18 @@ class TestKaplanMeierProperties:
         pd.testing.assert_frame_equal(a.curves, b.curves)
         pd.testing.assert_frame_equal(a.at_times, b.at_times)
 
+    def test_whole_and_fractional_times_take_equal_paths(self, cohort):
+        # whole months use the radix sort; fractional times fall back to np.lexsort
+        shifted = cohort.assign(os_months=cohort["os_months"] + 0.25)
+        spec = KMSpec(group="subtype")
+        a = fit_kaplan_meier(cohort, spec).curves
+        b = fit_kaplan_meier(shifted, spec).curves
+        np.testing.assert_array_equal(a["time"] + 0.25, b["time"])
+        np.testing.assert_array_equal(a["survival"], b["survival"])
+        lr_a = logrank_test(cohort, "os_months", "os_event", "subtype", strata=("centre",))
+        lr_b = logrank_test(shifted, "os_months", "os_event", "subtype", strata=("centre",))
+        assert lr_a.chisq == pytest.approx(lr_b.chisq, rel=1e-12)
+
     def test_to_frame_is_tidy(self, km_ctc):
         frame = km_ctc.to_frame()
         assert tuple(frame.columns[: len(TIDY_COLUMNS)]) == TIDY_COLUMNS
