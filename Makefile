@@ -8,7 +8,7 @@ DEMO_OUT ?= demo
 SCENARIO ?= paddy
 SEED ?= 2026
 
-.PHONY: venv demo test lint typecheck pytest bench clean
+.PHONY: venv demo test lint typecheck pytest bench clean browser
 
 venv: $(STAMP)
 
@@ -30,7 +30,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -q
 
-test: lint typecheck pytest
+test: lint typecheck browser pytest
+
+# The report's browser test needs headless Chromium. Install it where we can (root with apt);
+# elsewhere the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } \
+	  || echo "note: Chromium not installed; the report's browser test will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
