@@ -48,7 +48,7 @@ _QUANTILE_TOLERANCE = float(np.sqrt(np.finfo(float).eps))  # R: sqrt(.Machine$do
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KMSpec:
     """Options of a Kaplan-Meier analysis.
 

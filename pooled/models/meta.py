@@ -28,7 +28,7 @@ _METHODS: tuple[str, ...] = ("FE", "DL", "REML", "PM", "ML", "HE", "SJ")
 __all__ = ["MetaMethod", "MetaResult", "MetaSpec", "fit_meta"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetaSpec:
     """Options of a meta-analysis.
 
