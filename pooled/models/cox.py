@@ -45,7 +45,7 @@ __all__ = [
 
 Ties = Literal["efron", "breslow"]
 _Z975 = float(stats.norm.ppf(0.975))
-_CHUNK = 1 << 16
+_CHUNK = 1 << 13
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,20 +53,45 @@ _CHUNK = 1 << 16
 # --------------------------------------------------------------------------------------------
 
 
-def _stratum_codes(strata: np.ndarray | None, n: int) -> np.ndarray:
+def _compact_codes(values: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """Integer codes 0..k-1 preserving the sort order of ``values`` (O(n) for small ints)."""
+    if values.dtype.kind in "iub" and values.size:
+        v = values.astype(np.int64, copy=False)
+        lo, hi = int(v.min()), int(v.max())
+        if hi - lo <= 4 * n + 1024:
+            shifted = v - lo
+            present = np.bincount(shifted, minlength=hi - lo + 1) > 0
+            lookup = np.cumsum(present) - 1
+            return lookup[shifted].astype(np.intp), int(present.sum())
+    uniques, inverse = np.unique(values, return_inverse=True)
+    return inverse.astype(np.intp).reshape(-1), int(uniques.size)
+
+
+def _stratum_codes(strata: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
     if strata is None:
-        return np.zeros(n, dtype=np.intp)
+        return np.zeros(n, dtype=np.intp), 1
     strata = np.asarray(strata)
     if strata.shape[0] != n:
         raise DataError(f"strata expected {n} values (one per row); found {strata.shape[0]}.")
-    if strata.dtype.kind in "iu":
-        return strata.astype(np.intp, copy=False)
-    _, codes = np.unique(strata, return_inverse=True)
-    return codes.astype(np.intp)
+    return _compact_codes(strata, n)
+
+
+def _time_codes(time: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """Codes 0..k-1 of the distinct times, ascending (O(n) for whole-number times)."""
+    if time.size and np.all(time == np.floor(time)):
+        return _compact_codes(time.astype(np.int64), n)
+    return _compact_codes(time, n)
 
 
 class _RiskSets:
-    """Sorted data and tie structure of a right-censored, stratified Cox problem."""
+    """Tie structure of a right-censored, stratified Cox problem, in the input row order.
+
+    Rows are never sorted: each row gets the index of its (stratum, time) group, groups are
+    ordered by stratum then descending time, and each row *enters* the risk sets at the first
+    event group at or after its own group in its stratum (``entry``; ``n_event_groups`` when it
+    is never at risk at an event). Risk-set sums are sums by entry group (one sparse product,
+    sequential over the rows) followed by cumulative sums over the few event groups.
+    """
 
     def __init__(
         self,
@@ -101,62 +126,55 @@ class _RiskSets:
         if ties not in ("efron", "breslow"):
             raise ConfigError(f"ties must be 'efron' or 'breslow'; got {ties!r}.")
         event_b = event_raw.astype(bool)
-        codes = _stratum_codes(strata, n)
         self.n, self.p, self.ties = n, p, ties
-
-        # one sort: stratum, descending time, events first among tied times
-        order = np.lexsort((~event_b, -time, codes))
-        self.order = order
-        xs = X[order]  # a copy; centred in place (the log-likelihood is centring-invariant)
-        self.means = xs.mean(axis=0)
-        xs -= self.means
-        self.xs = np.ascontiguousarray(xs)
-        ts, ds, ss = time[order], event_b[order], codes[order]
-        self.time_sorted, self.event_sorted, self.strata_sorted = ts, ds, ss
-
-        new_group = np.empty(n, dtype=bool)
-        new_group[0] = True
-        new_group[1:] = (ss[1:] != ss[:-1]) | (ts[1:] != ts[:-1])
-        group_start = np.flatnonzero(new_group)
-        d_g = np.add.reduceat(ds.astype(np.intp), group_start)
-        ev_groups = np.flatnonzero(d_g > 0)
-        self.n_events = int(ds.sum())
+        self.n_events = int(event_b.sum())
         if self.n_events == 0:
             raise DataError(
                 f"No events among the {n} patients analysed: a Cox model needs at least one. "
                 "Check the event column's coding (1 = event) or the subgroup."
             )
-        d = d_g[ev_groups]
-        self.d = d.astype(np.float64)
-        self.d_int = d
-        egs = group_start[ev_groups]  # row position where each event group starts
-        ev_stratum = ss[egs]
-        ne = ev_groups.size
+        codes, n_strata = _stratum_codes(strata, n)
+        tcodes, n_times = _time_codes(time, n)
+        self.time, self.event, self.codes = time, event_b, codes
+
+        # group key: stratum ascending, time descending
+        key = codes.astype(np.int64) * n_times + (n_times - 1 - tcodes)
+        n_keys = n_strata * n_times
+        if n_keys > 4 * n + 1024:
+            key, n_keys = _compact_codes(key, n)
+        size_k = np.bincount(key, minlength=n_keys)
+        events_k = np.bincount(key[event_b], minlength=n_keys)
+        ev_keys = np.flatnonzero(events_k)
+        ne = ev_keys.size
         self.n_event_groups = ne
+        d = events_k[ev_keys]
+        self.d_int = d
+        self.d = d.astype(np.float64)
+        stratum_k = np.arange(n_keys) // n_times if n_keys == n_strata * n_times else None
+        if stratum_k is None:  # compacted keys: recover the stratum of each key
+            stratum_k = np.zeros(n_keys, dtype=np.intp)
+            stratum_k[key] = codes
+        ev_stratum = stratum_k[ev_keys]
         self.ev_stratum = ev_stratum
-
-        # event rows (contiguous at the start of each event group)
-        self.ev_pos = np.flatnonzero(ds)
-        self.ev_seg_start = np.cumsum(d) - d
-
-        # rows enter the risk sets from the first event group at or after their own group
-        row_group_start = group_start[np.cumsum(new_group) - 1]
-        entry = np.searchsorted(egs, row_group_start, side="left")
+        # first event key at or after each key, then check it is in the same stratum
+        next_ev = np.searchsorted(ev_keys, np.arange(n_keys), side="left")
+        ok = next_ev < ne
+        ok[ok] = ev_stratum[next_ev[ok]] == stratum_k[ok]
+        entry_k = np.where(ok & (size_k > 0), next_ev, ne)
+        entry = entry_k[key]
+        self.entry = entry
         valid = entry < ne
-        valid[valid] = ev_stratum[entry[valid]] == ss[valid]
-        self.a_rows = np.flatnonzero(valid)
-        a_entry = entry[self.a_rows]
-        self.a_entry = a_entry
-        counts = np.bincount(a_entry, minlength=ne)
-        a_indptr = np.concatenate(([0], np.cumsum(counts)))
-        self.a_starts = a_indptr[:-1]
-        self.a_mat = scipy.sparse.csr_matrix(
-            (np.ones(self.a_rows.size), self.a_rows, a_indptr), shape=(ne, n)
+        self.valid = valid
+        self.ev_entry_rows = entry[event_b]
+        self.a_mat = scipy.sparse.csc_matrix(
+            (np.ones(int(valid.sum())), entry[valid], np.concatenate(([0], np.cumsum(valid)))),
+            shape=(ne, n),
         )
-        b_indptr = np.concatenate((self.ev_seg_start, [self.n_events]))
-        self.b_mat = scipy.sparse.csr_matrix(
-            (np.ones(self.n_events), self.ev_pos, b_indptr), shape=(ne, n)
+        self.b_mat = scipy.sparse.csc_matrix(
+            (np.ones(self.n_events), self.ev_entry_rows, np.concatenate(([0], np.cumsum(event_b)))),
+            shape=(ne, n),
         )
+        self.ev_seg_start = np.cumsum(d) - d
         self.ev_entry = np.repeat(np.arange(ne), d)
 
         # stratum boundaries among event groups
@@ -178,7 +196,12 @@ class _RiskSets:
         else:
             self.c = np.zeros(self.n_events)
             self.efron = False
-        self.xsum_ev = self.xs[self.ev_pos].sum(axis=0)
+
+        # centred covariates (the log-likelihood is centring-invariant; R centres too)
+        self.means = X.mean(axis=0)
+        self.xs = np.subtract(X, self.means)
+        self.event_f = event_b.astype(np.float64)
+        self.xsum_ev = self.event_f @ self.xs
 
     # -- cumulative sums within strata over event groups -------------------------------------
     def _cum_forward(self, values: np.ndarray) -> np.ndarray:
@@ -191,20 +214,25 @@ class _RiskSets:
         nxt = np.concatenate((rcs, np.zeros((1,) + values.shape[1:])))[self.e_last + 1]
         return rcs - nxt
 
+    def _per_row(self, values: np.ndarray) -> np.ndarray:
+        """Per-event-group values looked up at each row's entry group (0 if never at risk)."""
+        ext = np.concatenate((values, np.zeros((1,) + values.shape[1:])))
+        return ext[self.entry]
+
     # -- the pieces every quantity is made of -------------------------------------------------
     def parts(self, beta: np.ndarray, second: bool = True) -> dict[str, np.ndarray | float]:
         xs = self.xs
         eta = xs @ beta
         r = np.exp(eta)
-        ra = r[self.a_rows]
-        self.a_mat.data = ra
-        t0 = np.add.reduceat(ra, self.a_starts)
+        ne = self.n_event_groups
+        self.a_mat.data = r[self.valid]
+        t0 = np.bincount(self.entry, weights=r, minlength=ne + 1)[:ne]
         t1 = np.asarray(self.a_mat @ xs)
         s0 = self._cum_forward(t0)
         s1 = self._cum_forward(t1)
-        re = r[self.ev_pos]
+        re = r[self.event]
         self.b_mat.data = re
-        e0 = np.add.reduceat(re, self.ev_seg_start)
+        e0 = np.bincount(self.ev_entry_rows, weights=re, minlength=ne)
         e1 = np.asarray(self.b_mat @ xs)
         out: dict[str, np.ndarray | float] = {"r": r, "s0": s0, "s1": s1, "e0": e0, "e1": e1}
         if self.efron:
@@ -233,13 +261,14 @@ class _RiskSets:
         return out
 
     def _v(self, pt: dict, weight: np.ndarray | None) -> np.ndarray:
+        """Row weights v with score = sum_events x - X'v and information = X' diag(v) X - ..."""
         w1, w2, r = pt["w1"], pt["w2"], pt["r"]
         if weight is not None:
             w1, w2 = w1 * weight, w2 * weight
-        rw1 = self._cum_reverse(w1)
-        v = np.zeros(self.n)
-        v[self.a_rows] = r[self.a_rows] * rw1[self.a_entry]
-        v[self.ev_pos] -= r[self.ev_pos] * w2[self.ev_entry]
+        v = self._per_row(self._cum_reverse(w1))
+        if self.efron:
+            v -= self.event_f * self._per_row(w2)
+        v *= r
         return v
 
     def score(self, pt: dict, weight: np.ndarray | None = None) -> np.ndarray:
@@ -248,18 +277,37 @@ class _RiskSets:
         if weight is None:
             xsum = self.xsum_ev
         else:
-            xsum = np.repeat(weight, self.d_int) @ self.xs[self.ev_pos]
-        return xsum - self.xs.T @ v
+            xsum = (self.event_f * self._per_row(weight)) @ self.xs
+        return xsum - v @ self.xs
 
     def information(self, pt: dict, weight: np.ndarray | None = None) -> np.ndarray:
         """Information matrix; with per-event-group ``weight``: sum over groups of g V(t)."""
+        return self.score_and_information(pt, weight)[1]
+
+    def score_and_information(
+        self, pt: dict, weight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score and information in one chunked pass over the rows (blocks stay in cache)."""
         v = self._v(pt, weight)
         xs = self.xs
         p = self.p
         info = np.zeros((p, p))
-        for start in range(0, self.n, _CHUNK):
-            block = xs[start : start + _CHUNK]
-            info += block.T @ (block * v[start : start + _CHUNK, None])
+        xv = np.zeros(p)
+        if weight is None or np.all(weight >= 0):
+            root = np.sqrt(np.maximum(v, 0.0))
+            for start in range(0, self.n, _CHUNK):
+                stop = start + _CHUNK
+                w = root[start:stop]
+                block = xs[start:stop] * w[:, None]
+                info += block.T @ block
+                xv += w @ block
+        else:
+            for start in range(0, self.n, _CHUNK):
+                stop = start + _CHUNK
+                block = xs[start:stop]
+                weighted = block * v[start:stop, None]
+                info += block.T @ weighted
+                xv += weighted.sum(axis=0)
         s1, e1 = pt["s1"], pt["e1"]
         q1, q2, q3 = pt["q1"], pt["q2"], pt["q3"]
         if weight is not None:
@@ -269,7 +317,11 @@ class _RiskSets:
             cross = (s1.T * q2) @ e1
             info += cross + cross.T
             info -= (e1.T * q3) @ e1
-        return (info + info.T) / 2.0
+        if weight is None:
+            xsum = self.xsum_ev
+        else:
+            xsum = (self.event_f * self._per_row(weight)) @ self.xs
+        return xsum - xv, (info + info.T) / 2.0
 
     def mean_covariate(self, pt: dict) -> np.ndarray:
         """Efron/Breslow mean of the risk-set means per event group (centred scale)."""
@@ -277,19 +329,19 @@ class _RiskSets:
         return (s1 * w1[:, None] - e1 * w2[:, None]) / self.d[:, None]
 
     def score_residuals(self, pt: dict) -> np.ndarray:
-        """Score residuals (rows in sorted order), Efron-weighted as in R's coxscore2."""
+        """Score residuals (input row order), Efron-weighted as in R's coxscore2."""
         s1, e1 = pt["s1"], pt["e1"]
         q1, q2, q3, w2 = pt["q1"], pt["q2"], pt["q3"], pt["w2"]
         r = pt["r"]
         b1 = s1 * q1[:, None] - e1 * q2[:, None]
         b2 = s1 * q2[:, None] - e1 * q3[:, None]
-        rw1 = self._cum_reverse(pt["w1"])
-        rb1 = self._cum_reverse(b1)
         xs = self.xs
-        resid = np.zeros((self.n, self.p))
-        a = self.a_rows
-        resid[a] = -r[a, None] * (xs[a] * rw1[self.a_entry, None] - rb1[self.a_entry])
-        ev, ee = self.ev_pos, self.ev_entry
+        resid = -r[:, None] * (
+            xs * self._per_row(self._cum_reverse(pt["w1"]))[:, None]
+            - self._per_row(self._cum_reverse(b1))
+        )
+        ev = self.event
+        ee = self.ev_entry_rows
         mbar = self.mean_covariate(pt)
         resid[ev] += xs[ev] - mbar[ee]
         resid[ev] += r[ev, None] * (xs[ev] * w2[ee, None] - b2[ee])
@@ -442,8 +494,7 @@ def cox_fit_arrays(
     pt = rs.parts(beta)
     loglik = float(pt["loglik"])
     loglik_init = loglik
-    u = rs.score(pt)
-    info = rs.information(pt)
+    u, info = rs.score_and_information(pt)
     _raise_singular(info, labels)
     step = _solve(info, u)
     score_test = float(u @ step)
@@ -474,11 +525,9 @@ def cox_fit_arrays(
         else:
             halving = False
             beta, loglik, pt = newbeta, newlk, npt
-            u = rs.score(pt)
-            info = rs.information(pt)
+            u, info = rs.score_and_information(pt)
             newbeta = beta + _solve(info, u)
-    u = rs.score(pt)
-    info = rs.information(pt)
+    u, info = rs.score_and_information(pt)
     try:
         covariance = scipy.linalg.inv(info, check_finite=True)
     except (np.linalg.LinAlgError, ValueError):
@@ -512,7 +561,7 @@ def cox_fit_arrays(
             raise DataError(f"cluster expected {rs.n} values; found {cluster.shape[0]}.")
         resid = rs.score_residuals(pt)
         dfbeta = resid @ covariance
-        _, codes = np.unique(cluster[rs.order], return_inverse=True)
+        _, codes = np.unique(cluster, return_inverse=True)
         summed = np.zeros((codes.max() + 1, p))
         np.add.at(summed, codes, dfbeta)
         robust = summed.T @ summed
@@ -560,10 +609,7 @@ def cox_score_residuals(
     """
     rs = _RiskSets(X, time, event, strata, ties)
     pt = rs.parts(np.asarray(beta, dtype=np.float64))
-    resid = rs.score_residuals(pt)
-    out = np.empty_like(resid)
-    out[rs.order] = resid
-    return out
+    return rs.score_residuals(pt)
 
 
 # --------------------------------------------------------------------------------------------

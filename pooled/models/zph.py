@@ -155,13 +155,12 @@ def proportional_hazards_arrays(
     rs = _RiskSets(X, time, event, strata, ties)
     ttimes = _transformed_time(time, event, transform)
     gtime = ttimes - ttimes[event == 1].mean()
-    g_sorted = gtime[rs.order]
-    group_g = g_sorted[rs.ev_pos[rs.ev_seg_start]]
-
+    # g is a function of time, so one value per event group
+    group_g = np.zeros(rs.n_event_groups)
+    group_g[rs.ev_entry_rows] = gtime[rs.event]
     pt = rs.parts(beta)
-    u_g = rs.score(pt, group_g)
     info = rs.information(pt)
-    info_g = rs.information(pt, group_g)
+    u_g, info_g = rs.score_and_information(pt, group_g)
     info_gg = rs.information(pt, group_g * group_g)
     imat = np.block([[info, info_g], [info_g.T, info_gg]])
     u = np.concatenate((np.zeros(p), u_g))
@@ -187,35 +186,38 @@ def proportional_hazards_arrays(
     )
 
     # scaled Schoenfeld residuals, rescaled within strata as cox.zph does
-    ev = rs.ev_pos
-    schoen = rs.xs[ev] - rs.mean_covariate(pt)[rs.ev_entry]
-    ss = rs.strata_sorted
-    strata_ids, stratum_of_row = np.unique(ss, return_inverse=True)
-    used = np.zeros((strata_ids.size, p))
+    ev = rs.event
+    schoen = rs.xs[ev] - rs.mean_covariate(pt)[rs.ev_entry_rows]
+    codes = rs.codes
+    n_strata = int(codes.max()) + 1
+    # used[k, j]: events in stratum k if column j varies there, else 0 (as zph1.c)
+    first_row = np.full(n_strata, -1)
+    first_row[codes[::-1]] = np.arange(rs.n)[::-1]
     xs = rs.xs
-    for k in range(strata_ids.size):
-        mask = stratum_of_row == k
-        block = xs[mask]
-        varies = np.any(block != block[0], axis=0)
-        used[k] = varies * rs.event_sorted[mask].sum()
+    varies = np.zeros((n_strata, p), dtype=bool)
+    for j in range(p):
+        differs = xs[:, j] != xs[first_row[codes], j]
+        varies[:, j] = np.bincount(codes, weights=differs, minlength=n_strata) > 0
+    events_k = np.bincount(codes[ev], minlength=n_strata)
+    used = varies * events_k[:, None].astype(np.float64)
     wtmat = np.zeros((p, p))
-    for k in range(strata_ids.size):
+    for k in range(n_strata):
         wtmat += np.minimum.outer(used[k], used[k])
     vmean = info / np.where(wtmat == 0, 1.0, wtmat)
     sresid = np.full_like(schoen, np.nan)
-    ev_stratum = stratum_of_row[ev]
-    for k in range(strata_ids.size):
+    ev_stratum = codes[ev]
+    for k in range(n_strata):
         cols = np.flatnonzero(used[k] > 0)
         rows = np.flatnonzero(ev_stratum == k)
         if cols.size and rows.size:
             sub = vmean[np.ix_(cols, cols)]
             sresid[np.ix_(rows, cols)] = np.linalg.solve(sub, schoen[np.ix_(rows, cols)].T).T
     sresid += beta
-    ev_time = rs.time_sorted[ev]
-    order = np.lexsort((ev_time, ss[ev]))
+    ev_time = rs.time[ev]
+    order = np.lexsort((ev_time, ev_stratum))
     residuals = pd.DataFrame(sresid[order], columns=labels)
-    residuals.insert(0, "stratum", ss[ev][order])
-    residuals.insert(0, "transformed_time", ttimes[rs.order][ev][order])
+    residuals.insert(0, "stratum", ev_stratum[order])
+    residuals.insert(0, "transformed_time", ttimes[ev][order])
     residuals.insert(0, "time", ev_time[order])
     return ProportionalHazardsResult(
         table=table,

@@ -1,0 +1,1 @@
+"""Runnable benchmarks: ``python -m bench.<name>``; each writes ``bench/results/<name>.md``."""
