@@ -921,9 +921,10 @@ def _followup_rules(
     death = _as_dates(data, "death_date")
     contact = _as_dates(data, "last_contact_date")
     end = np.where(np.isnat(death), contact, death)
-    cutoff = np.nanmax(np.where(ok, end, np.datetime64("NaT")))
-    if np.isnat(cutoff):
+    usable_end = end[ok & ~np.isnat(end)]
+    if usable_end.size == 0:
         return
+    cutoff = usable_end.max()
     observed = (end - origin) / _DAY
     potential = (np.where(np.isnat(death), cutoff, death) - origin) / _DAY
     use = ok & ~np.isnan(observed) & ~np.isnan(potential) & (observed >= 0) & (potential > 0)

@@ -365,3 +365,44 @@ def find(
 
 def errors(report: ValidationReport) -> pd.DataFrame:
     return report.findings.loc[report.findings["severity"] == "error"]
+
+
+HEADER_ROW = {"xlsx": 4, "csv": 1, "sav": 0}
+
+
+def upload(
+    directory: Path,
+    frame: pd.DataFrame,
+    kind: str = "xlsx",
+    *,
+    edit: Any = None,
+    name: str = "upload",
+) -> Path:
+    """Write ``frame`` as an upload of ``kind``; ``edit(cells)`` may change the display cells
+    (keyed by schema field names) before writing, to plant raw errors."""
+    cells = display_cells(frame, kind)
+    if edit is not None:
+        edit(cells)
+    path = directory / f"{name}.{kind}"
+    if kind == "xlsx":
+        title = (("Studie XY: CTC-Register",), ("Stand 2022",), ())
+        sheets: dict[str, Any] = {"Info": ((), ["Hinweis"], [["Siehe Patientenblatt"]])}
+        sheets["Patienten"] = (title, [HEADERS[c] for c in cells.columns], rows_of(cells))
+        return write_xlsx(path, sheets)
+    if kind == "csv":
+        return write_csv(path, [HEADERS[c] for c in cells.columns], rows_of(cells))
+    cells.columns = [SAV_HEADERS[c] for c in cells.columns]
+    for column in cells.columns:
+        if cells[column].dtype == object:
+            cells[column] = cells[column].map(lambda v: "" if v is None else str(v))
+    return write_sav(path, cells)
+
+
+def row_of(position: int, kind: str) -> int:
+    """The row number the person sees for data row ``position`` (0-based) of an upload."""
+    return HEADER_ROW[kind] + 1 + position
+
+
+def problems(report: ValidationReport) -> pd.DataFrame:
+    """Errors and warnings (info findings are notes, not problems)."""
+    return report.findings.loc[report.findings["severity"] != "info"]
