@@ -69,7 +69,7 @@ def heterogeneity_text(meta: MetaResult) -> str:
 
 def _meta_of(result: MetaResult | TwoStageResult) -> MetaResult:
     """The meta-analysis of a result (a two-stage result's ``meta``, or the result itself)."""
-    return getattr(result, "meta", result)  # type: ignore[return-value]
+    return getattr(result, "meta", result)  # type: ignore[arg-type,return-value]
 
 
 def forest_rows(
@@ -100,7 +100,9 @@ def forest_rows(
         names = [str(c) for c in frame["centre"]]
     else:
         names = [str(t) for t in frame["term"]]
-    labels = [pooled_label if kind == "pooled" else name for name, kind in zip(names, kinds)]
+    labels = [
+        pooled_label if kind == "pooled" else name for name, kind in zip(names, kinds, strict=True)
+    ]
     reasons = (
         frame["reason"].fillna("").astype(str).tolist() if "reason" in frame else [""] * len(frame)
     )
