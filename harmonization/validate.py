@@ -1360,18 +1360,37 @@ def _consortium_finding(
     }  # fmt: skip
 
 
-def _funnel(observed: np.ndarray, exposure: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out funnel z-scores and the other centres' pooled rate."""
-    others_o = observed.sum() - observed
-    others_e = exposure.sum() - exposure
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate = others_o / others_e
-        if kind == "poisson":
-            expected = rate * exposure
-            z = (observed - expected) / np.sqrt(expected)
-        else:
-            z = (observed / exposure - rate) / np.sqrt(rate * (1 - rate) / exposure)
-    return z, rate
+def _funnel(
+    observed: np.ndarray, exposure: np.ndarray, kind: str, threshold: float, min_centres: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Funnel-plot z-scores of each centre against the pooled rate of the *other* centres,
+    with a forward search: the most extreme centre beyond ``threshold`` is flagged and left
+    out of every reference, and the search repeats, so one far-off centre cannot make the
+    others look like outliers."""
+    k = observed.shape[0]
+    flagged = np.zeros(k, dtype=bool)
+    while True:
+        z = np.full(k, np.nan)
+        rate = np.full(k, np.nan)
+        for i in range(k):
+            ref = ~flagged
+            ref[i] = False
+            o, e = observed[ref].sum(), exposure[ref].sum()
+            if e <= 0:
+                continue
+            r = o / e
+            rate[i] = r
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if kind == "poisson":
+                    expected = r * exposure[i]
+                    z[i] = (observed[i] - expected) / np.sqrt(expected)
+                else:
+                    z[i] = (observed[i] / exposure[i] - r) / np.sqrt(r * (1 - r) / exposure[i])
+        candidates = np.where(~flagged & np.isfinite(z), np.abs(z), -np.inf)
+        worst = int(np.argmax(candidates))
+        if candidates[worst] <= threshold or (~flagged).sum() - 1 < min_centres - 1:
+            return z, rate
+        flagged[worst] = True
 
 
 def validate_consortium(
@@ -1476,7 +1495,11 @@ def _outlier_rows(pooled: pd.DataFrame, spec: ValidationSpec) -> list[dict[str, 
             if len(agg) < spec.min_centres or agg["events"].sum() == 0:
                 continue
             z, rate = _funnel(
-                agg["events"].to_numpy(float), agg["time"].to_numpy(float) / 12.0, "poisson"
+                agg["events"].to_numpy(float),
+                agg["time"].to_numpy(float) / 12.0,
+                "poisson",
+                spec.outlier_z,
+                spec.min_centres,
             )
             for (centre, r), zi, ri in zip(agg.iterrows(), z, rate, strict=True):
                 if np.isfinite(zi) and abs(zi) > spec.outlier_z:
@@ -1501,7 +1524,13 @@ def _outlier_rows(pooled: pd.DataFrame, spec: ValidationSpec) -> list[dict[str, 
             agg = agg.loc[agg["n"] >= spec.min_patients]
             if len(agg) < spec.min_centres:
                 continue
-            z, rate = _funnel(agg["positive"].to_numpy(float), agg["n"].to_numpy(float), "binomial")
+            z, rate = _funnel(
+                agg["positive"].to_numpy(float),
+                agg["n"].to_numpy(float),
+                "binomial",
+                spec.outlier_z,
+                spec.min_centres,
+            )
             source = "ctc_count" if marker == "ctc_positive" else "dtc_count"
             for (centre, r), zi, ri in zip(agg.iterrows(), z, rate, strict=True):
                 if np.isfinite(zi) and abs(zi) > spec.outlier_z:
