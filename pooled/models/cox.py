@@ -136,6 +136,7 @@ class _RiskSets:
         codes, n_strata = _stratum_codes(strata, n)
         tcodes, n_times = _time_codes(time, n)
         self.time, self.event, self.codes = time, event_b, codes
+        self.tcodes, self.n_times, self.n_strata = tcodes, n_times, n_strata
 
         # group key: stratum ascending, time descending
         key = codes.astype(np.int64) * n_times + (n_times - 1 - tcodes)

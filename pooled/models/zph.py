@@ -15,10 +15,19 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 from scipy import stats
 
 from pooled.errors import ConfigError, DataError
-from pooled.models.cox import CoxResult, CoxSpec, Ties, _design, _outcome_arrays, _RiskSets
+from pooled.models.cox import (
+    CoxResult,
+    CoxSpec,
+    Ties,
+    _design,
+    _outcome_arrays,
+    _RiskSets,
+    _time_codes,
+)
 from pooled.results import tidy_frame
 
 __all__ = ["ProportionalHazardsResult", "proportional_hazards_arrays", "proportional_hazards_test"]
@@ -76,20 +85,21 @@ class ProportionalHazardsResult:
 
 
 def _transformed_time(time: np.ndarray, event: np.ndarray, transform: Transform) -> np.ndarray:
+    if transform not in ("km", "rank", "identity"):
+        raise ConfigError(f"transform must be one of 'km', 'rank', 'identity'; got {transform!r}.")
     if transform == "identity":
         return time.astype(np.float64)
-    if transform == "rank":
-        return stats.rankdata(time, method="average")
-    if transform == "km":
-        # left-continuous Kaplan-Meier over everyone: 1 - S(t-)
-        unique, inverse = np.unique(time, return_inverse=True)
-        deaths = np.bincount(inverse, weights=event.astype(np.float64), minlength=unique.size)
-        counts = np.bincount(inverse, minlength=unique.size)
-        at_risk = counts[::-1].cumsum()[::-1].astype(np.float64)
-        surv = np.cumprod(1.0 - deaths / at_risk)
-        before = np.concatenate(([1.0], surv[:-1]))
-        return 1.0 - before[inverse]
-    raise ConfigError(f"transform must be one of 'km', 'rank', 'identity'; got {transform!r}.")
+    codes, n_times = _time_codes(time, time.size)  # ascending codes of the distinct times
+    counts = np.bincount(codes, minlength=n_times)
+    if transform == "rank":  # average ranks of ties, as R's rank()
+        before = np.cumsum(counts) - counts
+        return (before + (counts + 1) / 2.0)[codes]
+    # left-continuous Kaplan-Meier over everyone: 1 - S(t-)
+    deaths = np.bincount(codes, weights=event.astype(np.float64), minlength=n_times)
+    at_risk = counts[::-1].cumsum()[::-1].astype(np.float64)
+    surv = np.cumprod(1.0 - deaths / at_risk)
+    before_surv = np.concatenate(([1.0], surv[:-1]))
+    return 1.0 - before_surv[codes]
 
 
 def proportional_hazards_arrays(
@@ -103,6 +113,7 @@ def proportional_hazards_arrays(
     transform: Transform = "km",
     names: Sequence[str] | None = None,
     terms: Sequence[Sequence[int]] | None = None,
+    information: np.ndarray | None = None,
 ) -> ProportionalHazardsResult:
     """Score test of proportional hazards at fitted ``coefficients`` (R's ``cox.zph``).
 
@@ -121,6 +132,8 @@ def proportional_hazards_arrays(
     terms : sequence of column-index groups, optional
         Test these groups of columns jointly (R's ``terms = TRUE``); default each column
         alone (R's ``terms = FALSE``).
+    information : ndarray, optional
+        The fit's information matrix at ``coefficients`` (saves one pass over the data).
 
     Returns
     -------
@@ -159,7 +172,7 @@ def proportional_hazards_arrays(
     group_g = np.zeros(rs.n_event_groups)
     group_g[rs.ev_entry_rows] = gtime[rs.event]
     pt = rs.parts(beta)
-    info = rs.information(pt)
+    info = rs.information(pt) if information is None else np.asarray(information, dtype=float)
     u_g, info_g = rs.score_and_information(pt, group_g)
     info_gg = rs.information(pt, group_g * group_g)
     imat = np.block([[info, info_g], [info_g.T, info_gg]])
@@ -186,39 +199,52 @@ def proportional_hazards_arrays(
     )
 
     # scaled Schoenfeld residuals, rescaled within strata as cox.zph does
-    ev = rs.event
-    schoen = rs.xs[ev] - rs.mean_covariate(pt)[rs.ev_entry_rows]
+    # scaled Schoenfeld residuals, events sorted by stratum then time (R's order)
+    ev_idx = np.flatnonzero(rs.event)
     codes = rs.codes
-    n_strata = int(codes.max()) + 1
+    n_strata = rs.n_strata
+    ev_key = codes[ev_idx].astype(np.int64) * rs.n_times + rs.tcodes[ev_idx]
+    if n_strata * rs.n_times < 1 << 16:
+        ev_key = ev_key.astype(np.uint16)
+    ev_idx = ev_idx[np.argsort(ev_key, kind="stable")]
+    schoen = np.take(rs.xs, ev_idx, axis=0)
+    schoen -= rs.mean_covariate(pt)[rs.entry[ev_idx]]
+    ev_stratum = codes[ev_idx]
     # used[k, j]: events in stratum k if column j varies there, else 0 (as zph1.c)
-    first_row = np.full(n_strata, -1)
-    first_row[codes[::-1]] = np.arange(rs.n)[::-1]
-    xs = rs.xs
-    varies = np.zeros((n_strata, p), dtype=bool)
-    for j in range(p):
-        differs = xs[:, j] != xs[first_row[codes], j]
-        varies[:, j] = np.bincount(codes, weights=differs, minlength=n_strata) > 0
-    events_k = np.bincount(codes[ev], minlength=n_strata)
+    indicator = scipy.sparse.csc_matrix(
+        (np.ones(rs.n), codes, np.arange(rs.n + 1)), shape=(n_strata, rs.n)
+    )
+    size = np.bincount(codes, minlength=n_strata).astype(np.float64)[:, None]
+    first = np.asarray(indicator @ rs.xs) / size
+    second = np.asarray(indicator @ np.square(rs.xs)) / size
+    within = second - first**2
+    scale = np.maximum((second * size).sum(axis=0) / rs.n, np.finfo(float).tiny)
+    varies = within > 1e-12 * scale
+    events_k = np.bincount(ev_stratum, minlength=n_strata)
     used = varies * events_k[:, None].astype(np.float64)
     wtmat = np.zeros((p, p))
     for k in range(n_strata):
         wtmat += np.minimum.outer(used[k], used[k])
     vmean = info / np.where(wtmat == 0, 1.0, wtmat)
-    sresid = np.full_like(schoen, np.nan)
-    ev_stratum = codes[ev]
-    for k in range(n_strata):
-        cols = np.flatnonzero(used[k] > 0)
-        rows = np.flatnonzero(ev_stratum == k)
-        if cols.size and rows.size:
-            sub = vmean[np.ix_(cols, cols)]
-            sresid[np.ix_(rows, cols)] = np.linalg.solve(sub, schoen[np.ix_(rows, cols)].T).T
+    # strata sharing a pattern of used columns share one solve (usually a single pattern)
+    patterns, pattern_of_stratum = np.unique(used > 0, axis=0, return_inverse=True)
+    if patterns.shape[0] == 1 and patterns[0].all():
+        sresid = schoen @ np.linalg.inv(vmean).T
+    else:
+        sresid = np.full_like(schoen, np.nan)
+        row_pattern = pattern_of_stratum.reshape(-1)[ev_stratum]
+        for k, cols_mask in enumerate(patterns):
+            cols = np.flatnonzero(cols_mask)
+            rows = np.flatnonzero(row_pattern == k)
+            if cols.size and rows.size:
+                inv = np.linalg.inv(vmean[np.ix_(cols, cols)])
+                sresid[np.ix_(rows, cols)] = schoen[np.ix_(rows, cols)] @ inv.T
     sresid += beta
-    ev_time = rs.time[ev]
-    order = np.lexsort((ev_time, ev_stratum))
-    residuals = pd.DataFrame(sresid[order], columns=labels)
-    residuals.insert(0, "stratum", ev_stratum[order])
-    residuals.insert(0, "transformed_time", ttimes[ev][order])
-    residuals.insert(0, "time", ev_time[order])
+    residuals = pd.DataFrame(
+        np.column_stack([rs.time[ev_idx], ttimes[ev_idx], sresid]),
+        columns=["time", "transformed_time", *labels],
+    )
+    residuals.insert(2, "stratum", ev_stratum)
     return ProportionalHazardsResult(
         table=table,
         residuals=residuals,
@@ -297,6 +323,7 @@ def proportional_hazards_test(
         transform=transform,
         names=design.term_names,
         terms=groups,
+        information=np.linalg.inv(result.covariance),
     )
     if terms:
         sources = list(dict.fromkeys(design.term_sources))
