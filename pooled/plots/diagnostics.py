@@ -185,7 +185,10 @@ def funnel_plot(meta: MetaResult, *, ax: Axes | None = None, xlabel: str | None 
     for x, y, label in zip(show(est), se, table["label"], strict=True):
         ax.annotate(str(label), (x, y), xytext=(4, 2), textcoords="offset points", fontsize=8)
     if ratio:
+        from pooled.plots.forest import _log_ticks
+
         ax.set_xscale("log")
+        _log_ticks(ax)
     ax.set_ylim(top, 0.0)
     ax.set_ylabel("Standard error")
     ax.set_xlabel(xlabel if xlabel is not None else ("Hazard ratio" if ratio else "Estimate"))

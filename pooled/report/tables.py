@@ -1,0 +1,359 @@
+"""Publication tables of a run: display formatting (the only rounding) and ``tables.xlsx``.
+
+Results keep raw numbers; this module turns them into what a manuscript prints: hazard
+ratios with two decimals, "1.23 (1.01-1.50)" text, p-values as "<0.001" or three decimals.
+In the workbook the numbers stay numbers, shown through Excel number formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pooled.plots.forest import format_p_value, format_ratio_ci
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pooled.run_output import ModelOutput, RunOutput
+
+__all__ = [
+    "bayes_table",
+    "format_frame",
+    "format_number",
+    "heterogeneity_table",
+    "hazard_ratio_table",
+    "subgroup_table",
+    "write_tables_xlsx",
+]
+
+# column name -> (kind) for display formatting and Excel number formats
+_RATIO = {"hr", "ci_lower", "ci_upper", "pi_lower", "pi_upper", "HR", "95% CI lower"}
+_RATIO |= {"95% CI upper", "PI lower", "PI upper"}
+_P = {"p_value", "q_p_value", "lr_p_value", "p", "Q p", "Interaction p", "LR p"}
+_PERCENT = {"i2", "weight_percent", "I^2 (%)", "Weight (%)"}
+_INTEGER = {"n", "events", "k", "q_df", "df", "n_risk", "n_patients", "Patients", "Events"}
+_INTEGER |= {"received", "analysed", "Centres", "n_groups", "divergences"}
+_PROBABILITY = {"prob_hr_gt_1", "P(HR > 1)"}
+
+EXCEL_FORMATS = {"ratio": "0.00", "p": "0.000", "percent": "0.0", "integer": "0", "other": "0.000"}
+
+
+def _kind(column: str) -> str:
+    if column in _RATIO:
+        return "ratio"
+    if column in _P:
+        return "p"
+    if column in _PERCENT:
+        return "percent"
+    if column in _INTEGER or column.startswith("excluded"):
+        return "integer"
+    if column in _PROBABILITY or column.startswith("prob_hr_gt") or column.startswith("P(HR"):
+        return "probability"
+    return "other"
+
+
+def format_number(value: Any, kind: str = "other") -> str:
+    """Display text for one value: ``kind`` is ratio, p, percent, integer, probability, other."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        return str(value)
+    x = float(value)
+    if not np.isfinite(x):
+        return "" if np.isnan(x) else ("inf" if x > 0 else "-inf")
+    if kind == "ratio":
+        return f"{x:.2f}"
+    if kind == "p":
+        return format_p_value(x)
+    if kind == "percent":
+        return f"{x:.1f}"
+    if kind == "integer":
+        return f"{x:,.0f}" if x == round(x) else f"{x:.1f}"
+    if kind == "probability":
+        return f"{x:.3f}"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.3g}"
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def _all_whole(values: pd.Series) -> bool:
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    finite = numbers[np.isfinite(numbers)]
+    return bool(finite.size) and bool(np.all(finite == np.round(finite)))
+
+
+def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every cell as display text (rounded by column kind); text left as is.
+
+    Numeric columns of unnamed kind whose values are all whole numbers (counts, months,
+    group numbers) print without decimals.
+    """
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        kind = _kind(str(column))
+        values = frame[column]
+        if (
+            kind == "other"
+            and pd.api.types.is_numeric_dtype(values)
+            and not pd.api.types.is_bool_dtype(values)
+            and _all_whole(values)
+        ):
+            kind = "integer"
+        out[column] = [format_number(v, kind) for v in values.tolist()]
+    return out
+
+
+def _ci_text(frame: pd.DataFrame) -> list[str]:
+    return [
+        format_ratio_ci(h, lo, hi)
+        for h, lo, hi in zip(frame["hr"], frame["ci_lower"], frame["ci_upper"], strict=True)
+    ]
+
+
+def hazard_ratio_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
+    """Manuscript HR table: every Cox term, each two-stage pooled row, each Bayesian pooled
+    and predictive row (raw numbers plus an "HR (95% CI)" text column)."""
+    rows = []
+    for out in outputs:
+        frame = out.to_frame()
+        if frame.empty:
+            continue
+        if out.kind == "cox":
+            pick = frame
+        elif out.kind == "two_stage" and "row_type" in frame:
+            pick = frame[frame["row_type"] == "pooled"]
+        elif out.kind in ("bayes", "bayes_meta") and "quantity" in frame:
+            pick = frame[frame["quantity"].isin(["pooled", "predictive", "subtype"])]
+        elif out.kind == "sensitivity":
+            pick = frame
+        else:
+            continue
+        for rec in pick.to_dict("records"):
+            rows.append(
+                {
+                    "Analysis": out.label or out.name,
+                    "Endpoint": str(rec.get("endpoint", out.endpoint) or out.endpoint).upper(),
+                    "Model": rec.get("model", ""),
+                    "Term": rec.get("term", ""),
+                    "HR": rec.get("hr", np.nan),
+                    "95% CI lower": rec.get("ci_lower", np.nan),
+                    "95% CI upper": rec.get("ci_upper", np.nan),
+                    "p": rec.get("p_value", np.nan),
+                    "Patients": rec.get("n", np.nan),
+                    "Events": rec.get("events", np.nan),
+                }
+            )
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "Analysis",
+            "Endpoint",
+            "Model",
+            "Term",
+            "HR",
+            "95% CI lower",
+            "95% CI upper",
+            "p",
+            "Patients",
+            "Events",
+        ],
+    )
+    table.insert(
+        5,
+        "HR (95% CI)",
+        [
+            format_ratio_ci(h, lo, hi)
+            for h, lo, hi in zip(
+                table["HR"], table["95% CI lower"], table["95% CI upper"], strict=True
+            )
+        ],
+    )
+    return table
+
+
+def heterogeneity_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
+    """One row per two-stage meta-analysis: pooled HR, tau^2, I^2, Q (df, p), prediction
+    interval, centres pooled."""
+    rows = []
+    for out in outputs:
+        meta = getattr(out.result, "meta", None)
+        if out.kind != "two_stage" or meta is None:
+            continue
+        ratio = bool(meta.spec.exponentiate)
+
+        def tr(x: float, ratio: bool = ratio) -> float:
+            return float(np.exp(x)) if ratio else float(x)
+
+        rows.append(
+            {
+                "Analysis": out.label or out.name,
+                "Endpoint": out.endpoint.upper(),
+                "Method": meta.spec.label,
+                "Centres": meta.k,
+                "HR": tr(meta.estimate),
+                "95% CI lower": tr(meta.ci_lower),
+                "95% CI upper": tr(meta.ci_upper),
+                "p": meta.p_value,
+                "tau^2": meta.tau2,
+                "I^2 (%)": meta.i2,
+                "Q": meta.q,
+                "df": meta.q_df,
+                "Q p": meta.q_p_value,
+                "PI lower": tr(meta.pi_lower),
+                "PI upper": tr(meta.pi_upper),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def subgroup_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
+    """The marker's HR within each subgroup level, with the interaction LR p-value."""
+    rows = []
+    for out in outputs:
+        if out.kind != "interaction":
+            continue
+        within = getattr(out.result, "within", None)
+        test = getattr(out.result, "test", None)
+        if within is None:
+            continue
+        for rec in within.to_dict("records"):
+            rows.append(
+                {
+                    "Analysis": out.label or out.name,
+                    "Endpoint": out.endpoint.upper(),
+                    "Subgroup": rec.get("level", rec.get("term")),
+                    "HR": rec["hr"],
+                    "95% CI lower": rec["ci_lower"],
+                    "95% CI upper": rec["ci_upper"],
+                    "p": rec["p_value"],
+                    "Interaction p": getattr(test, "p_value", np.nan),
+                }
+            )
+    table = pd.DataFrame(rows)
+    if len(table):
+        table.insert(6, "HR (95% CI)", _ci_text(table.rename(columns=_CI_NAMES)))
+    return table
+
+
+_CI_NAMES = {"HR": "hr", "95% CI lower": "ci_lower", "95% CI upper": "ci_upper"}
+
+_BAYES_COLUMNS = [
+    "quantity",
+    "level",
+    "term",
+    "estimate",
+    "hr",
+    "ci_lower",
+    "ci_upper",
+    "prob_hr_gt_1",
+    "r_hat",
+    "ess_bulk",
+    "ess_tail",
+    "divergences",
+]
+
+
+def bayes_table(out: ModelOutput) -> pd.DataFrame:
+    """Posterior summary of a Bayesian output with its convergence diagnostics."""
+    frame = out.to_frame()
+    columns = [c for c in _BAYES_COLUMNS if c in frame.columns]
+    columns += [c for c in frame.columns if str(c).startswith("prob_hr_gt_") and c not in columns]
+    return frame[columns].reset_index(drop=True)
+
+
+def _sheet_name(name: str, used: set[str]) -> str:
+    bad = "[]:*?/\\"
+    clean = "".join("_" if ch in bad else ch for ch in name)[:31] or "Sheet"
+    candidate, i = clean, 2
+    while candidate.lower() in used:
+        suffix = f" ({i})"
+        candidate = clean[: 31 - len(suffix)] + suffix
+        i += 1
+    used.add(candidate.lower())
+    return candidate
+
+
+def _format_sheet(sheet: Any, frame: pd.DataFrame, note: str = "") -> None:
+    from openpyxl.styles import Alignment, Border, Font, Side
+    from openpyxl.utils import get_column_letter
+
+    bold = Font(bold=True)
+    rule = Border(bottom=Side(style="thin"))
+    header_row = 1
+    for cell in sheet[header_row]:
+        cell.font = bold
+        cell.border = rule
+        cell.alignment = Alignment(vertical="bottom", wrap_text=True)
+    sheet.freeze_panes = sheet.cell(row=header_row + 1, column=1)
+    for j, column in enumerate(frame.columns, start=1):
+        letter = get_column_letter(j)
+        kind = _kind(str(column))
+        values = frame[column]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if numeric:
+            fmt = EXCEL_FORMATS.get(kind, "0.000")
+            if kind == "probability":
+                fmt = "0.000"
+            if kind == "p":
+                fmt = '[<0.001]"<0.001";0.000'
+            for row in range(header_row + 1, header_row + 1 + len(frame)):
+                sheet[f"{letter}{row}"].number_format = fmt
+        texts = [str(column)] + [format_number(v, kind) for v in values.tolist()]
+        width = min(max(len(t) for t in texts) + 2, 60)
+        sheet.column_dimensions[letter].width = max(width, 8)
+    if note:
+        sheet.cell(row=len(frame) + 3, column=1, value=note).font = Font(italic=True)
+
+
+def write_tables_xlsx(run: RunOutput, path: str | Path) -> Path:
+    """Write the publication tables of a run to one workbook.
+
+    Sheets: the exclusion flow per centre; each patient-characteristics table (e.g. by
+    marker status, by centre); hazard ratios; heterogeneity; subgroups; Bayesian
+    posteriors; and all results (the raw tidy table). Headers are bold with a rule, columns
+    sized to their contents, numbers kept as numbers with manuscript number formats.
+
+    Examples
+    --------
+    >>> # write_tables_xlsx(run, "reports/paddy/tables.xlsx")
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheets: list[tuple[str, pd.DataFrame, str]] = [
+        ("Exclusion flow", run.flow.to_frame(), "Patients per centre at each step.")
+    ]
+    for name, table in run.characteristics.items():
+        sheets.append((f"Characteristics {name.replace('_', ' ')}", table, ""))
+    sheets.append(
+        (
+            "Hazard ratios",
+            hazard_ratio_table(run.outputs),
+            "HR: hazard ratio; CI: confidence interval (credible interval for Bayesian rows).",
+        )
+    )
+    het = heterogeneity_table(run.outputs)
+    if len(het):
+        sheets.append(("Heterogeneity", het, "PI: 95% prediction interval for a new centre."))
+    sub = subgroup_table(run.outputs)
+    if len(sub):
+        sheets.append(
+            ("Subgroups", sub, "Interaction p: likelihood-ratio test of the interaction.")
+        )
+    for o in run.outputs:
+        if o.kind in ("bayes", "bayes_meta"):
+            sheets.append((f"Bayes {o.endpoint}".strip(), bayes_table(o), o.label))
+    sheets.append(("All results", run.results(), "Raw numbers, as results.csv."))
+
+    used: set[str] = set()
+    with pd.ExcelWriter(out, engine="openpyxl") as writer:
+        for title, frame, note in sheets:
+            name = _sheet_name(title, used)
+            frame = frame.reset_index(drop=True)
+            frame.to_excel(writer, sheet_name=name, index=False)
+            _format_sheet(writer.sheets[name], frame, note)
+    return out
