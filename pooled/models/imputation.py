@@ -85,26 +85,47 @@ def _draw_binary(
     return (rng.uniform(size=X_new.shape[0]) < special.expit(X_new @ beta_star)).astype(float)
 
 
+def _fit_multinomial(
+    X: np.ndarray, codes: np.ndarray, n_levels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression (first level as reference) by Newton-Raphson.
+
+    Returns the k x (L-1) coefficients and the covariance of their equation-major flattening.
+    """
+    n, k = X.shape
+    j = n_levels - 1
+    Y = np.eye(n_levels)[codes][:, 1:]
+    B = np.zeros((k, j))
+    ridge = 1e-4 * np.eye(k * j)
+    hess = ridge
+    for _ in range(50):
+        logits = np.column_stack([np.zeros(n), X @ B])
+        P = special.softmax(logits, axis=1)[:, 1:]
+        grad = (X.T @ (Y - P)).T.reshape(-1) - ridge @ B.T.reshape(-1)
+        hess = np.empty((k * j, k * j))
+        for a in range(j):
+            for b in range(a, j):
+                w = P[:, a] * ((a == b) - P[:, b])
+                block = (X.T * w) @ X
+                hess[a * k : (a + 1) * k, b * k : (b + 1) * k] = block
+                hess[b * k : (b + 1) * k, a * k : (a + 1) * k] = block.T
+        hess += ridge
+        step = np.linalg.solve(hess, grad)
+        B += step.reshape(j, k).T
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return B, np.linalg.inv(hess)
+
+
 def _draw_categorical(
     X: np.ndarray, codes: np.ndarray, n_levels: int, X_new: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """Multinomial logistic regression as L-1 logits fitted jointly (Newton), then drawn."""
-    import statsmodels.api as sm
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            fit = sm.MNLogit(codes, X).fit(disp=0, maxiter=100, method="newton")
-            params = np.asarray(fit.params)  # k x (L-1)
-            cov = np.asarray(fit.cov_params())
-            flat = params.T.reshape(-1)  # statsmodels orders cov by equation, then variable
-            draw = rng.multivariate_normal(flat, (cov + cov.T) / 2).reshape(params.shape[::-1]).T
-        except Exception:  # separation: fall back to the observed level frequencies
-            freq = np.bincount(codes, minlength=n_levels) / codes.size
-            return np.asarray(rng.choice(n_levels, size=X_new.shape[0], p=freq))
+    """Draw levels from a multinomial logistic model with drawn coefficients."""
+    B, cov = _fit_multinomial(X, codes, n_levels)
+    flat = rng.multivariate_normal(B.T.reshape(-1), (cov + cov.T) / 2)
+    draw = flat.reshape(B.shape[::-1]).T
     logits = np.column_stack([np.zeros(X_new.shape[0]), X_new @ draw])
-    probs = special.softmax(logits, axis=1)
-    cum = probs.cumsum(axis=1)
+    cum = special.softmax(logits, axis=1).cumsum(axis=1)
     u = rng.uniform(size=(X_new.shape[0], 1))
     return np.minimum((u > cum).sum(axis=1), n_levels - 1)
 
