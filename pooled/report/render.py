@@ -86,7 +86,7 @@ class _Renderer:
     def reserve(self, name: str) -> str:
         """A unique file-safe figure name (``forest_two_stage_os``, not ``forest_forest_...``)."""
         name = _slug(name)
-        for prefix in ("km_", "forest_", "subgroups_", "schoenfeld_", "funnel_", "trajectories_"):
+        for prefix in ("km_", "forest_", "subgroups_", "schoenfeld_", "funnel_", "sensitivity_"):
             doubled = prefix + prefix.rstrip("_") + "_"
             if name.startswith(doubled):
                 name = name[len(prefix) :]
