@@ -389,7 +389,7 @@ def _write_centre(
 def _minimum(size: int) -> int:
     if size >= 200:
         return MIN_ERRORS_PER_KIND
-    return 1 if size >= 40 else 0
+    return 1 if size >= 8 else 0
 
 
 class _ParquetWriter:

@@ -154,7 +154,7 @@ def simulate_trajectory_consortium(
         errs = plant_errors(
             part, cells, setting="metastatic", profile=profile, rng=rng, centre=centre.name,
             file=file, sheet=profile.sheet, first_row=profile.header_row + 1, rate=0.005,
-            minimum=minimum,
+            minimum=minimum, skip=("required_missing", "duplicate_id"),
         )  # fmt: skip
         s_cells = format_cells(spart, s_fields, profile)
         errs += plant_errors(

@@ -237,12 +237,14 @@ def plant_errors(
     rate: float,
     minimum: int,
     table: str = "patients",
+    skip: tuple[str, ...] = (),
 ) -> list[PlantedError]:
     """Spoil single cells of ``cells`` in place; return what was planted where.
 
     Each planted error changes exactly one cell (the cell the validation contract says the
     finding names) and no row gets two. ``first_row`` is the row number, as the person sees
-    it, of the first row of ``cells``.
+    it, of the first row of ``cells``. ``skip`` leaves out kinds (the trajectory scenario does
+    not spoil patient ids, whose samples would then be orphans: a second finding).
     """
     n = len(frame)
     used = np.zeros(n, dtype=bool)
@@ -251,7 +253,9 @@ def plant_errors(
     needs = {"receptor_consistency": "er_percent", "event_flag": "os_event",
              "death_before_recurrence": "death_date", "date_order": "sample_date"}  # fmt: skip
     kinds = tuple(
-        k for k in planted_kinds(setting, profile, table) if needs.get(k, "patient_id") in frame
+        k
+        for k in planted_kinds(setting, profile, table)
+        if needs.get(k, "patient_id") in frame and k not in skip
     )
     early = setting == "early"
 
@@ -273,8 +277,9 @@ def plant_errors(
 
     has = {c: frame[c].notna().to_numpy() if c in frame else np.zeros(n, bool) for c in frame.columns}
     everyone = np.ones(n, dtype=bool)
+    budget = max(n // 4, 1)  # at most a quarter of the rows get an error
     for kind in kinds:
-        k = k_default
+        k = min(k_default, budget - int(used.sum()))
         if kind == "type":
             for i in _choose(rng, has["age"], used, k):
                 record(i, "age", f"ca. {int(frame['age'].iat[i])}", kind)
