@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pandas as pd
 
 from harmonization.derive import derive_her2_status, derive_subtype
 from harmonization.mapping import CentreMapping, read_and_map
+from harmonization.schema import Schema, load_schema
 from harmonization.validate import ValidationReport, validate
 
 TODAY = dt.date(2024, 6, 1)
@@ -300,8 +302,16 @@ def mapping_dict(
     return doc
 
 
+@functools.cache
+def schema() -> Schema:
+    """The consortium schema, parsed once per test session."""
+    return load_schema()
+
+
 def make_mapping(doc: Mapping[str, Any]) -> CentreMapping:
-    return CentreMapping.from_dict(dict(doc), where=f"<test mapping {doc.get('centre')}>")
+    return CentreMapping.from_dict(
+        dict(doc), schema=schema(), where=f"<test mapping {doc.get('centre')}>"
+    )
 
 
 def xlsx_upload(
@@ -342,8 +352,8 @@ def run(
     report = ValidationReport.empty()
     tables = []
     patients = None
-    for mapped in read_and_map(path, mapping):
-        part, table = validate(mapped, mapping, today=today, patients=patients)
+    for mapped in read_and_map(path, mapping, schema=schema()):
+        part, table = validate(mapped, mapping, schema=schema(), today=today, patients=patients)
         if table.table == "patients":
             patients = table
         report = report.merge(part)
