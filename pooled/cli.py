@@ -290,14 +290,14 @@ def simulate_command(
     centres: Annotated[int | None, typer.Option(help="Number of centres.")] = None,
 ) -> None:
     """Simulate a consortium with known truth: uploads, their mappings and truth.json."""
-    from pooled.simulate import simulate_consortium
+    from pooled.simulate.consortium import simulate_consortium
 
     result = simulate_consortium(
         scenario, seed=seed, out_dir=out, n_patients=patients, n_centres=centres, progress=True
     )
     console.print(
         f"{scenario}: {result.n_patients} patients in {len(result.centres)} centres -> {out} "
-        f"(uploads/, mappings/, truth.json; {result.n_planted} planted errors)"
+        f"(uploads/, mappings/, truth.json; {len(result.planted)} planted errors)"
     )
 
 
@@ -345,7 +345,7 @@ def demo_command(
     from rich.table import Table
 
     from harmonization.store import Store
-    from pooled.simulate import simulate_consortium
+    from pooled.simulate.consortium import simulate_consortium
 
     console.rule(f"[bold]pooled demo: {scenario}")
     consortium = out / "consortium"
