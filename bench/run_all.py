@@ -54,7 +54,9 @@ def main() -> None:
             module = HERE / f"bench_{name}.py"
             if not module.exists():
                 continue
-            command = [sys.executable, "-m", f"bench.bench_{name}"] + (["--quick"] if args.quick else [])
+            command = [sys.executable, "-m", f"bench.bench_{name}"] + (
+                ["--quick"] if args.quick else []
+            )
             print("$", " ".join(command), flush=True)
             subprocess.run(command, check=False, cwd=HERE.parent)
     print(f"wrote {assemble()}")

@@ -12,9 +12,23 @@ from harmonization.errors import StoreError
 from harmonization.store import Store
 from harmonization.upload import check_upload
 from pooled.dataset import build_analysis_dataset
-from tests.harmonization.helpers import TODAY, clean_patients, make_mapping, mapping_dict, xlsx_upload
+from tests.harmonization.helpers import (
+    TODAY,
+    clean_patients,
+    make_mapping,
+    mapping_dict,
+    xlsx_upload,
+)
 
-FIELDS = ("patient_id", "age", "diagnosis_date", "surgery_date", "last_contact_date", "death_date", "grade")
+FIELDS = (
+    "patient_id",
+    "age",
+    "diagnosis_date",
+    "surgery_date",
+    "last_contact_date",
+    "death_date",
+    "grade",
+)
 
 
 def _upload(tmp_path: Path, name: str, frame: pd.DataFrame, centre: str = "ulm"):
@@ -28,7 +42,10 @@ def _upload(tmp_path: Path, name: str, frame: pd.DataFrame, centre: str = "ulm")
 
 def _ingest(store: Store, checked, when: str = "2024-06-01 10:00"):
     return store.ingest(
-        list(checked.tables), checked.report, mapping_path="ulm.yaml", ingested_at=dt.datetime.fromisoformat(when)
+        list(checked.tables),
+        checked.report,
+        mapping_path="ulm.yaml",
+        ingested_at=dt.datetime.fromisoformat(when),
     )
 
 
@@ -104,7 +121,9 @@ def test_rejected_version_is_not_read_by_default(tmp_path: Path) -> None:
 def test_errors_name_what_exists(tmp_path: Path) -> None:
     with Store(tmp_path / "pooled.db") as store:
         _ingest(store, _upload(tmp_path, "a.xlsx", clean_patients(10, seed=5)))
-        with pytest.raises(StoreError, match=r"centre 'ulm' has no version 7 .* stored versions: \[1\]"):
+        with pytest.raises(
+            StoreError, match=r"centre 'ulm' has no version 7 .* stored versions: \[1\]"
+        ):
             store.records("patients", versions={"ulm": 7})
         with pytest.raises(StoreError, match="centre 'bonn' has no accepted upload"):
             store.records("patients", centres=["bonn"])

@@ -50,7 +50,12 @@ def test_good_config_parses_to_frozen_objects() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "line", "fragment"),
     [
-        ("subgroups: [subtype]", "subgroup: [subtype]", 9, "unknown key 'subgroup'; did you mean 'subgroups'?"),
+        (
+            "subgroups: [subtype]",
+            "subgroup: [subtype]",
+            9,
+            "unknown key 'subgroup'; did you mean 'subgroups'?",
+        ),
         ("method: REML", "method: reml2", 12, "'method' must be one of FE, DL, REML"),
         ("  - age\n", "  - agee\n", 5, "unknown covariate 'agee'; did you mean 'age'?"),
         ("endpoints: [os]", "endpoints: [overall]", 2, "'0' must be one of os, bcss"),
@@ -106,7 +111,9 @@ def test_subgroup_level_with_one_exposure_group_is_named() -> None:
 def test_reference_level_absent_from_data_is_named() -> None:
     patients = _patients()
     patients["subtype"] = patients["subtype"].replace("luminal_a", "her2_positive")
-    with pytest.raises(ConfigError, match="reference level 'luminal_a' of 'subtype' has no patients"):
+    with pytest.raises(
+        ConfigError, match="reference level 'luminal_a' of 'subtype' has no patients"
+    ):
         check_against_data(parse_analysis_config(GOOD, path="t.yaml"), patients)
 
 
