@@ -41,6 +41,7 @@ summary{cursor:pointer;color:#1f4e79}
 pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:0.82em;max-width:100%}
 footer{margin-top:3em;border-top:1px solid #cfd8e0;padding-top:10px;font-size:0.85em;color:#3d4852}
 footer td,footer th{font-size:0.95em}
+table.definitions th{border-bottom:1px solid #e3e8ed;background:#f4f7fa}
 """
 
 
@@ -125,7 +126,7 @@ def definition_table(items: Iterable[tuple[str, Any]]) -> str:
         f'<td class="text">{html.escape(str(v))}</td></tr>'
         for k, v in items
     )
-    return f'<div class="table-wrap"><table>{rows}</table></div>'
+    return f'<div class="table-wrap"><table class="definitions">{rows}</table></div>'
 
 
 def page_html(title: str, subtitle: str, sections: Sequence[Section], footer: str) -> str:

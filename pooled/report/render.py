@@ -123,7 +123,7 @@ class _Renderer:
                 f'<p class="warn">Figure {html.escape(name)} could not be drawn: '
                 f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>"
             )
-        ax = drawn[0] if isinstance(drawn, list) else drawn
+        ax = drawn if hasattr(drawn, "figure") else np.ravel(np.asarray(drawn, dtype=object))[0]
         fig: Figure = ax.figure  # type: ignore[assignment]
         try:
             png = io.BytesIO()
@@ -405,11 +405,11 @@ def _funnel_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
 def _bayes_plot_functions() -> list[tuple[str, Callable[..., Any]]]:
     """Posterior and trace plots from :mod:`pooled.plots.bayes`, when it is installed."""
     try:
-        from pooled.plots import bayes as bayes_plots  # type: ignore[attr-defined]
+        from pooled.plots import bayes as bayes_plots
     except ImportError:
         return []
     found = []
-    for name in ("posterior_plot", "trace_plot", "plot_posterior", "plot_trace"):
+    for name in ("posterior_plot", "trace_plot"):
         function = getattr(bayes_plots, name, None)
         if callable(function):
             found.append((name, function))
@@ -458,12 +458,22 @@ def _bayes_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
                     rows=rows,
                 )
             )
+    captions = {
+        "posterior_plot": "Posterior of the pooled hazard ratio (mu) with its 95% HDI and P(HR > 1)",
+        "trace_plot": "Trace and per-chain posterior densities of mu and tau",
+    }
     for name, function in _bayes_plot_functions():
 
         def draw(f: Callable[..., Any] = function) -> Any:
-            return f(result)
+            drawn = f(result)
+            first = (
+                drawn if hasattr(drawn, "figure") else np.ravel(np.asarray(drawn, dtype=object))[0]
+            )
+            if first.figure.get_layout_engine() is None:
+                first.figure.tight_layout()
+            return drawn
 
-        section.add(r.figure(f"{name}_{out.name}", name.replace("_", " "), draw))
+        section.add(r.figure(f"{name}_{out.name}", captions.get(name, name), draw))
 
 
 def _trajectory_block(r: _Renderer, out: ModelOutput, section: Section) -> None:

@@ -36,9 +36,17 @@ _P = {"p_value", "q_p_value", "lr_p_value", "p", "Q p", "Interaction p", "LR p"}
 _PERCENT = {"i2", "weight_percent", "I^2 (%)", "Weight (%)"}
 _INTEGER = {"n", "events", "k", "q_df", "df", "n_risk", "n_patients", "Patients", "Events"}
 _INTEGER |= {"received", "analysed", "Centres", "n_groups", "divergences"}
-_PROBABILITY = {"prob_hr_gt_1", "P(HR > 1)"}
+_PROBABILITY = {"prob_hr_gt_1", "P(HR > 1)", "r_hat", "mcse_median"}
+_ROUNDED = {"ess_bulk", "ess_tail", "aic", "bic", "loglik", "chisq", "Q"}
 
-EXCEL_FORMATS = {"ratio": "0.00", "p": "0.000", "percent": "0.0", "integer": "0", "other": "0.000"}
+EXCEL_FORMATS = {
+    "ratio": "0.00",
+    "p": "0.000",
+    "percent": "0.0",
+    "integer": "0",
+    "rounded": "0.00",
+    "other": "0.000",
+}
 
 
 def _kind(column: str) -> str:
@@ -52,6 +60,8 @@ def _kind(column: str) -> str:
         return "integer"
     if column in _PROBABILITY or column.startswith("prob_hr_gt") or column.startswith("P(HR"):
         return "probability"
+    if column in _ROUNDED:
+        return "rounded"
     return "other"
 
 
@@ -76,6 +86,8 @@ def format_number(value: Any, kind: str = "other") -> str:
         return f"{x:,.0f}" if x == round(x) else f"{x:.1f}"
     if kind == "probability":
         return f"{x:.3f}"
+    if kind == "rounded":
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}"
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.3g}"
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"

@@ -95,7 +95,9 @@ def build_run(with_bayes=None):
         ),
     ]
     if with_bayes is not None:
-        outputs.append(ModelOutput("bayes_os", "bayes", "os", with_bayes, "Bayesian model"))
+        outputs.append(
+            ModelOutput("bayes_meta_os", "bayes_meta", "os", with_bayes, "Bayesian two-stage")
+        )
     return RunOutput(
         name="reference",
         config_text="name: reference\nseed: 2026\nendpoints: [os]\n",
@@ -118,9 +120,33 @@ def build_run(with_bayes=None):
     )
 
 
+def bayes_meta():
+    """A small Bayesian two-stage fit of the per-centre log HRs (few draws: diagnostics warn)."""
+    import warnings
+
+    from pooled.models.bayes import BayesMetaSpec, SamplerSpec, fit_bayes_meta
+
+    per_centre = fitted.two_stage().per_centre
+    per_centre = per_centre[per_centre["included"]]
+    spec = BayesMetaSpec(
+        sampling=SamplerSpec(draws=300, tune=300, chains=2, cores=1, ess_min=100),
+        term=fitted.MARKER,
+        endpoint="os",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_bayes_meta(
+            per_centre["log_hr"],
+            per_centre["se"],
+            [str(c) for c in per_centre["centre"]],
+            spec,
+            seed=11,
+        )
+
+
 @pytest.fixture(scope="session")
 def run_output():
-    return build_run()
+    return build_run(with_bayes=bayes_meta())
 
 
 @pytest.fixture(scope="session")

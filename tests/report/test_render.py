@@ -180,3 +180,24 @@ def test_unrenderable_result_names_the_output(run_output, tmp_path):
     run = replace(run_output, outputs=(*run_output.outputs[:2], broken))
     with pytest.raises(PooledError, match="'km_broken' \\(kind 'km', result object\\)"):
         render_report(run, tmp_path)
+
+
+def test_bayesian_section(run_output, rendered):
+    results = run_output.results()
+    rows = results[
+        (results["output"] == "bayes_meta_os")
+        & results["quantity"].isin(["centre", "pooled", "predictive"])
+    ]
+    drawn = rendered.forest_rows["bayes_forest_bayes_meta_os"]
+    assert drawn["label"].tolist()[-2:] == ["Pooled", "New centre"]
+    assert drawn["label"].tolist()[:-2] == rows.loc[rows["quantity"] == "centre", "level"].tolist()
+    assert sorted(drawn["hr"]) == sorted(rows["hr"])
+    stems = {p.stem for p in rendered.figures}
+    assert {"posterior_plot_bayes_meta_os", "trace_plot_bayes_meta_os"} <= stems
+    text = rendered.html.read_text(encoding="utf-8")
+    bayes = next(o for o in run_output.outputs if o.name == "bayes_meta_os").result
+    if bayes.problems:
+        assert "Sampling diagnostics out of bounds" in text
+    else:
+        assert "no divergences" in text
+    assert "r_hat" in text and "ess_bulk" in text
