@@ -382,11 +382,7 @@ def _finish(
         frame["value"].astype(object).where(frame["value"].notna(), "").astype(str)
     ).str.replace(r"T00:00:00$", "", regex=True)
     out = frame[list(FINDING_COLUMNS)].reset_index(drop=True)
-    out["row"] = (
-        pd.array([None if pd.isna(r) else int(r) for r in out["row"].to_numpy()], dtype="Int64")
-        if len(out) < 1000
-        else pd.to_numeric(out["row"], errors="coerce").astype("Int64")
-    )
+    out["row"] = pd.to_numeric(out["row"], errors="coerce").astype("Int64")
     return out
 
 
