@@ -100,6 +100,20 @@ def samples_with_days(samples: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def observed_means(samples: pd.DataFrame, fit: Any) -> pd.DataFrame:
+    """Observed mean CTC per 7.5 ml by assigned trajectory group and whole month (for the plot)."""
+    key = fit.spec.patient
+    assigned = fit.assignments[[key, "label"]].rename(columns={key: "patient_key"})
+    merged = samples.merge(assigned, on="patient_key")
+    merged = merged.assign(
+        count=merged["ctc_count"] * 7.5 / merged["ctc_blood_volume_ml"].fillna(7.5),
+        time=merged["months_from_baseline"].round(),
+    )
+    return merged.groupby(["label", "time"], as_index=False).agg(
+        mean_count=("count", "mean"), n=("count", "size")
+    )
+
+
 def serial_exposures(
     patients: pd.DataFrame, samples: pd.DataFrame, cfg: AnalysisConfig, *, progress: bool = False
 ) -> tuple[pd.DataFrame, list[ModelOutput]]:
@@ -152,7 +166,12 @@ def serial_exposures(
         out[cfg.exposure.name] = out["b2CTC"]
     outputs = [
         ModelOutput(
-            "trajectory_selection", "trajectory", "", selection, "CTC trajectory groups (BIC)"
+            "trajectory_selection",
+            "trajectory",
+            "",
+            selection,
+            "CTC trajectory groups (BIC)",
+            {"observed": observed_means(samples, selection.best)},
         ),
         ModelOutput(
             "serial_exposures", "trajectory", "", serial, "Exposures from serial CTC counts"
