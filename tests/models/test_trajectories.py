@@ -245,14 +245,14 @@ def test_zip_recovers_known_parameters():
 
 def test_negbin_recovers_known_parameters():
     patients, samples, truth = simulate_trajectory_cohort(
-        1500, seed=3, count_family="negbin", theta=4.0
+        800, seed=3, count_family="negbin", theta=4.0
     )
     spec = TrajectorySpec(
         time="months",
         volume="ctc_blood_volume_ml",
         family="negbin",
         n_groups=4,
-        n_starts=6,
+        n_starts=4,
         seed=2,
     )
     fit = fit_trajectories(samples, spec)
