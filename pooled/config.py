@@ -148,6 +148,7 @@ class ModelsSpec:
     bayes_intervals: int = 10
     bayes_prior: str = "weakly_informative"
     bayes_thresholds: tuple[float, ...] = (1.0,)
+    bayes_interaction: bool = True
     trajectory: bool = False
     trajectory_groups: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     trajectory_starts: int = 20
@@ -284,7 +285,14 @@ def _models(raw: Any, loc: _Located) -> ModelsSpec:
             if "knha" in opts:
                 options["knha"] = _bool(opts["knha"], loc, keys + ("knha",))
         elif name == "bayes":
-            allowed = ("endpoints", "draws", "tune", "chains", "intervals", "prior", "thresholds")
+            allowed = (
+                "endpoints", "draws", "tune", "chains", "intervals", "prior", "thresholds",
+                "interaction",
+            )  # fmt: skip
+            if "interaction" in opts:
+                options["bayes_interaction"] = _bool(
+                    opts["interaction"], loc, keys + ("interaction",)
+                )
             _check_keys(opts, allowed, loc, keys)
             for key in ("draws", "tune", "chains", "intervals"):
                 if key in opts:

@@ -485,7 +485,7 @@ def _bayes_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> li
 
     covariates = tuple(c.name for c in cfg.covariates if c.name not in (cfg.exposure.name, SUBTYPE))
     has_subtype = any(c.name == SUBTYPE for c in cfg.covariates)
-    interaction = any(SUBTYPE in pair for pair in cfg.interactions)
+    interaction = cfg.models.bayes_interaction and any(SUBTYPE in pair for pair in cfg.interactions)
     priors = (
         PriorSpec.vague()
         if cfg.models.bayes_prior == "vague" and hasattr(PriorSpec, "vague")
