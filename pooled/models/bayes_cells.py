@@ -265,12 +265,12 @@ def collapse_cells(
     rows_p, rows_k = np.nonzero(exposure > 0)
     if cont_names:
         row_cell: np.ndarray = new_id[pattern_codes[rows_p] * n_int + rows_k]
-        row_patient = rows_p.astype(int)
+        row_patient: np.ndarray = rows_p.astype(np.int64)
         row_exposure = exposure[rows_p, rows_k]
-        cell_exposure = np.zeros(kept.size)
+        cell_exposure: np.ndarray = np.zeros(kept.size)
     else:
         row_cell = np.zeros(0, dtype=int)
-        row_patient = np.zeros(0, dtype=int)
+        row_patient = np.zeros(0, dtype=np.int64)
         row_exposure = np.zeros(0)
         cell_exposure = exposure_sum[keep]
 
