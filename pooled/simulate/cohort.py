@@ -89,7 +89,11 @@ def _weibull_time(
 
 
 def subtype_rule(
-    er_pos: np.ndarray, pr_pos: np.ndarray, her2_pos: np.ndarray, grade: np.ndarray, ki67: np.ndarray
+    er_pos: np.ndarray,
+    pr_pos: np.ndarray,
+    her2_pos: np.ndarray,
+    grade: np.ndarray,
+    ki67: np.ndarray,
 ) -> np.ndarray:
     """PADDY surrogate subtype from recorded values (Ki-67 missing counts as low)."""
     hr_pos = er_pos | pr_pos
@@ -112,9 +116,7 @@ def _receptor_percents(
     return er, pr
 
 
-def _her2(
-    rng: np.random.Generator, her2_pos: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _her2(rng: np.random.Generator, her2_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """IHC score and ISH result consistent with a HER2 status."""
     n = len(her2_pos)
     u = rng.random(n)
@@ -128,8 +130,9 @@ def _her2(
 
 
 @functools.lru_cache(maxsize=16)
-def positivity_intercept(spec_name: str, setting: str, log_odds: tuple[tuple[str, float], ...],
-                         target: float) -> float:
+def positivity_intercept(
+    spec_name: str, setting: str, log_odds: tuple[tuple[str, float], ...], target: float
+) -> float:
     """Logistic intercept giving the target positivity on a large draw of the covariates."""
     rng = np.random.default_rng(20_240_101)
     n = 400_000
@@ -192,7 +195,9 @@ def _draw_covariates(setting: str, rng: np.random.Generator, n: int) -> dict[str
         u = rng.random(n)
         grade = np.where(u < g3_p, 3, np.where(u < g3_p + 0.12, 1, 2))
         line = rng.choice(np.arange(1, 7), size=n, p=[0.45, 0.25, 0.15, 0.08, 0.05, 0.02])
-    ki67 = np.clip(np.round(np.exp(np.log(14.0) + 0.6 * (grade == 3) + rng.normal(0, 0.6, n))), 1, 95)
+    ki67 = np.clip(
+        np.round(np.exp(np.log(14.0) + 0.6 * (grade == 3) + rng.normal(0, 0.6, n))), 1, 95
+    )
     return {
         "age": age.astype(float),
         "tumour_size_mm": size.astype(float),
@@ -261,8 +266,9 @@ def simulate_patients(
     Returns
     -------
     pandas.DataFrame
-        Schema fields of the patients table, the derived fields and two latent columns
-        (``latent_subtype``: the subtype the model used, equal to ``subtype``; ``marker_positive``).
+        Schema fields of the patients table (fields the centre does not deliver missing),
+        the derived ``subtype`` (the one the model used), ``ctc_per_7_5ml`` (CTC scenarios),
+        ``marker_positive`` and the endpoints ``<endpoint>_months`` / ``<endpoint>_event``.
 
     Examples
     --------
@@ -279,7 +285,9 @@ def simulate_patients(
     else:
         frame = _metastatic(spec, centre, profile, cov, rng)
     prefix = "".join(ch for ch in centre.name.upper() if ch.isalnum())[:3]
-    frame.insert(0, "patient_id", [f"{prefix}-{i:06d}" for i in range(first_number, first_number + n)])
+    frame.insert(
+        0, "patient_id", [f"{prefix}-{i:06d}" for i in range(first_number, first_number + n)]
+    )
     frame.insert(0, "centre", centre.name)
     frame.insert(2, "setting", spec.setting)
     if missingness:
@@ -346,13 +354,19 @@ def _early(
     hr_neg = ~(cov["er_pos"] | cov["pr_pos"])
     u = rng.random(n)
     meno = np.where(
-        age < 45, "pre", np.where(age > 55, "post", np.where(u < 0.25, "pre", np.where(u < 0.5, "peri", "post")))
+        age < 45,
+        "pre",
+        np.where(age > 55, "post", np.where(u < 0.25, "pre", np.where(u < 0.5, "peri", "post"))),
     ).astype(object)
     # dates of diagnosis, surgery and sampling
     diag_year = rng.uniform(centre.accrual[0], centre.accrual[1], n)
     diag = year_to_day(diag_year)
     surgery = diag + rng.integers(7, 46, n)
-    sample = surgery.copy() if spec.marker == "dtc" else np.minimum(diag + rng.integers(0, 15, n), surgery)
+    sample = (
+        surgery.copy()
+        if spec.marker == "dtc"
+        else np.minimum(diag + rng.integers(0, 15, n), surgery)
+    )
     # marker
     x = _positivity_design(cov, dict(spec.positivity_log_odds))
     positive = rng.random(n) < expit(_intercept(spec) + x)
@@ -375,9 +389,16 @@ def _early(
         + m.log_hr_age_per_year * (age - 54.0)
         + beta * positive
     )
-    t_rec = (rng.exponential(size=n) / (m.recurrence_scale * np.exp(lp))) ** (1.0 / m.recurrence_shape)
+    t_rec = (rng.exponential(size=n) / (m.recurrence_scale * np.exp(lp))) ** (
+        1.0 / m.recurrence_shape
+    )
     g = m.other_death_gompertz
-    t_other = np.log1p(rng.exponential(size=n) * g / (m.other_death_rate_at_60 * np.exp(g * (age - 60.0)))) / g
+    t_other = (
+        np.log1p(
+            rng.exponential(size=n) * g / (m.other_death_rate_at_60 * np.exp(g * (age - 60.0)))
+        )
+        / g
+    )
     recurs = t_rec < t_other
     first_distant = rng.random(n) < expit(m.distant_logit + m.distant_marker * positive)
     later = rng.random(n) < m.later_distant
@@ -385,7 +406,9 @@ def _early(
     t_dist = np.where(first_distant, t_rec, np.where(later, t_rec + delay, np.inf))
     t_dist = np.where(recurs, t_dist, np.inf)
     median = np.array([m.bc_death_median_years[s] for s in SUBTYPES])[sub_index]
-    t_bc = t_dist + _weibull_time(rng, median, m.bc_death_shape, m.bc_death_marker_log_hr * positive)
+    t_bc = t_dist + _weibull_time(
+        rng, median, m.bc_death_shape, m.bc_death_marker_log_hr * positive
+    )
     t_death = np.minimum(t_other, t_bc)
     cause = np.where(t_bc < t_other, "breast_cancer", "other").astype(object)
     cause[rng.random(n) < m.unknown_cause_share] = "unknown"
@@ -432,7 +455,7 @@ def _early(
             "recurrence_date": days_to_dates(rec_day),
             "distant_recurrence_date": days_to_dates(dist_day),
             "death_date": days_to_dates(death_day),
-            "death_cause": np.where(dead, cause, None),
+            "death_cause": np.where(dead, cause, np.array(None, dtype=object)),
         }
     )
     _add_marker(frame, spec, count, profile)
@@ -481,7 +504,9 @@ def _metastatic(
         ]
     )
     dev = centre.log_hr_deviation
-    t_death = _weibull_time(rng, m.os_median_negative, m.os_shape, base + (m.os_marker_log_hr + dev) * positive)
+    t_death = _weibull_time(
+        rng, m.os_median_negative, m.os_shape, base + (m.os_marker_log_hr + dev) * positive
+    )
     t_prog = _weibull_time(
         rng, m.progression_median_negative, m.progression_shape,
         base + (m.progression_marker_log_hr + dev) * positive,
@@ -523,7 +548,7 @@ def _metastatic(
             "last_contact_date": days_to_dates(contact),
             "progression_date": days_to_dates(prog_day),
             "death_date": days_to_dates(death_day),
-            "death_cause": np.where(dead, cause, None),
+            "death_cause": np.where(dead, cause, np.array(None, dtype=object)),
         }
     )
     _add_marker(frame, spec, count, profile)
@@ -534,7 +559,9 @@ def _metastatic(
     return frame
 
 
-def _add_marker(frame: pd.DataFrame, spec: ScenarioSpec, count: np.ndarray, profile: Profile) -> None:
+def _add_marker(
+    frame: pd.DataFrame, spec: ScenarioSpec, count: np.ndarray, profile: Profile
+) -> None:
     if spec.marker == "dtc":
         frame["dtc_count"] = count
     else:

@@ -277,10 +277,10 @@ PADDY = ScenarioSpec(
         recurrence_scale=0.0135,
         marker_log_hr=_frozen(
             {
-                "luminal_a": math.log(1.145),
-                "luminal_b": math.log(1.60),
-                "her2_positive": math.log(1.165),
-                "triple_negative": math.log(1.21),
+                "luminal_a": math.log(1.20),
+                "luminal_b": math.log(1.68),
+                "her2_positive": math.log(1.225),
+                "triple_negative": math.log(1.27),
             }
         ),
         log_hr_size=0.45,
@@ -299,7 +299,7 @@ PADDY = ScenarioSpec(
             {"luminal_a": 3.0, "luminal_b": 2.4, "her2_positive": 2.6, "triple_negative": 1.2}
         ),
         bc_death_shape=1.2,
-        bc_death_marker_log_hr=0.0,
+        bc_death_marker_log_hr=math.log(1.08),
         other_death_rate_at_60=0.006,
         other_death_gompertz=0.09,
         unknown_cause_share=0.03,
@@ -308,7 +308,7 @@ PADDY = ScenarioSpec(
     tau=0.08,
     centre_baseline_sd=0.15,
     effects_seed=10_307,
-    adjust_for=("age", "tumour_size_mm", "node_positive", "grade3", "subtype"),
+    adjust_for=("age", "tumour_size_mm", "positive_nodes", "grade", "subtype"),
     endpoints=("os", "bcss", "dfs", "ddfs"),
     targets=_frozen(
         {
@@ -355,10 +355,10 @@ EARLY_CTC = ScenarioSpec(
         recurrence_scale=0.0150,
         marker_log_hr=_frozen(
             {
-                "luminal_a": math.log(1.74),
-                "luminal_b": math.log(1.84),
-                "her2_positive": math.log(1.74),
-                "triple_negative": math.log(1.74),
+                "luminal_a": math.log(1.775),
+                "luminal_b": math.log(1.88),
+                "her2_positive": math.log(1.775),
+                "triple_negative": math.log(1.775),
             }
         ),
         log_hr_size=0.45,
@@ -377,8 +377,8 @@ EARLY_CTC = ScenarioSpec(
             {"luminal_a": 2.6, "luminal_b": 2.0, "her2_positive": 2.2, "triple_negative": 1.0}
         ),
         bc_death_shape=1.2,
-        bc_death_marker_log_hr=math.log(1.05),
-        other_death_rate_at_60=0.0015,
+        bc_death_marker_log_hr=math.log(1.08),
+        other_death_rate_at_60=0.001,
         other_death_gompertz=0.09,
         unknown_cause_share=0.02,
     ),
@@ -386,7 +386,7 @@ EARLY_CTC = ScenarioSpec(
     tau=0.06,
     centre_baseline_sd=0.12,
     effects_seed=3_173,
-    adjust_for=("age", "tumour_size_mm", "node_positive", "grade3", "subtype"),
+    adjust_for=("age", "tumour_size_mm", "positive_nodes", "grade", "subtype"),
     endpoints=("os", "bcss", "dfs", "ddfs"),
     targets=_frozen(
         {

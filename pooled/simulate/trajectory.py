@@ -55,8 +55,13 @@ def harmonised_trajectory(
     n = len(patients)
     labels = sorted(patients["centre"].unique())
     rename = {label: centre_names[int(label[1:]) - 1] for label in labels}
-    start = STUDY_START.astype(np.int64) + np.floor(rng.uniform(0, 36, n) * DAYS_PER_MONTH).astype(np.int64)
-    to_day = lambda months: np.round(np.asarray(months, dtype=float) * DAYS_PER_MONTH).astype(np.int64)  # noqa: E731
+    start = STUDY_START.astype(np.int64) + np.floor(rng.uniform(0, 36, n) * DAYS_PER_MONTH).astype(
+        np.int64
+    )
+
+    def to_day(months: np.ndarray) -> np.ndarray:
+        return np.round(np.asarray(months, dtype=float) * DAYS_PER_MONTH).astype(np.int64)
+
     os_m = patients["os_months"].to_numpy()
     pfs_m = patients["pfs_months"].to_numpy()
     ttf_m = patients["ttf_months"].to_numpy()
@@ -76,7 +81,9 @@ def harmonised_trajectory(
             "patient_id": patients["patient_id"].to_numpy(),
             "setting": "metastatic",
             "age": patients["age"].to_numpy(dtype=float),
-            "er_status": np.where(patients["er_positive"] == 1, "positive", "negative").astype(object),
+            "er_status": np.where(patients["er_positive"] == 1, "positive", "negative").astype(
+                object
+            ),
             "treatment_arm": patients["arm"].to_numpy().astype(object),
             "ctc_count": base["ctc_count"].to_numpy(dtype=float),
             "ctc_blood_volume_ml": base["ctc_blood_volume_ml"].to_numpy(dtype=float),
@@ -87,7 +94,7 @@ def harmonised_trajectory(
             "progression_date": days_to_dates(prog),
             "treatment_failure_date": days_to_dates(tf),
             "death_date": days_to_dates(death),
-            "death_cause": np.where(dead, cause, None),
+            "death_cause": np.where(dead, cause, np.array(None, dtype=object)),
         }
     )
     frame["ctc_per_7_5ml"] = frame["ctc_count"] * 7.5 / frame["ctc_blood_volume_ml"]

@@ -101,7 +101,11 @@ def cox_breslow(
         eta -= eta.max()
         w = np.exp(eta)
         s0 = cumulate(np.bincount(group, weights=w, minlength=g))
-        s1 = cumulate(np.stack([np.bincount(group, weights=w * x[:, j], minlength=g) for j in range(p)], axis=1))
+        s1 = cumulate(
+            np.stack(
+                [np.bincount(group, weights=w * x[:, j], minlength=g) for j in range(p)], axis=1
+            )
+        )
         s2 = np.empty((g, p, p))
         for j in range(p):
             for k in range(j, p):
@@ -111,7 +115,10 @@ def cox_breslow(
         has = d_count > 0
         mean = s1[has] / s0[has, None]
         grad = xd_sum - (d_count[has, None] * mean).sum(axis=0)
-        info = (d_count[has, None, None] * (s2[has] / s0[has, None, None] - mean[:, :, None] * mean[:, None, :])).sum(axis=0)
+        info = (
+            d_count[has, None, None]
+            * (s2[has] / s0[has, None, None] - mean[:, :, None] * mean[:, None, :])
+        ).sum(axis=0)
         step = np.linalg.solve(info, grad)
         beta = beta + step
         if np.max(np.abs(step)) < tol:
@@ -120,7 +127,9 @@ def cox_breslow(
     return beta, se
 
 
-def design(frame: pd.DataFrame, spec: ScenarioSpec, *, adjusted: bool) -> tuple[np.ndarray, list[str]]:
+def design(
+    frame: pd.DataFrame, spec: ScenarioSpec, *, adjusted: bool
+) -> tuple[np.ndarray, list[str]]:
     """The Cox design matrix: the marker, then (adjusted) the analysis config's covariates.
 
     Early disease: age, tumour size (mm), positive nodes, grade (categorical, reference 1),
@@ -140,9 +149,9 @@ def design(frame: pd.DataFrame, spec: ScenarioSpec, *, adjusted: bool) -> tuple[
                 names.append(f"grade[{int(level)}]")
         if "subtype" in spec.adjust_for:
             subtype = frame["subtype"].astype(object).to_numpy()
-            for level in SUBTYPES[1:]:
-                columns.append((subtype == level).astype(float))
-                names.append(f"subtype[{level}]")
+            for subtype_level in SUBTYPES[1:]:
+                columns.append((subtype == subtype_level).astype(float))
+                names.append(f"subtype[{subtype_level}]")
     return np.column_stack(columns), names
 
 
@@ -165,21 +174,30 @@ def compute_estimands(
         done = 0
         while done < size:
             m = int(min(_CHUNK, size - done))
-            chunk = simulate_patients(spec, centre, m, rng, first_number=done + 1, missingness=False)
+            chunk = simulate_patients(
+                spec, centre, m, rng, first_number=done + 1, missingness=False
+            )
             keep = ["marker_positive", "age", "grade", "subtype"]
-            keep += [c for c in ("tumour_size_mm", "positive_nodes", "line_of_therapy") if c in chunk]
+            keep += [
+                c for c in ("tumour_size_mm", "positive_nodes", "line_of_therapy") if c in chunk
+            ]
             keep += [f"{e}_{k}" for e in spec.endpoints for k in ("months", "event")]
             part = chunk[keep].copy()
             part["stratum"] = index
             parts.append(part)
             done += m
     frame = pd.concat(parts, ignore_index=True)
-    out: dict[str, Any] = {"n_draw": int(n_draw), "seed": int(seed), "fingerprint": fingerprint(spec), "endpoints": {}}
+    out: dict[str, Any] = {
+        "n_draw": int(n_draw),
+        "seed": int(seed),
+        "fingerprint": fingerprint(spec),
+        "endpoints": {},
+    }
     strata = frame["stratum"].to_numpy()
     for endpoint in spec.endpoints:
         time = frame[f"{endpoint}_months"].to_numpy(dtype=float)
         event = frame[f"{endpoint}_event"].to_numpy(dtype=bool)
-        results = {}
+        results: dict[str, Any] = {}
         for adjusted in (True, False):
             x, names = design(frame, spec, adjusted=adjusted)
             beta, se = cox_breslow(time, event, x, strata)
@@ -219,7 +237,9 @@ def scenario_estimands(spec: ScenarioSpec) -> dict[str, Any]:
     return dict(json.loads(_MEMORY[key]))
 
 
-def update_cache(names: tuple[str, ...] | None = None, *, n_draw: int = DEFAULT_DRAW) -> dict[str, Any]:
+def update_cache(
+    names: tuple[str, ...] | None = None, *, n_draw: int = DEFAULT_DRAW
+) -> dict[str, Any]:
     """Recompute the cached estimands (``python -m pooled.simulate.truth``)."""
     from pooled.simulate.scenarios import SCENARIOS
 
@@ -273,7 +293,10 @@ def generating_parameters(spec: ScenarioSpec) -> dict[str, Any]:
             "log_hr_age_per_year": m.log_hr_age_per_year,
         }
         params["distant_first_logit"] = {"intercept": m.distant_logit, "marker": m.distant_marker}
-        params["later_distant"] = {"probability": m.later_distant, "mean_delay_years": m.later_distant_mean_years}
+        params["later_distant"] = {
+            "probability": m.later_distant,
+            "mean_delay_years": m.later_distant_mean_years,
+        }
         params["breast_cancer_death_after_distant"] = {
             "median_years_by_subtype": dict(m.bc_death_median_years),
             "weibull_shape": m.bc_death_shape,

@@ -65,10 +65,18 @@ CATEGORY_CODES: dict[str, dict[str, dict[str, Any]]] = {
         "spss": {"0": 0.0, "1+": 1.0, "2+": 2.0, "3+": 3.0},
     },
     "subtype": {
-        "de": {"luminal_a": "Luminal A", "luminal_b": "Luminal B", "her2_positive": "HER2+",
-               "triple_negative": "TNBC"},
-        "en": {"luminal_a": "Luminal A", "luminal_b": "Luminal B", "her2_positive": "HER2+",
-               "triple_negative": "TNBC"},
+        "de": {
+            "luminal_a": "Luminal A",
+            "luminal_b": "Luminal B",
+            "her2_positive": "HER2+",
+            "triple_negative": "TNBC",
+        },
+        "en": {
+            "luminal_a": "Luminal A",
+            "luminal_b": "Luminal B",
+            "her2_positive": "HER2+",
+            "triple_negative": "TNBC",
+        },
         "spss": {"luminal_a": 1.0, "luminal_b": 2.0, "her2_positive": 3.0, "triple_negative": 4.0},
     },
     "death_cause": {
@@ -128,6 +136,7 @@ def format_values(field: str, values: pd.Series, profile: Profile) -> list[Any]:
     if field.endswith("_date"):
         token = _missing_token(profile, "date")
         dates = pd.to_datetime(v)
+        cells: list[Any]
         if profile.date_style == "datetime":
             cells = [d.to_pydatetime() for d in dates.where(~missing, pd.Timestamp(0))]
         elif profile.date_style == "excel_serial":
@@ -142,21 +151,33 @@ def format_values(field: str, values: pd.Series, profile: Profile) -> list[Any]:
     token = _missing_token(profile, "value")
     if field in DURATION_FIELDS:
         days = np.round(v.to_numpy(dtype=float, na_value=np.nan) * 30.4375)
-        return [token if m else (str(int(d)) if text_format else int(d)) for d, m in zip(days, missing, strict=True)]
+        return [
+            token if m else (str(int(d)) if text_format else int(d))
+            for d, m in zip(days, missing, strict=True)
+        ]
     if field in BOOLEAN_FIELDS:
-        if field == "os_event" and profile.os_flag_with_dates:
-            yes, no = OS_FLAG_WITH_DATES
-        else:
-            yes, no = profile.yes_no
+        yes_no: tuple[Any, Any] = (
+            OS_FLAG_WITH_DATES
+            if field == "os_event" and profile.os_flag_with_dates
+            else profile.yes_no
+        )
+        yes, no = yes_no
         flags = v.astype(object).to_numpy()
-        return [token if m else (yes if bool(f) else no) for f, m in zip(flags, missing, strict=True)]
+        return [
+            token if m else (yes if bool(f) else no) for f, m in zip(flags, missing, strict=True)
+        ]
     if field in ("er_status", "pr_status", "her2_status"):
         pos, neg = profile.receptor
         status = v.astype(object).to_numpy()
-        return [token if m else (pos if s == "positive" else neg) for s, m in zip(status, missing, strict=True)]
+        return [
+            token if m else (pos if s == "positive" else neg)
+            for s, m in zip(status, missing, strict=True)
+        ]
     if field in CATEGORY_CODES:
         codes = CATEGORY_CODES[field][profile.language]
-        return [token if m else codes[str(c)] for c, m in zip(v.astype(object), missing, strict=True)]
+        return [
+            token if m else codes[str(c)] for c, m in zip(v.astype(object), missing, strict=True)
+        ]
     numbers = v.to_numpy(dtype=float, na_value=np.nan)
     if field == "grade" and profile.language == "de":
         return [token if m else GRADE_CODES_DE[x] for x, m in zip(numbers, missing, strict=True)]
@@ -164,18 +185,22 @@ def format_values(field: str, values: pd.Series, profile: Profile) -> list[Any]:
         numbers = np.round(numbers / 10.0, 1)
     if field in INTEGER_FIELDS or field in NUMBER_FIELDS:
         if text_format:
-            return [token if m else _number_text(x, profile.decimal) for x, m in zip(numbers, missing, strict=True)]
+            return [
+                token if m else _number_text(x, profile.decimal)
+                for x, m in zip(numbers, missing, strict=True)
+            ]
         if profile.extension == "sav":
             return [float(token) if m else float(x) for x, m in zip(numbers, missing, strict=True)]
-        return [token if m else (int(x) if float(x).is_integer() else float(x)) for x, m in zip(numbers, missing, strict=True)]
+        return [
+            token if m else (int(x) if float(x).is_integer() else float(x))
+            for x, m in zip(numbers, missing, strict=True)
+        ]
     raise KeyError(f"no cell format for field {field!r}")
 
 
 def format_cells(frame: pd.DataFrame, fields: tuple[str, ...], profile: Profile) -> pd.DataFrame:
     """The centre's cells (object DataFrame, columns = schema fields) for harmonised rows."""
-    return pd.DataFrame(
-        {f: format_values(f, frame[f], profile) for f in fields}, dtype=object
-    )
+    return pd.DataFrame({f: format_values(f, frame[f], profile) for f in fields}, dtype=object)
 
 
 def one_cell(field: str, value: Any, profile: Profile) -> Any:
@@ -198,6 +223,10 @@ def _days(series: pd.Series) -> np.ndarray:
     out = values.astype(np.int64)
     out[np.isnat(values)] = np.iinfo(np.int64).min
     return out
+
+
+def _num(column: pd.Series, i: int) -> float:
+    return float(column.to_numpy(dtype=float)[i])
 
 
 def _date(day: int) -> pd.Timestamp:
@@ -260,7 +289,7 @@ def plant_errors(
     early = setting == "early"
 
     def record(i: int, field: str, value: Any, kind: str) -> None:
-        cells.iat[i, cells.columns.get_loc(field)] = value
+        cells.iat[i, int(cells.columns.get_loc(field))] = value  # type: ignore[arg-type]
         used[i] = True
         planted.append(
             PlantedError(
@@ -275,34 +304,47 @@ def plant_errors(
             )
         )
 
-    has = {c: frame[c].notna().to_numpy() if c in frame else np.zeros(n, bool) for c in frame.columns}
+    has = {
+        c: frame[c].notna().to_numpy() if c in frame else np.zeros(n, bool) for c in frame.columns
+    }
     everyone = np.ones(n, dtype=bool)
     budget = max(n // 4, 1)  # at most a quarter of the rows get an error
     for kind in kinds:
         k = min(k_default, budget - int(used.sum()))
         if kind == "type":
             for i in _choose(rng, has["age"], used, k):
-                record(i, "age", f"ca. {int(frame['age'].iat[i])}", kind)
+                record(i, "age", f"ca. {int(_num(frame['age'], i))}", kind)
         elif kind == "code":
-            field = "chemotherapy" if table == "patients" and "chemotherapy" in cells else "er_status"
+            field = (
+                "chemotherapy" if table == "patients" and "chemotherapy" in cells else "er_status"
+            )
             token: Any = {"de": "vielleicht", "en": "unclear", "spss": 7.0}[profile.language]
             if profile.extension == "csv" and profile.yes_no == ("1", "0"):
                 token = "2"
             for i in _choose(rng, has[field], used, k):
                 record(i, field, token, kind)
         elif kind == "integer":
-            field = "ctc_count" if table == "samples" else ("positive_nodes" if early else "line_of_therapy")
+            field = (
+                "ctc_count"
+                if table == "samples"
+                else ("positive_nodes" if early else "line_of_therapy")
+            )
             if field not in cells:
                 field = "ctc_count"
             for i in _choose(rng, has[field], used, k):
-                record(i, field, one_cell(field, float(frame[field].iat[i]) + 0.5, profile), kind)
+                record(i, field, one_cell(field, _num(frame[field], i) + 0.5, profile), kind)
         elif kind == "range":
             if table == "samples":
                 for i in _choose(rng, has["ctc_count"], used, k):
-                    record(i, "ctc_count", one_cell("ctc_count", -float(rng.integers(1, 5)), profile), kind)
+                    record(
+                        i,
+                        "ctc_count",
+                        one_cell("ctc_count", -float(rng.integers(1, 5)), profile),
+                        kind,
+                    )
             else:
                 for i in _choose(rng, has["age"], used, k):
-                    record(i, "age", one_cell("age", float(frame["age"].iat[i]) + 100.0, profile), kind)
+                    record(i, "age", one_cell("age", _num(frame["age"], i) + 100.0, profile), kind)
         elif kind == "plausible_range":
             for i in _choose(rng, has["age"], used, k):
                 record(i, "age", one_cell("age", float(rng.integers(12, 18)), profile), kind)
@@ -328,7 +370,12 @@ def plant_errors(
             else:
                 for i in _choose(rng, has["progression_date"], used, k):
                     day = _days(frame["sample_date"].iloc[[i]])[0] - int(rng.integers(10, 201))
-                    record(i, "progression_date", one_cell("progression_date", _date(day), profile), kind)
+                    record(
+                        i,
+                        "progression_date",
+                        one_cell("progression_date", _date(day), profile),
+                        kind,
+                    )
         elif kind == "event_after_last_contact":
             field = "recurrence_date" if early else "progression_date"
             alive = ~has["death_date"] & has["last_contact_date"] & has[field]
@@ -350,14 +397,18 @@ def plant_errors(
         elif kind == "contact_after_death":
             for i in _choose(rng, has["death_date"], used, k):
                 day = _days(frame["death_date"].iloc[[i]])[0] + int(rng.integers(45, 401))
-                record(i, "last_contact_date", one_cell("last_contact_date", _date(day), profile), kind)
+                record(
+                    i, "last_contact_date", one_cell("last_contact_date", _date(day), profile), kind
+                )
         elif kind == "future_date":
             events = [c for c in ("recurrence_date", "distant_recurrence_date", "progression_date",
                                   "treatment_failure_date", "death_date") if c in has]  # fmt: skip
             quiet = has["last_contact_date"] & ~np.any([has[c] for c in events], axis=0)
             for i in _choose(rng, quiet, used, k):
                 day = _days(frame["last_contact_date"].iloc[[i]])[0] + int(round(70 * 365.25))
-                record(i, "last_contact_date", one_cell("last_contact_date", _date(day), profile), kind)
+                record(
+                    i, "last_contact_date", one_cell("last_contact_date", _date(day), profile), kind
+                )
         elif kind == "event_flag":
             for i in _choose(rng, has["os_event"], used, k):
                 dead = bool(frame["os_event"].iat[i])
@@ -395,7 +446,9 @@ class UploadWriter:
         self._sav_labels: dict[str, dict[float, str]] = {}
         if profile.extension == "csv":
             self._csv_handle = open(path, "w", encoding=profile.encoding, newline="")
-            self._csv = csv.writer(self._csv_handle, delimiter=profile.delimiter, lineterminator="\r\n")
+            self._csv = csv.writer(
+                self._csv_handle, delimiter=profile.delimiter, lineterminator="\r\n"
+            )
         elif profile.extension == "xlsx":
             from openpyxl import Workbook
 
@@ -499,10 +552,12 @@ def column_mapping(field: str, profile: Profile, setting: str) -> dict[str, Any]
         pos, neg = profile.receptor
         entry["codes"] = {_yaml_key(pos): "positive", _yaml_key(neg): "negative"}
     elif field in BOOLEAN_FIELDS:
-        if field == "os_event" and profile.os_flag_with_dates:
-            yes, no = OS_FLAG_WITH_DATES
-        else:
-            yes, no = profile.yes_no
+        yes_no: tuple[Any, Any] = (
+            OS_FLAG_WITH_DATES
+            if field == "os_event" and profile.os_flag_with_dates
+            else profile.yes_no
+        )
+        yes, no = yes_no
         entry["codes"] = {_yaml_key(yes): True, _yaml_key(no): False}
     elif field in CATEGORY_CODES and CATEGORY_CODES[field]:
         codes = CATEGORY_CODES[field][lang]
@@ -589,5 +644,7 @@ def dump_yaml(doc: dict[str, Any], path: Path, comment: str = "") -> None:
 
 def cells_to_csv_text(cells: pd.DataFrame, profile: Profile) -> str:  # pragma: no cover - debug
     buffer = io.StringIO()
-    csv.writer(buffer, delimiter=profile.delimiter).writerows(cells.itertuples(index=False, name=None))
+    csv.writer(buffer, delimiter=profile.delimiter).writerows(
+        cells.itertuples(index=False, name=None)
+    )
     return buffer.getvalue()

@@ -24,7 +24,9 @@ def read_centre(out: Path, centre: str) -> tuple[CentreMapping, list[MappedTable
     return mapping, read_and_map(file, mapping)
 
 
-def planted_cells(truth: dict[str, Any], centre: str, sheet: str | None = None) -> set[tuple[int, str]]:
+def planted_cells(
+    truth: dict[str, Any], centre: str, sheet: str | None = None
+) -> set[tuple[int, str]]:
     return {
         (e["row"], e["column"])
         for e in truth["planted_errors"]
@@ -66,7 +68,9 @@ def compare_with_truth(
             problems.append(f"{mapped.file}: field {field} not in the truth table")
             continue
         column = mapped.column_of[field]
-        equal = _equal(mapped.values[field].reset_index(drop=True), truth_rows[field].reset_index(drop=True))
+        equal = _equal(
+            mapped.values[field].reset_index(drop=True), truth_rows[field].reset_index(drop=True)
+        )
         excused = np.array([(int(r), column) in planted for r in rows])
         bad = ~equal & ~excused
         if bad.any():
@@ -77,5 +81,7 @@ def compare_with_truth(
             )
         unchanged = excused & equal
         if unchanged.any():
-            problems.append(f"{mapped.file} {field}: {int(unchanged.sum())} planted cells unchanged")
+            problems.append(
+                f"{mapped.file} {field}: {int(unchanged.sum())} planted cells unchanged"
+            )
     return problems

@@ -147,7 +147,9 @@ def test_validation_finds_the_planted_errors(validated):
     found = set(zip(row_level["centre"], row_level["sheet"].fillna(""),
                     row_level["row"].astype(int), row_level["column"], strict=True))  # fmt: skip
     planted = pd.DataFrame(truth["planted_errors"])
-    keys = list(zip(planted["centre"], planted["sheet"], planted["row"], planted["column"], strict=True))
+    keys = list(
+        zip(planted["centre"], planted["sheet"], planted["row"], planted["column"], strict=True)
+    )
     recall = np.mean([k in found for k in keys])
     assert recall >= 0.95, planted.loc[[k not in found for k in keys]].head(10).to_string()
     planted_keys = set(keys)
