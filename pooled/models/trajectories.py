@@ -9,8 +9,10 @@ the group's mean curve
 so the curves are counts per 7.5 ml of blood. The count distribution is Poisson, negative
 binomial (NB2, a dispersion per group) or zero-inflated Poisson (a zero-inflation probability
 per group). The model is fitted by EM from many seeded starts (random initial memberships, as
-R's ``flexmix`` does), with a vectorised Newton step for the regression part of each M-step;
-the number of groups is chosen by BIC with ``n`` = patients (as ``flexmix`` with a grouping
+R's ``flexmix`` does), vectorised over starts, with a Newton step (with step halving, so EM
+stays monotone) for the regression part of each M-step; the best starts are then run on to
+the optimum by L-BFGS-B with the analytic score (EM crawls where groups overlap). Standard
+errors come from the observed information. The number of groups is chosen by BIC with ``n`` = patients (as ``flexmix`` with a grouping
 variable does) or AIC.
 
 Public API: :class:`TrajectorySpec`, :func:`fit_trajectories` -> :class:`TrajectoryResult`,
@@ -81,7 +83,9 @@ class TrajectorySpec:
     tol, start_tol
         EM stops when the relative change of the log-likelihood,
         ``|l - l_old| / (|l| + 0.1)`` (flexmix's rule), falls below ``start_tol`` for every
-        start, and below ``tol`` when the best ``n_polish`` starts are run on.
+        start; ``tol`` is the stopping tolerance of the polishing of the best ``n_polish``
+        starts (L-BFGS-B: ``ftol = tol * 1e-3``, ``gtol = tol * 100`` on the log-likelihood
+        divided by its size; EM: relative change below ``tol``).
     max_iter
         Maximum EM iterations per start (in each of the two phases).
     n_polish
@@ -1136,7 +1140,8 @@ def fit_trajectories(
 
     EM runs from ``spec.n_starts`` random hard assignments of patients to groups (each start
     seeded from ``spec.seed``) to a relative log-likelihood change of ``spec.start_tol``; the
-    ``spec.n_polish`` best are run on to ``spec.tol`` and the best is kept. Groups are then
+    ``spec.n_polish`` best are run on to the optimum (L-BFGS-B on the observed
+    log-likelihood, or EM to ``spec.tol``; ``spec.polish``) and the best is kept. Groups are then
     ordered from lowest to highest level and labelled.
 
     Parameters

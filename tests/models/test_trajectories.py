@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from scipy.special import gammaln
 
 from pooled.errors import ConfigError, DataError
 from pooled.models.trajectories import (
@@ -270,3 +271,44 @@ def test_negbin_recovers_known_parameters():
         assert abs(row["estimate"] - math.log(4.0)) < 4 * row["std_error"]
     merged = fit.assignments.merge(patients, on="patient_id")
     assert (merged["label"] == merged["true_label"]).mean() > 0.9
+
+
+def test_standard_errors_match_a_numerical_hessian_of_the_likelihood(flexmix_fits, serial_ctc):
+    """SEs (derivative of the analytic score) against second differences of an independent
+    implementation of the mixture log-likelihood (raw months, mixing logits)."""
+    fit = flexmix_fits[3]
+    months = serial_ctc["months"].to_numpy()
+    design = np.column_stack([np.ones_like(months), months, months**2])
+    y = serial_ctc["ctc_count"].to_numpy()
+    offset = np.log(serial_ctc["blood_volume_ml"].to_numpy() / 7.5)
+    codes = pd.factorize(serial_ctc["patient_id"])[0]
+
+    def loglik(theta: np.ndarray) -> float:
+        coef = theta[:9].reshape(3, 3)
+        logits = np.r_[0.0, theta[9:]]
+        eta = design @ coef.T + offset[:, None]
+        per_sample = y[:, None] * eta - np.exp(eta) - gammaln(y + 1)[:, None]
+        per_patient = np.zeros((codes.max() + 1, 3))
+        np.add.at(per_patient, codes, per_sample)
+        log_prior = logits - np.log(np.exp(logits).sum())
+        joint = per_patient + log_prior
+        top = joint.max(axis=1, keepdims=True)
+        return float((top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))).sum())
+
+    prior = fit.groups["prior"].to_numpy()
+    theta = np.r_[fit.coefficient_matrix().ravel(), np.log(prior[1:] / prior[0])]
+    assert loglik(theta) == pytest.approx(fit.loglik, rel=1e-12)
+    steps = 1e-3 * np.maximum(np.abs(theta), 1e-2)
+    n = theta.size
+    hess = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            ei, ej = np.eye(n)[i] * steps[i], np.eye(n)[j] * steps[j]
+            hess[i, j] = (
+                loglik(theta + ei + ej)
+                - loglik(theta + ei - ej)
+                - loglik(theta - ei + ej)
+                + loglik(theta - ei - ej)
+            ) / (4 * steps[i] * steps[j])
+    se = np.sqrt(np.diag(np.linalg.inv(-hess)))[:9]
+    np.testing.assert_allclose(fit.coefficients["std_error"], se, rtol=1e-4)
