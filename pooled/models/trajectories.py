@@ -32,7 +32,13 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from pooled.errors import ConfigError, ConvergenceError, ConvergenceWarning, DataError
+from pooled.errors import (
+    ConfigError,
+    ConvergenceError,
+    ConvergenceWarning,
+    DataError,
+    PooledWarning,
+)
 from pooled.results import tidy_frame
 
 Family = Literal["poisson", "negbin", "zip"]
@@ -428,7 +434,7 @@ def _prepare(data: pd.DataFrame, spec: TrajectorySpec) -> _Data:
         warnings.warn(
             f"{n_dropped} sample(s) with a missing {', '.join(columns[1:])} were left out of "
             "the trajectory model.",
-            ConvergenceWarning,
+            PooledWarning,
             stacklevel=3,
         )
     frame = frame[complete]
