@@ -200,3 +200,8 @@ def test_options(tmp_path):
         simulate_consortium("padddy", seed=1, out_dir=tmp_path)
     with pytest.raises(ConfigError, match="at least the number of centres"):
         simulate_consortium("paddy", seed=1, out_dir=tmp_path, n_patients=5)
+
+
+def test_progress_bar_runs(tmp_path, capsys):
+    res = simulate_consortium("epac", seed=2, out_dir=tmp_path, n_patients=200, progress=True)
+    assert res.centres["n_patients"].sum() == 200
