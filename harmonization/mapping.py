@@ -11,7 +11,8 @@ bad *data*: a cell it cannot convert becomes missing in ``values`` and a row in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -69,7 +70,9 @@ class ColumnMapping:
     field: str
     column: str | None = None
     value: Any = None
-    codes: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    codes: MappingProxyType[str, Any] = dataclass_field(
+        default_factory=lambda: MappingProxyType({})
+    )
     unit: str | None = None
     scale: float | None = None
     date_format: str | None = None
@@ -108,7 +111,9 @@ class CentreMapping:
     description: str = ""
     delivers: str = "dates"
     duration_unit: str = "months"
-    reported: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    reported: MappingProxyType[str, Any] = dataclass_field(
+        default_factory=lambda: MappingProxyType({})
+    )
     path: str = ""
 
     @classmethod
@@ -349,6 +354,7 @@ class MappedTable:
     blank_rows: int
     sha256: str
     delivers: str = "dates"
+    header_row: int = 1
 
     @property
     def n_rows(self) -> int:
@@ -478,6 +484,7 @@ def apply_mapping(
         blank_rows=raw.blank_rows,
         sha256=raw.sha256,
         delivers=mapping.delivers,
+        header_row=raw.header_row,
     )
 
 
@@ -534,11 +541,11 @@ def _convert(
     present = ~missing
     kind = spec.type
     if kind in ("string", "category"):
-        out = pd.Series(np.where(present, cells.map(_plain_text), None), dtype=object)
+        out = _where_present(present, cells.map(_plain_text))
         if kind == "category":
             allowed = {c.lower(): c for c in spec.codes}
             canon = text.map(lambda t: allowed.get(t))
-            out = pd.Series(np.where(present, canon, None), dtype=object)
+            out = _where_present(present, canon)
             bad = present & canon.isna().to_numpy()
             if bad.any():
                 out[bad] = None
@@ -550,9 +557,9 @@ def _convert(
         return out, None
     if kind == "boolean":
         words = dict(BOOLEAN_WORDS)
-        mapped = text.map(lambda t: words.get(t))
-        bad = present & mapped.isna().to_numpy()
-        out = pd.Series(np.where(present & ~bad, mapped, None)).astype("boolean")
+        flags = text.map(lambda t: words.get(t))
+        bad = present & flags.isna().to_numpy()
+        out = _where_present(present & ~bad, flags).astype("boolean")
         problems = (
             _problems(bad, cells, spec.name, "code",
                       f"'{spec.name}' must be yes/no (1/0, ja/nein, pos/neg, true/false)")
@@ -568,22 +575,22 @@ def _convert(
             factor = UNIT_FACTORS[spec.unit][column.unit]
         if column.scale is not None:
             factor *= column.scale
-        problems = []
+        found: list[pd.DataFrame] = []
         if bad.any():
-            problems.append(
+            found.append(
                 _problems(bad, cells, spec.name, "type", f"'{spec.name}' must be a number")
             )
         if kind == "integer":
             fractional = ~np.isnan(numbers) & (np.abs(numbers - np.round(numbers)) > 1e-9)
             if fractional.any():
-                problems.append(
+                found.append(
                     _problems(fractional, cells, spec.name, "integer",
                               f"'{spec.name}' must be a whole number")
                 )  # fmt: skip
         if factor != 1.0:
             numbers = numbers * factor
         out = pd.Series(numbers, dtype="float64")
-        return out, (pd.concat(problems, ignore_index=True) if problems else None)
+        return out, (pd.concat(found, ignore_index=True) if found else None)
     if kind == "date":
         fmt = column.date_format or source.date_format
         dates = _to_date(cells, fmt)
@@ -599,6 +606,13 @@ def _convert(
         )  # fmt: skip
         return out, problems
     raise AssertionError(f"unhandled field type {kind}")  # the schema loader forbids this
+
+
+def _where_present(present: np.ndarray, values: pd.Series) -> pd.Series:
+    """``values`` as an object Series (fresh index) with ``None`` where not ``present``."""
+    out = pd.Series(values.to_numpy(dtype=object), dtype=object)
+    out[~present] = None
+    return out
 
 
 class _Unset:

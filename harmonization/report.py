@@ -361,10 +361,7 @@ def summary_text(report: ValidationReport) -> str:
     if not len(f):
         return "No findings: the upload passed every validation rule."
     centres = sorted({str(c) for c in f["centre"].dropna()})
-    blocked_rows = f.loc[f["rule"].isin([str(r.id) for r in RULES.values() if r.blocks_row])]
-    n_blocked = int(
-        blocked_rows.dropna(subset=["row"]).drop_duplicates(["file", "sheet", "row"]).shape[0]
-    )
+    n_blocked = report.blocked_rows
     top = report.counts_by_rule.head(3)
     common = ", ".join(f"{r} ({n})" for r, n in zip(top["rule"], top["n"], strict=True))
     verdict = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -189,9 +190,20 @@ def load_schema(path: str | Path | None = None) -> Schema:
     >>> schema.table("patients").field("ctc_count").type
     'integer'
     """
+    path = Path(path) if path is not None else DEFAULT_SCHEMA_PATH
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise SchemaError(f"cannot read the schema file {path}: {exc.strerror}.") from None
+    return _load_schema(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_schema(name: str, stamp: int) -> Schema:
+    """Parse a schema file once per (path, modification time): the Schema is immutable."""
     import hashlib
 
-    path = Path(path) if path is not None else DEFAULT_SCHEMA_PATH
+    path = Path(name)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

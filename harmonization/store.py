@@ -402,7 +402,8 @@ class Store:
             "SELECT f.*, u.version FROM findings f JOIN (SELECT DISTINCT upload_id, version "
             "FROM uploads) u USING (upload_id)"
         )
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if centre is not None:
             clauses.append("f.centre = ?")
             params.append(centre)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -175,6 +175,7 @@ class ValidationReport:
     """
 
     findings: pd.DataFrame
+    blocked_rows: int = 0
 
     def __post_init__(self) -> None:
         missing = [c for c in FINDING_COLUMNS if c not in self.findings.columns]
@@ -233,13 +234,14 @@ class ValidationReport:
 
     def merge(self, other: ValidationReport) -> ValidationReport:
         """Both reports' findings in one report (this one's first)."""
+        blocked = self.blocked_rows + other.blocked_rows
         if not len(other.findings):
-            return self
+            return replace(self, blocked_rows=blocked)
         if not len(self.findings):
-            return other
+            return replace(other, blocked_rows=blocked)
         frame = pd.concat([self.findings, other.findings], ignore_index=True)
         frame["row"] = frame["row"].astype("Int64")
-        return ValidationReport(frame)
+        return ValidationReport(frame, blocked_rows=blocked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1253,7 +1255,8 @@ def validate(
     if patients is not None and mapped.table == "samples":
         more, harmonised = validate_samples(harmonised, patients)
         report = report.merge(more)
-    return report, harmonised
+    # rows excluded until corrected, first occurrences of duplicate ids included
+    return replace(report, blocked_rows=int(harmonised.data["blocking"].sum())), harmonised
 
 
 def validate_samples(

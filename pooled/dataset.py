@@ -231,4 +231,4 @@ def _recompute_endpoints(patients: pd.DataFrame, origin: str) -> pd.DataFrame:
     from harmonization.derive import derive_endpoints
     from harmonization.schema import load_schema
 
-    return derive_endpoints(patients, load_schema(), origin=origin)
+    return derive_endpoints(patients, load_schema(), origin=origin)  # type: ignore[arg-type]

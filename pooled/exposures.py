@@ -82,7 +82,8 @@ def derive_exposure(
     if spec.kind == "risk_concordance":
         ctc_high = _at_least(ctc_per_7_5ml(patients), cut)
         clinical = patients["clinical_risk"]
-        label = clinical.astype(str) + "_" + np.where(ctc_high == 1, "high", "low")
+        ctc_level = pd.Series(np.where(ctc_high == 1, "high", "low"), index=patients.index)
+        label = clinical.astype(str).str.cat(ctc_level.astype(str), sep="_")
         return label.where(clinical.notna() & ctc_high.notna()).rename(spec.name)
     raise ConfigError(
         f"exposure kind {spec.kind!r} is derived from serial samples by the runner, not here."

@@ -11,6 +11,7 @@ import platform
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -214,10 +215,14 @@ def _describe(values: pd.Series) -> str:
     return f"{med:.1f} ({q1:.1f}-{q3:.1f})"
 
 
+def _level_text(level: Any) -> str:
+    return f"{level:g}" if isinstance(level, float) else str(level)
+
+
 def characteristics(patients: pd.DataFrame, by: str, cfg: AnalysisConfig) -> pd.DataFrame:
     """Patient characteristics by a grouping column: n, medians (IQR), category shares (%)."""
     groups = [("all", patients)] + [
-        (f"{by} = {level:g}" if isinstance(level, float) else f"{by} = {level}", g)
+        (f"{by} = {_level_text(level)}", g)
         for level, g in patients.groupby(by, sort=True, observed=True)
     ]
     rows: list[dict[str, Any]] = [
@@ -617,36 +622,19 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
     patients = cohort.patients
     check_against_data(cfg, patients)
     steps: list[Step] = []
+    sensitivity = cfg.sensitivity
     for endpoint in cfg.endpoints:
         data = _endpoint_frame(patients, endpoint)
-        if cfg.models.km:
-            steps.append(
-                (f"Kaplan-Meier {endpoint}", lambda d=data, e=endpoint: _km_outputs(cfg, d, e))
-            )
-        if cfg.models.cox:
-            steps.append((f"Cox {endpoint}", lambda d=data, e=endpoint: _cox_outputs(cfg, d, e)))
-        if cfg.models.two_stage and cfg.exposure.kind not in SERIAL_KINDS:
-            steps.append(
-                (f"two-stage {endpoint}", lambda d=data, e=endpoint: _two_stage_outputs(cfg, d, e))
-            )
-        if cfg.models.bayes and (
-            not cfg.models.bayes_endpoints or endpoint in cfg.models.bayes_endpoints
-        ):
-            steps.append(
-                (f"Bayesian {endpoint}", lambda d=data, e=endpoint: _bayes_outputs(cfg, d, e))
-            )
-        if (
-            cfg.sensitivity.leave_one_centre_out
-            or cfg.sensitivity.thresholds
-            or cfg.sensitivity.missing
-        ):
-            if endpoint == cfg.endpoints[0]:
-                steps.append(
-                    (
-                        f"sensitivity {endpoint}",
-                        lambda d=data, e=endpoint: _sensitivity_outputs(cfg, d, e),
-                    )
-                )
+        wanted: list[tuple[str, bool, Callable[[AnalysisConfig, pd.DataFrame, str], list[ModelOutput]]]] = [
+            ("Kaplan-Meier", cfg.models.km, _km_outputs),
+            ("Cox", cfg.models.cox, _cox_outputs),
+            ("two-stage", cfg.models.two_stage and cfg.exposure.kind not in SERIAL_KINDS, _two_stage_outputs),
+            ("Bayesian", cfg.models.bayes and (not cfg.models.bayes_endpoints or endpoint in cfg.models.bayes_endpoints), _bayes_outputs),
+            ("sensitivity", endpoint == cfg.endpoints[0] and bool(sensitivity.leave_one_centre_out or sensitivity.thresholds or sensitivity.missing), _sensitivity_outputs),
+        ]  # fmt: skip
+        for label, enabled, fit in wanted:
+            if enabled:
+                steps.append((f"{label} {endpoint}", partial(fit, cfg, data, endpoint)))
     primary = cfg.endpoints[0]
     followup = median_followup(
         _endpoint_frame(patients, primary),
