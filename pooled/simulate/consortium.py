@@ -350,7 +350,12 @@ def _write_centre(
     reported = {
         "patients": size,
         "events": dict(events),
-        "positivity": {marker_key: round(stats["positive"] / size, 4)},
+        "positivity": {
+            marker_key: {
+                "share": round(stats["positive"] / size, 4),
+                "threshold": spec.marker_threshold,
+            }
+        },
     }
     doc = mapping_document(
         centre=centre.name,

@@ -187,7 +187,12 @@ def simulate_trajectory_consortium(
         reported = {
             "patients": len(part),
             "events": {e: int(part[f"{e}_event"].sum()) for e in spec.endpoints},
-            "positivity": {"ctc_positive": round(float(part["marker_positive"].mean()), 4)},
+            "positivity": {
+                "ctc_positive": {
+                    "share": round(float(part["marker_positive"].mean()), 4),
+                    "threshold": 1.0,
+                }
+            },
         }
         doc = mapping_document(
             centre=centre.name,
