@@ -236,9 +236,9 @@ class ValidationReport:
         """Both reports' findings in one report (this one's first)."""
         blocked = self.blocked_rows + other.blocked_rows
         if not len(other.findings):
-            return replace(self, blocked_rows=blocked)
+            return self if not other.blocked_rows else replace(self, blocked_rows=blocked)
         if not len(self.findings):
-            return replace(other, blocked_rows=blocked)
+            return other if not self.blocked_rows else replace(other, blocked_rows=blocked)
         frame = pd.concat([self.findings, other.findings], ignore_index=True)
         frame["row"] = frame["row"].astype("Int64")
         return ValidationReport(frame, blocked_rows=blocked)
