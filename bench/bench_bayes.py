@@ -136,6 +136,7 @@ def run_one(label: str, data: pd.DataFrame, sampler: str, seed: int) -> dict:
         "pooled_ci": f"{pooled['ci_lower']:.3f}-{pooled['ci_upper']:.3f}",
         "tau": float(res.row("heterogeneity")["estimate"]),
         "hr_luminal_b": float(res.row("subtype", "luminal_b")["hr"]),
+        "load_avg_1min": os.getloadavg()[0],
     }
 
 

@@ -623,6 +623,7 @@ def sample(
                 target_accept=target_accept,
                 low_rank_modified_mass_matrix=low_rank_mass_matrix,
             )
+            result["posterior"].attrs["pooled_sampler"] = "nutpie"  # type: ignore[index]
             return result  # type: ignore[return-value]
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -642,7 +643,7 @@ def sample(
                 "or use sampler='nutpie'."
             ) from exc
     with model:
-        return pm.sample(
+        idata = pm.sample(
             draws=draws,
             tune=tune,
             chains=chains,
@@ -653,6 +654,8 @@ def sample(
             progressbar=False,
             compute_convergence_checks=False,
         )
+    idata["posterior"].attrs["pooled_sampler"] = sampler
+    return idata
 
 
 def _run(
@@ -973,11 +976,7 @@ def fit_bayes_survival(
     model = _model_from_cells(cells, spec)
     idata, elapsed = _run(model, spec.sampling, seed, compiled)
     divergences = _divergences(idata)
-    sampler = (
-        "nutpie"
-        if "nutpie" in str(idata["posterior"].attrs.get("inference_library", ""))
-        else (spec.sampling.sampler)
-    )
+    sampler = str(idata["posterior"].attrs.get("pooled_sampler", spec.sampling.sampler))
     marker = spec.marker
     kw: dict[str, Any] = {
         "thresholds": spec.thresholds,
@@ -1130,11 +1129,7 @@ def fit_bayes_meta(
     table["model"] = "bayes_two_stage"
     problems = _check_diagnostics(table, spec.sampling, divergences)
     _warn(problems)
-    sampler = (
-        "nutpie"
-        if "nutpie" in str(idata["posterior"].attrs.get("inference_library", ""))
-        else (spec.sampling.sampler)
-    )
+    sampler = str(idata["posterior"].attrs.get("pooled_sampler", spec.sampling.sampler))
     return BayesMetaResult(
         table=table,
         idata=idata,

@@ -183,10 +183,15 @@ def collapse_cells(
                 f"Column '{subtype}' has levels {unknown} not in subtype_levels "
                 f"{list(subtype_levels)}; recode them or list them in BayesSpec.subtype_levels."
             )
+        if subtype_levels[0] not in observed:
+            raise DataError(
+                f"The reference subtype '{subtype_levels[0]}' has no patients; put an observed "
+                "level first in BayesSpec.subtype_levels."
+            )
+        subtypes = tuple(level for level in subtype_levels if level in observed)
         subtype_codes = pd.Categorical(
-            frame[subtype].astype(str), categories=list(subtype_levels)
+            frame[subtype].astype(str), categories=list(subtypes)
         ).codes.astype(int)
-        subtypes = tuple(subtype_levels)
     else:
         subtype_codes = np.zeros(len(frame), dtype=int)
         subtypes = ("all",)
