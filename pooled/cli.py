@@ -290,7 +290,7 @@ def simulate_command(
     centres: Annotated[int | None, typer.Option(help="Number of centres.")] = None,
 ) -> None:
     """Simulate a consortium with known truth: uploads, their mappings and truth.json."""
-    from pooled.simulate.consortium import simulate_consortium
+    from pooled.simulate import simulate_consortium
 
     result = simulate_consortium(
         scenario, seed=seed, out_dir=out, n_patients=patients, n_centres=centres, progress=True
@@ -345,7 +345,7 @@ def demo_command(
     from rich.table import Table
 
     from harmonization.store import Store
-    from pooled.simulate.consortium import simulate_consortium
+    from pooled.simulate import simulate_consortium
 
     console.rule(f"[bold]pooled demo: {scenario}")
     consortium = out / "consortium"
