@@ -1082,10 +1082,14 @@ def fit_bayes_survival(
             )
     if "covariate_log_hr" in posterior:
         cov = _draws(idata, "covariate_log_hr")
+        # continuous covariates enter per standard deviation: report them per unit
+        per_unit = np.concatenate(
+            [np.ones(len(cells.terms)), 1.0 / np.asarray(cells.continuous_scales)]
+        )
         for j, name in enumerate((*cells.terms, *cells.continuous_terms)):
             rows.append(
                 _summary_row(
-                    cov[..., j],
+                    cov[..., j] * per_unit[j],
                     term=name,
                     quantity="covariate",
                     level=name,

@@ -48,10 +48,14 @@ class CellData:
     events, exposure : events and person-time per cell. With continuous covariates
         ``exposure`` is unused (zeros) and the exposure rows below carry person-time.
     continuous_terms : names of the continuous (exposure-trick) covariates.
-    event_x_sum : sum over events of the (centred) continuous covariates.
-    patient_x : centred continuous covariates per patient (``n x n_continuous``).
+    event_x_sum : sum over events of the (centred, standardised) continuous covariates.
+    patient_x : centred and standardised continuous covariates per patient
+        (``n x n_continuous``).
     row_cell, row_patient, row_exposure : patient x interval rows with positive exposure.
     covariate_means : the centring constants of the numeric covariates.
+    continuous_scales : the standard deviations the continuous covariates are divided by
+        (the model's coefficients for them are per standard deviation, which keeps the
+        posterior well scaled for NUTS; results report them per unit).
     n, n_events : patients and events analysed; ``centre_n`` etc. per level.
     """
 
@@ -73,6 +77,7 @@ class CellData:
     row_patient: np.ndarray
     row_exposure: np.ndarray
     covariate_means: tuple[tuple[str, float], ...]
+    continuous_scales: tuple[float, ...]
     n: int
     n_events: int
     n_dropped: int
@@ -212,6 +217,7 @@ def collapse_cells(
     cont_cols: list[np.ndarray] = []
     cont_names: list[str] = []
     means: list[tuple[str, float]] = []
+    scales: list[float] = []
     for name in covariates:
         series = frame[name]
         numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
@@ -223,8 +229,10 @@ def collapse_cells(
             mean = float(values.mean())
             means.append((name, mean))
             if series.nunique() > max_discrete_levels:
-                cont_cols.append(values - mean)
+                scale = float(values.std()) or 1.0
+                cont_cols.append((values - mean) / scale)
                 cont_names.append(name)
+                scales.append(scale)
             else:
                 discrete_cols.append(values - mean)
                 discrete_names.append(name)
@@ -302,6 +310,7 @@ def collapse_cells(
         row_patient=row_patient,
         row_exposure=row_exposure,
         covariate_means=tuple(means),
+        continuous_scales=tuple(scales),
         n=n,
         n_events=int(status.sum()),
         n_dropped=int(n_dropped),

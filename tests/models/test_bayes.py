@@ -104,9 +104,11 @@ def _patient_level_loglik(data, spec, point, values):
     inter = np.concatenate([[0.0], point["interaction_log_hr"]])
     main = np.concatenate([[0.0], point["subtype_log_hr"]])
     lp = marker * (values["centre_log_hr"][centre] + inter[sub]) + main[sub]
+    scales = dict(zip(cells.continuous_terms, cells.continuous_scales, strict=True))
     for j, name in enumerate(spec.covariates):
         x = frame[name].to_numpy(float)
-        lp = lp + point["covariate_log_hr"][j] * (x - x.mean())
+        # continuous covariates enter the model per standard deviation (scale 1 otherwise)
+        lp = lp + point["covariate_log_hr"][j] * (x - x.mean()) / scales.get(name, 1.0)
     eta = values["log_baseline"][centre] + lp[:, None]  # patients x intervals
     d = np.zeros_like(exposure)
     d[np.arange(len(frame)), last] = frame[spec.event].to_numpy(float)
