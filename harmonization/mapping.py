@@ -493,17 +493,21 @@ def read_and_map(
 ) -> list[MappedTable]:
     """Read every source of ``mapping`` from the upload at ``path`` and map it."""
     schema = schema or load_schema()
-    tables = []
-    for source in mapping.sources:
-        raw = read_upload(
-            path,
-            sheet=source.sheet,
-            header_row=source.header_row,
-            encoding=source.encoding,
-            delimiter=source.delimiter,
-        )
-        tables.append(apply_mapping(raw, mapping, source, schema=schema))
-    return tables
+    return [
+        apply_mapping(read_source(path, source), mapping, source, schema=schema)
+        for source in mapping.sources
+    ]
+
+
+def read_source(path: str | Path, source: SourceMapping) -> RawUpload:
+    """Read the sheet (or csv/sav/dta table) a mapping source names, as its options say."""
+    return read_upload(
+        path,
+        sheet=source.sheet,
+        header_row=source.header_row,
+        encoding=source.encoding,
+        delimiter=source.delimiter,
+    )
 
 
 def _problems(

@@ -11,8 +11,8 @@ import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from harmonization.io import RawUpload, read_upload
-from harmonization.mapping import CentreMapping, apply_mapping
+from harmonization.io import RawUpload
+from harmonization.mapping import CentreMapping, apply_mapping, read_source
 from harmonization.schema import Schema, load_schema
 from harmonization.validate import HarmonisedTable, ValidationReport, validate
 
@@ -79,13 +79,7 @@ def check_upload(
     ordered = sorted(mapping.sources, key=lambda s: s.table != "patients")
     patients: HarmonisedTable | None = None
     for source in ordered:
-        raw = read_upload(
-            path,
-            sheet=source.sheet,
-            header_row=source.header_row,
-            encoding=source.encoding,
-            delimiter=source.delimiter,
-        )
+        raw = read_source(path, source)
         raws.append(raw)
         mapped = apply_mapping(raw, mapping, source, schema=schema)
         part, table = validate(mapped, mapping, schema=schema, today=today, patients=patients)

@@ -78,6 +78,15 @@ def main() -> None:
     """IPD pooled meta-analysis of CTC/DTC in breast cancer."""
 
 
+def _write_validation(checked: Any, folder: Path) -> None:
+    """A centre's validation report: validation.json and validation.xlsx in ``folder``."""
+    from harmonization.report import write_validation_json, write_validation_xlsx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_validation_json(checked.report, folder / "validation.json")
+    write_validation_xlsx(checked.report, checked.raw, folder / "validation.xlsx")
+
+
 @app.command("validate")
 @_friendly
 def validate_command(
@@ -97,16 +106,14 @@ def validate_command(
     mapping cannot be used at all.
     """
     from harmonization.mapping import CentreMapping
-    from harmonization.report import summary_table, write_validation_json, write_validation_xlsx
+    from harmonization.report import summary_table
     from harmonization.schema import load_schema
     from harmonization.upload import check_upload
 
     compiled = load_schema(schema)
     centre_mapping = CentreMapping.from_yaml(mapping, schema=compiled)
     checked = check_upload(file, centre_mapping, schema=compiled, today=_parse_day(today))
-    out.mkdir(parents=True, exist_ok=True)
-    write_validation_json(checked.report, out / "validation.json")
-    write_validation_xlsx(checked.report, checked.raw, out / "validation.xlsx")
+    _write_validation(checked, out)
     console.print(summary_table(checked.report))
     console.print(f"Report: {out / 'validation.xlsx'} and {out / 'validation.json'}")
     raise typer.Exit(EXIT_FINDINGS if checked.report.has_errors else EXIT_OK)
@@ -276,17 +283,19 @@ def report_command(
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ScenarioOption = Annotated[str, typer.Option(help="paddy, epac, early-ctc or trajectory.")]
+PatientsOption = Annotated[
+    int | None, typer.Option(help="Scale the scenario to this many patients.")
+]
 
 
 @app.command("simulate")
 @_friendly
 def simulate_command(
-    scenario: Annotated[str, typer.Option(help="paddy, epac, early-ctc or trajectory.")] = "paddy",
+    scenario: ScenarioOption = "paddy",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 2026,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("consortium"),
-    patients: Annotated[
-        int | None, typer.Option(help="Scale the scenario to this many patients.")
-    ] = None,
+    patients: PatientsOption = None,
     centres: Annotated[int | None, typer.Option(help="Number of centres.")] = None,
 ) -> None:
     """Simulate a consortium with known truth: uploads, their mappings and truth.json."""
@@ -304,7 +313,6 @@ def simulate_command(
 def _validate_consortium_uploads(consortium: Path, out: Path, today: _dt.date | None) -> list[Any]:
     """Validate every simulated upload with its mapping; write each centre's report."""
     from harmonization.mapping import CentreMapping
-    from harmonization.report import write_validation_json, write_validation_xlsx
     from harmonization.schema import load_schema
     from harmonization.upload import check_upload
 
@@ -321,10 +329,7 @@ def _validate_consortium_uploads(consortium: Path, out: Path, today: _dt.date | 
         except HarmonizationError as exc:  # one unusable upload does not stop the demo
             err_console.print(f"[red]{uploads[0].name}: cannot be used:[/] {exc}")
             continue
-        target = out / mapping.centre
-        target.mkdir(parents=True, exist_ok=True)
-        write_validation_json(item.report, target / "validation.json")
-        write_validation_xlsx(item.report, item.raw, target / "validation.xlsx")
+        _write_validation(item, out / mapping.centre)
         checked.append((mapping_path, item))
     return checked
 
@@ -332,12 +337,10 @@ def _validate_consortium_uploads(consortium: Path, out: Path, today: _dt.date | 
 @app.command("demo")
 @_friendly
 def demo_command(
-    scenario: Annotated[str, typer.Option(help="paddy, epac, early-ctc or trajectory.")] = "paddy",
+    scenario: ScenarioOption = "paddy",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo"),
-    patients: Annotated[
-        int | None, typer.Option(help="Scale the scenario to this many patients.")
-    ] = None,
+    patients: PatientsOption = None,
 ) -> None:
     """The whole pipeline on a simulated consortium: simulate -> validate -> ingest -> run."""
     import json
