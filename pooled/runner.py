@@ -338,6 +338,16 @@ def _endpoint_frame(patients: pd.DataFrame, endpoint: str) -> pd.DataFrame:
     return data
 
 
+def _group_names(km: Any, exposure: str) -> dict[str, str]:
+    """Display names of binary exposure groups: ``dtc_positive=1.0`` -> ``dtc_positive: yes``."""
+    names = {}
+    for label in km.summary["label"].astype(str):
+        value = label.partition("=")[2]
+        if value in ("0", "0.0", "1", "1.0"):
+            names[label] = f"{exposure}: {'yes' if value.startswith('1') else 'no'}"
+    return names
+
+
 def _km_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
     from pooled.models.km import KMSpec, fit_kaplan_meier, logrank_test
 
@@ -361,7 +371,7 @@ def _km_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[
             endpoint,
             km,
             f"Kaplan-Meier, {endpoint.upper()} by {cfg.exposure.name}",
-            {"logrank": logrank},
+            {"logrank": logrank, "group_names": _group_names(km, cfg.exposure.name)},
         ),
         ModelOutput(
             f"logrank_{endpoint}",

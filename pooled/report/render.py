@@ -214,6 +214,7 @@ def _km_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
             lambda: km_plot(
                 result,
                 logrank=logrank,
+                group_names=out.extra.get("group_names") if out.extra else None,
                 xlabel="Months",
                 title=f"{out.endpoint.upper()}" if out.endpoint else "",
             ),
@@ -672,6 +673,9 @@ def render_report(
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in (folder / "figures").glob("*"):  # figures of an earlier render of this folder
+        if stale.is_file() and stale.suffix.lower() in (".png", ".svg", ".pdf"):
+            stale.unlink()
     with matplotlib.rc_context({"font.size": 10, "svg.fonttype": "none"}):
         r = _Renderer(run, folder, tuple(formats), dpi)
         sections = {

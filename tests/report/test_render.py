@@ -169,6 +169,19 @@ def test_rerender_from_pickle(run_output, rendered, tmp_path):
     assert all(p.suffix == ".png" for p in files.figures)
 
 
+def test_rerender_removes_figures_of_an_earlier_render(run_output, tmp_path):
+    from pooled.report import render_report
+
+    stale = tmp_path / "figures" / "forest_of_a_config_no_longer_run.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    files = render_report(run_output, tmp_path, formats=("png",))
+    assert not stale.exists()
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
+        p.name for p in files.figures
+    )
+
+
 def test_unrenderable_result_names_the_output(run_output, tmp_path):
     from dataclasses import replace
 
