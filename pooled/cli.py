@@ -222,6 +222,8 @@ def write_run(run_output: Any, out: Path) -> Path:
     (out / "run.json").write_text(
         json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"
     )
+    for output in run_output.of_kind("bayes") + run_output.of_kind("bayes_meta"):
+        output.result.save_netcdf(out / f"{output.name}.nc")  # reopen with arviz.from_netcdf
     files = render_report(run_output, out)
     return Path(getattr(files, "html", out / "report.html"))
 

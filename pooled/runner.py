@@ -115,11 +115,24 @@ def observed_means(samples: pd.DataFrame, fit: Any) -> pd.DataFrame:
     )
 
 
+def _arm_column(patients: pd.DataFrame) -> str | None:
+    """``treatment_arm`` when the cohort has two or more arms, else no grouping."""
+    arms = patients["treatment_arm"].dropna().nunique() if "treatment_arm" in patients else 0
+    return "treatment_arm" if arms >= 2 else None
+
+
+def _with_arm(serial_patients: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
+    if _arm_column(patients) is None:
+        return serial_patients
+    arms = patients[["patient_key", "treatment_arm"]]
+    return serial_patients.merge(arms, on="patient_key", how="left")
+
+
 def serial_exposures(
     patients: pd.DataFrame, samples: pd.DataFrame, cfg: AnalysisConfig, *, progress: bool = False
 ) -> tuple[pd.DataFrame, list[ModelOutput]]:
     """bCTC, b2CTC and tCTC per patient from the serial samples (trajectory model by BIC)."""
-    from pooled.models.serial import SerialSpec, derive_serial_exposures
+    from pooled.models.serial import SerialSpec, ctc_clearance, derive_serial_exposures
     from pooled.models.trajectories import TrajectorySpec, select_trajectories
 
     if samples.empty:
@@ -166,6 +179,14 @@ def serial_exposures(
     elif cfg.exposure.kind == "change_category":
         out[cfg.exposure.name] = out["b2CTC"]
     outputs = [
+        ModelOutput(
+            "ctc_clearance",
+            "clearance",
+            "",
+            ctc_clearance(_with_arm(serial.patients, patients), by=_arm_column(patients)),
+            "CTC clearance among baseline-positive patients"
+            + (" by treatment arm" if _arm_column(patients) else ""),
+        ),
         ModelOutput(
             "trajectory_selection",
             "trajectory",

@@ -31,6 +31,18 @@ def test_demo_runs_end_to_end(tmp_path: Path, scenario: str, patients: int) -> N
     )
     assert (out / "pooled.db").exists()
     assert list((out / "validation").glob("*/validation.xlsx"))
+    outputs = set(results["output"])
+    expected = {
+        "paddy": {"cox_os_adjusted", "two_stage_os", "bayes_os", "interaction_os_subtype"},
+        "epac": {"cox_os_adjusted", "two_stage_pfs", "sensitivity_os"},
+        "early-ctc": {"cox_dfs_adjusted", "two_stage_dfs", "zph_dfs"},
+        "trajectory": {"trajectory_selection", "exposure_comparison", "ctc_clearance"},
+    }[scenario]
+    assert expected <= outputs, expected - outputs
+    if scenario == "paddy":  # the posterior is saved for the statistician to reopen
+        import arviz as az
+
+        assert "posterior" in az.from_netcdf(run / "bayes_os.nc").groups()
     flow = pd.read_csv(run / "exclusion_flow.csv").set_index("centre")
     excluded = flow[[c for c in flow.columns if c.startswith("excluded")]].sum(axis=1)
     assert (flow["received"] - excluded == flow["analysed"]).all()
