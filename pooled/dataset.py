@@ -111,6 +111,8 @@ class AnalysisDataset:
         Received, excluded by reason, analysed, per centre.
     versions : mapping centre -> upload version read.
     provenance : mapping with the store path, upload sha256 per centre and the origin.
+    sample_flow : the same accounting for the serial samples (``None`` without samples):
+        samples received, excluded with their own blocking errors or with their patient.
     """
 
     patients: pd.DataFrame
@@ -118,6 +120,7 @@ class AnalysisDataset:
     flow: ExclusionFlow
     versions: dict[str, int]
     provenance: dict[str, Any]
+    sample_flow: ExclusionFlow | None = None
 
     def exclude(
         self, mask: pd.Series | np.ndarray, reason: Reason | str, detail: str = ""
@@ -130,20 +133,32 @@ class AnalysisDataset:
             )
         flow = self.flow.add(self.patients.loc[mask, "centre"], reason, detail)
         kept = self.patients.loc[~mask].reset_index(drop=True)
-        samples = self.samples
-        if len(samples):
-            keys = set(zip(kept["centre"], kept["patient_id"], strict=True))
-            keep_samples = [
-                k in keys for k in zip(samples["centre"], samples["patient_id"], strict=True)
-            ]
-            samples = samples.loc[keep_samples].reset_index(drop=True)
-        return replace(self, patients=kept, samples=samples, flow=flow)
+        samples, sample_flow = _samples_of(kept, self.samples, self.sample_flow, reason, detail)
+        return replace(self, patients=kept, samples=samples, flow=flow, sample_flow=sample_flow)
 
     def select(
         self, keep: pd.Series | np.ndarray, reason: Reason | str, detail: str = ""
     ) -> AnalysisDataset:
         """Keep the rows where ``keep`` is true; the others leave with ``reason``."""
         return self.exclude(~np.asarray(keep, dtype=bool), reason, detail)
+
+
+def _samples_of(
+    patients: pd.DataFrame,
+    samples: pd.DataFrame,
+    flow: ExclusionFlow | None,
+    reason: Reason | str,
+    detail: str,
+) -> tuple[pd.DataFrame, ExclusionFlow | None]:
+    """The samples of ``patients``; the others leave with ``reason`` in the sample flow."""
+    if flow is None or not len(samples):
+        return samples, flow
+    keys = pd.MultiIndex.from_frame(patients[["centre", "patient_id"]].astype(str))
+    own = pd.MultiIndex.from_frame(samples[["centre", "patient_id"]].astype(str)).isin(keys)
+    if own.all():
+        return samples, flow
+    flow = flow.add(samples.loc[~own, "centre"], reason, f"samples: {detail}")
+    return samples.loc[own].reset_index(drop=True), flow
 
 
 def _first_reason(reasons: pd.Series) -> pd.Series:
@@ -202,14 +217,21 @@ def build_analysis_dataset(
     patients = patients.loc[~blocking].reset_index(drop=True)
     if origin is not None:
         patients = _recompute_endpoints(patients, origin)
+    sample_flow = None
     if len(samples):
-        samples_blocking = samples["blocking"].fillna(False).astype(bool)
-        keys = set(zip(patients["centre"], patients["patient_id"], strict=True))
-        known = np.array(
-            [k in keys for k in zip(samples["centre"], samples["patient_id"], strict=True)],
-            dtype=bool,
+        sample_flow = ExclusionFlow.start(samples["centre"])
+        sample_blocking = samples["blocking"].fillna(False).astype(bool).to_numpy()
+        first = _first_reason(samples.loc[sample_blocking, "reasons"])
+        for rule in sorted(first.unique()):
+            sample_flow = sample_flow.add(
+                samples.loc[sample_blocking].loc[first == rule, "centre"],
+                Reason.BLOCKING_ERROR,
+                rule,
+            )
+        samples = samples.loc[~sample_blocking].reset_index(drop=True)
+        samples, sample_flow = _samples_of(
+            patients, samples, sample_flow, Reason.BLOCKING_ERROR, "patient row blocked"
         )
-        samples = samples.loc[known & ~samples_blocking.to_numpy()].reset_index(drop=True)
     flow.check(patients)
     uploads = store.uploads()
     sha = {
@@ -221,6 +243,7 @@ def build_analysis_dataset(
         samples=samples,
         flow=flow,
         versions=dict(chosen),
+        sample_flow=sample_flow,
         provenance=(
             {"store": str(store.path), "upload_sha256": sha, "origin": origin or "schema default"}
         ),
