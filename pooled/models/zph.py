@@ -4,7 +4,11 @@ For each coefficient (and globally) the test is the score test of adding ``x * g
 fitted model, ``g`` a centred transform of time (Kaplan-Meier, rank or identity), evaluated at
 the fitted coefficients; this is the formulation of survival 3.x's ``cox.zph``. The score and
 the 2p x 2p information come from the same vectorised risk-set sums as the Cox fit, with the
-event groups weighted by ``g`` and ``g^2``, so the test costs about one Newton iteration.
+event groups weighted by ``g`` and ``g^2``: one pass over the rows for the risk-set sums at the
+fitted coefficients and one chunked pass for the two weighted cross-products (the fit's own
+information is reused when given), then one chunked pass over the events, in R's order, for
+the score and the scaled Schoenfeld residuals. Whether a covariate varies within a stratum
+(``zph1.c``'s ``used``) is read off a few events per stratum, all rows only where needed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse
 from scipy import stats
 
 from pooled.errors import ConfigError, DataError
@@ -26,7 +29,6 @@ from pooled.models.cox import (
     _design,
     _outcome_arrays,
     _RiskSets,
-    _time_codes,
 )
 from pooled.results import tidy_frame
 
@@ -84,22 +86,153 @@ class ProportionalHazardsResult:
         return tidy_frame(rows)
 
 
-def _transformed_time(time: np.ndarray, event: np.ndarray, transform: Transform) -> np.ndarray:
+_CHUNK = 4096  # rows per block of the weighted cross-products (a block stays in cache)
+_PREFIX = 64  # events per stratum that usually show whether a covariate varies there
+
+
+def _check_transform(transform: str) -> None:
     if transform not in ("km", "rank", "identity"):
         raise ConfigError(f"transform must be one of 'km', 'rank', 'identity'; got {transform!r}.")
+
+
+def _transformed_event_times(
+    rs: _RiskSets, time_ev: np.ndarray, tcode_ev: np.ndarray, transform: Transform
+) -> np.ndarray:
+    """g(t) before centring at each event, from the distinct times (R's ``ttimes[event]``)."""
     if transform == "identity":
-        return time.astype(np.float64)
-    codes, n_times = _time_codes(time, time.size)  # ascending codes of the distinct times
-    counts = np.bincount(codes, minlength=n_times)
-    if transform == "rank":  # average ranks of ties, as R's rank()
+        return time_ev
+    counts = np.bincount(rs.tcodes, minlength=rs.n_times)
+    if transform == "rank":  # average ranks of ties among all n times, as R's rank()
         before = np.cumsum(counts) - counts
-        return (before + (counts + 1) / 2.0)[codes]
+        return (before + (counts + 1) / 2.0)[tcode_ev]
     # left-continuous Kaplan-Meier over everyone: 1 - S(t-)
-    deaths = np.bincount(codes, weights=event.astype(np.float64), minlength=n_times)
+    deaths = np.bincount(tcode_ev, minlength=rs.n_times).astype(np.float64)
     at_risk = counts[::-1].cumsum()[::-1].astype(np.float64)
     surv = np.cumprod(1.0 - deaths / at_risk)
     before_surv = np.concatenate(([1.0], surv[:-1]))
-    return 1.0 - before_surv[codes]
+    return 1.0 - before_surv[tcode_ev]
+
+
+def _time_weighted_blocks(
+    rs: _RiskSets, pt: dict, group_g: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X' diag(v_g) X`` and ``X' diag(v_gg) X`` (g and g^2 weights) and ``X' v_g``.
+
+    One chunked pass over the centred covariates; the g^2 block is a symmetric rank-k update
+    of rows scaled by sqrt(v_gg) (v_gg >= 0), the g block a general product (v_g has both signs).
+    """
+    ev_rows = np.flatnonzero(rs.event) if rs.efron else None
+    r = pt["r"]
+    group_gg = group_g * group_g
+    row_weights = []
+    for weight in (group_g, group_gg):
+        cum = np.append(rs._cum_reverse(pt["w1"] * weight), 0.0)
+        v = np.take(cum, rs.entry)
+        if rs.efron:
+            v[ev_rows] -= np.take(pt["w2"] * weight, rs.ev_entry_rows)
+        v *= r
+        row_weights.append(v)
+    v_g, v_gg = row_weights
+    root_gg = np.sqrt(np.maximum(v_gg, 0.0, out=v_gg), out=v_gg)
+    xs = rs.xs
+    p = rs.p
+    info_g = np.zeros((p, p))
+    info_gg = np.zeros((p, p))
+    xv = np.zeros(p)
+    for start in range(0, rs.n, _CHUNK):
+        stop = start + _CHUNK
+        block = xs[start:stop]
+        w = v_g[start:stop]
+        info_g += block.T @ (block * w[:, None])
+        xv += w @ block
+        scaled = block * root_gg[start:stop, None]
+        info_gg += scaled.T @ scaled
+    return info_g, info_gg, xv
+
+
+def _risk_set_correction(rs: _RiskSets, pt: dict, weight: np.ndarray) -> np.ndarray:
+    """The part of the information that is a sum over event groups of g * (mean products)."""
+    s1, e1 = pt["s1"], pt["e1"]
+    out = -(s1.T * (pt["q1"] * weight)) @ s1
+    if rs.efron:
+        cross = (s1.T * (pt["q2"] * weight)) @ e1
+        out += cross + cross.T
+        out -= (e1.T * (pt["q3"] * weight)) @ e1
+    return out
+
+
+def _varies_within_strata(
+    rs: _RiskSets, X: np.ndarray, ev_idx: np.ndarray, ev_stratum: np.ndarray
+) -> np.ndarray:
+    """varies[k, j]: column j takes two different values in stratum k (zph1.c's test).
+
+    Decided on the first few events of each stratum (events sorted by stratum) where they
+    already differ; only (stratum, column) pairs constant there look at all rows of the stratum.
+    """
+    varies = np.zeros((rs.n_strata, rs.p), dtype=bool)
+    starts = np.flatnonzero(np.concatenate(([True], ev_stratum[1:] != ev_stratum[:-1])))
+    ends = np.append(starts[1:], ev_stratum.size)
+    with_events = ev_stratum[starts]
+    # the first few events of each stratum (repeating its last one when it has fewer); the
+    # sample is at most about twice the events whatever the number of strata
+    length = min(_PREFIX, max(2, ev_stratum.size // starts.size))
+    prefix = np.minimum(starts[:, None] + np.arange(length), ends[:, None] - 1)
+    sample = np.take(X, ev_idx[prefix], axis=0)  # strata x length x p
+    varies[with_events] = sample.max(axis=1) != sample.min(axis=1)
+    open_pairs = ~varies[with_events]
+    if not open_pairs.any():
+        return varies
+    strata_open = np.zeros(rs.n_strata, dtype=bool)
+    strata_open[with_events[open_pairs.any(axis=1)]] = True
+    cols = np.flatnonzero(open_pairs.any(axis=0))
+    rows = np.flatnonzero(strata_open[rs.codes])
+    rows = rows[np.argsort(rs.codes[rows], kind="stable")]
+    codes = rs.codes[rows]
+    starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+    sub = X[np.ix_(rows, cols)]
+    differ = np.maximum.reduceat(sub, starts, axis=0) != np.minimum.reduceat(sub, starts, axis=0)
+    varies[np.ix_(codes[starts], cols)] |= differ
+    return varies
+
+
+def _scaled_schoenfeld(
+    X: np.ndarray,
+    ev_idx: np.ndarray,
+    ev_group: np.ndarray,
+    ev_pattern: np.ndarray,
+    gtime_ev: np.ndarray,
+    means: np.ndarray,
+    mean_x: np.ndarray,
+    scalings: list[tuple[np.ndarray, np.ndarray | None]],
+    sresid: np.ndarray,
+) -> np.ndarray:
+    """Fill ``sresid`` with V^-1 (x - xbar(t)) per event; return sum over events of g (x - mean).
+
+    Chunked over the sorted events so the gathered rows stay in cache. ``scalings[k]`` holds
+    the used columns and the transposed inverse of their ``vmean`` block for pattern ``k``;
+    columns a stratum does not use stay NaN.
+    """
+    gx = np.zeros(X.shape[1])
+    cols0, inv0 = scalings[0]
+    # every stratum with events uses every column: one scaling for all events
+    uniform = inv0 if len(scalings) == 1 and cols0.size == X.shape[1] else None
+    if uniform is None:
+        sresid[:] = np.nan
+    for start in range(0, ev_idx.size, _CHUNK):
+        stop = start + _CHUNK
+        block = np.take(X, ev_idx[start:stop], axis=0)
+        block -= means
+        gx += gtime_ev[start:stop] @ block
+        block -= np.take(mean_x, ev_group[start:stop], axis=0)
+        if uniform is not None:
+            np.matmul(block, uniform, out=sresid[start:stop])
+            continue
+        chunk_pattern = ev_pattern[start:stop]
+        for k, (cols, inv_t) in enumerate(scalings):
+            rows = np.flatnonzero(chunk_pattern == k)
+            if inv_t is not None and rows.size:
+                sresid[np.ix_(start + rows, cols)] = block[np.ix_(rows, cols)] @ inv_t
+    return gx
 
 
 def proportional_hazards_arrays(
@@ -158,23 +291,78 @@ def proportional_hazards_arrays(
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X.reshape(-1, 1)
-    time = np.asarray(time, dtype=np.float64)
-    event = np.asarray(event, dtype=np.float64)
+    _check_transform(transform)
     beta = np.asarray(coefficients, dtype=np.float64)
     p = X.shape[1]
     if beta.shape != (p,):
         raise ConfigError(f"coefficients expected {p} values; got {beta.shape}.")
     labels = list(names) if names is not None else [f"x{j}" for j in range(p)]
     rs = _RiskSets(X, time, event, strata, ties)
-    ttimes = _transformed_time(time, event, transform)
-    gtime = ttimes - ttimes[event == 1].mean()
+
+    # events sorted by stratum, then ascending time, then row (R's order): event groups run
+    # by stratum with time descending, so reverse the groups within each stratum
+    ne = rs.n_event_groups
+    ascending = rs.e_first + rs.e_last - np.arange(ne)
+    key = ascending[rs.ev_entry_rows]
+    if ne < 1 << 16:
+        key = key.astype(np.uint16)
+    order = np.argsort(key, kind="stable")
+    ev_idx = np.flatnonzero(rs.event)[order]
+    ev_group = rs.ev_entry_rows[order]
+    ev_stratum = rs.ev_stratum[ev_group]
+    time_ev = rs.time[ev_idx]
+    ttimes_ev = _transformed_event_times(rs, time_ev, rs.tcodes[ev_idx], transform)
+    gtime_ev = ttimes_ev - ttimes_ev.mean()
     # g is a function of time, so one value per event group
-    group_g = np.zeros(rs.n_event_groups)
-    group_g[rs.ev_entry_rows] = gtime[rs.event]
+    group_g = np.zeros(ne)
+    group_g[ev_group] = gtime_ev
+
+    # score and 2p x 2p information of the model with x * g(t) added, at (beta, 0)
     pt = rs.parts(beta)
     info = rs.information(pt) if information is None else np.asarray(information, dtype=float)
-    u_g, info_g = rs.score_and_information(pt, group_g)
-    info_gg = rs.information(pt, group_g * group_g)
+    info_g, info_gg, xv = _time_weighted_blocks(rs, pt, group_g)
+    info_g += _risk_set_correction(rs, pt, group_g)
+    info_gg += _risk_set_correction(rs, pt, group_g * group_g)
+    info_g = (info_g + info_g.T) / 2.0
+    info_gg = (info_gg + info_gg.T) / 2.0
+
+    # scaling of the Schoenfeld residuals within strata, as cox.zph: used[k, j] = events in
+    # stratum k if column j varies there, else 0; wtmat[i, j] = sum_k min(used[k, i], used[k, j])
+    varies = _varies_within_strata(rs, X, ev_idx, ev_stratum)
+    events_k = np.bincount(rs.ev_stratum, weights=rs.d, minlength=rs.n_strata)
+    has_events = events_k > 0
+    vf = varies.astype(np.float64)
+    wtmat = (vf * events_k[:, None]).T @ vf
+    vmean = info / np.where(wtmat == 0, 1.0, wtmat)
+    # strata sharing a pattern of used columns share one solve (usually a single pattern)
+    patterns, pattern_of_stratum = np.unique(varies[has_events], axis=0, return_inverse=True)
+    stratum_pattern = np.full(rs.n_strata, -1)
+    stratum_pattern[has_events] = pattern_of_stratum.reshape(-1)
+    scalings = [
+        (np.flatnonzero(mask), np.linalg.inv(vmean[np.ix_(mask, mask)]).T if mask.any() else None)
+        for mask in patterns
+    ]
+
+    # one pass over the events (sorted): g-weighted covariate sums for the score, and the
+    # scaled Schoenfeld residuals beta + V^-1 (x - xbar(t)) written straight into the frame
+    out = np.empty((time_ev.size, 2 + p))
+    out[:, 0] = time_ev
+    out[:, 1] = ttimes_ev
+    sresid = out[:, 2:]
+    mean_x = rs.mean_covariate(pt)
+    gx = _scaled_schoenfeld(
+        X,
+        ev_idx,
+        ev_group,
+        stratum_pattern[ev_stratum],
+        gtime_ev,
+        rs.means,
+        mean_x,
+        scalings,
+        sresid,
+    )
+    sresid += beta
+    u_g = gx - xv
     imat = np.block([[info, info_g], [info_g.T, info_gg]])
     u = np.concatenate((np.zeros(p), u_g))
 
@@ -197,53 +385,7 @@ def proportional_hazards_arrays(
             "p_value": stats.chi2.sf(np.array(chisq), np.array(df)),
         }
     )
-
-    # scaled Schoenfeld residuals, rescaled within strata as cox.zph does
-    # scaled Schoenfeld residuals, events sorted by stratum then time (R's order)
-    ev_idx = np.flatnonzero(rs.event)
-    codes = rs.codes
-    n_strata = rs.n_strata
-    ev_key = codes[ev_idx].astype(np.int64) * rs.n_times + rs.tcodes[ev_idx]
-    if n_strata * rs.n_times < 1 << 16:
-        ev_key = ev_key.astype(np.uint16)
-    ev_idx = ev_idx[np.argsort(ev_key, kind="stable")]
-    schoen = np.take(rs.xs, ev_idx, axis=0)
-    schoen -= rs.mean_covariate(pt)[rs.entry[ev_idx]]
-    ev_stratum = codes[ev_idx]
-    # used[k, j]: events in stratum k if column j varies there, else 0 (as zph1.c)
-    indicator = scipy.sparse.csc_matrix(
-        (np.ones(rs.n), codes, np.arange(rs.n + 1)), shape=(n_strata, rs.n)
-    )
-    size = np.bincount(codes, minlength=n_strata).astype(np.float64)[:, None]
-    first = np.asarray(indicator @ rs.xs) / size
-    second = np.asarray(indicator @ np.square(rs.xs)) / size
-    within = second - first**2
-    scale = np.maximum((second * size).sum(axis=0) / rs.n, np.finfo(float).tiny)
-    varies = within > 1e-12 * scale
-    events_k = np.bincount(ev_stratum, minlength=n_strata)
-    used = varies * events_k[:, None].astype(np.float64)
-    wtmat = np.zeros((p, p))
-    for k in range(n_strata):
-        wtmat += np.minimum.outer(used[k], used[k])
-    vmean = info / np.where(wtmat == 0, 1.0, wtmat)
-    # strata sharing a pattern of used columns share one solve (usually a single pattern)
-    patterns, pattern_of_stratum = np.unique(used > 0, axis=0, return_inverse=True)
-    if patterns.shape[0] == 1 and patterns[0].all():
-        sresid = schoen @ np.linalg.inv(vmean).T
-    else:
-        sresid = np.full_like(schoen, np.nan)
-        row_pattern = pattern_of_stratum.reshape(-1)[ev_stratum]
-        for k, cols_mask in enumerate(patterns):
-            cols = np.flatnonzero(cols_mask)
-            rows = np.flatnonzero(row_pattern == k)
-            if cols.size and rows.size:
-                inv = np.linalg.inv(vmean[np.ix_(cols, cols)])
-                sresid[np.ix_(rows, cols)] = schoen[np.ix_(rows, cols)] @ inv.T
-    sresid += beta
-    residuals = pd.DataFrame(
-        np.column_stack([rs.time[ev_idx], ttimes[ev_idx], sresid]),
-        columns=["time", "transformed_time", *labels],
-    )
+    residuals = pd.DataFrame(out, columns=["time", "transformed_time", *labels])
     residuals.insert(2, "stratum", ev_stratum)
     return ProportionalHazardsResult(
         table=table,
