@@ -214,6 +214,8 @@ def write_run(run_output: Any, out: Path) -> Path:
     run_output.save(out)
     run_output.results().to_csv(out / "results.csv", index=False)
     run_output.flow.to_frame().to_csv(out / "exclusion_flow.csv", index=False)
+    if run_output.sample_flow is not None:
+        run_output.sample_flow.to_frame().to_csv(out / "sample_flow.csv", index=False)
     record = {
         "name": run_output.name,
         "outputs": [o.name for o in run_output.outputs],

@@ -74,6 +74,7 @@ class RunOutput:
         ``by_centre``), ready to print.
     outputs : the fitted models, in report order.
     provenance : config and data hashes, upload versions per centre, package versions, seed.
+    sample_flow : the serial samples' flow (received, excluded by reason, analysed), if any.
     """
 
     name: str
@@ -82,6 +83,7 @@ class RunOutput:
     characteristics: Mapping[str, pd.DataFrame]
     outputs: tuple[ModelOutput, ...]
     provenance: Mapping[str, Any]
+    sample_flow: ExclusionFlow | None = None
 
     def results(self) -> pd.DataFrame:
         """The tidy table of every model (``results.csv``)."""

@@ -696,6 +696,7 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
             "by_centre": characteristics(patients, "centre", cfg),
         },
         outputs=tuple(outputs),
+        sample_flow=cohort.sample_flow,
         provenance={
             "config": cfg.path,
             "config_sha256": cfg.sha256,

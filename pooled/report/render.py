@@ -193,6 +193,16 @@ def _flow_section(r: _Renderer, section: Section) -> None:
     section.add(
         r.figure("exclusion_flow", "Exclusion flow, all centres", lambda: flow_diagram(flow))
     )
+    sample_flow = getattr(r.run, "sample_flow", None)
+    if sample_flow is not None:
+        section.add("<h3>Serial samples</h3>")
+        section.add(
+            _note(
+                "Serial CTC samples per centre: received, excluded (their own blocking errors, "
+                "or their patient excluded) and analysed."
+            )
+        )
+        section.add(table_html(sample_flow.to_frame(), attrs={"class": "flow"}))
 
 
 def _characteristics_section(r: _Renderer, section: Section) -> None:
