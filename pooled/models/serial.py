@@ -614,7 +614,9 @@ class ExposureComparison:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per level (``term`` ``<exposure>=<level>``); extra columns
-        ``exposure, level, reference, aic, delta_aic, lowest_aic``."""
+        ``exposure, level, reference, aic, delta_aic, lowest_aic`` and
+        ``exposure_lr_p_value`` (likelihood-ratio test of the exposure as a whole against the
+        covariates alone, on the same patients)."""
         rows = []
         for row in self.table.to_dict("records"):
             rows.append(
@@ -639,6 +641,7 @@ class ExposureComparison:
                     "aic": row["aic"],
                     "delta_aic": row["delta_aic"],
                     "lowest_aic": row["lowest_aic"],
+                    "exposure_lr_p_value": row["lr_p_value"],
                 }
             )
         return tidy_frame(rows)
@@ -764,6 +767,18 @@ def compare_exposures(
             )
         for exposure in exposures:
             data[exposure] = data[exposure].astype(str).where(data[exposure].notna())
+        # the exposure's likelihood-ratio test: against the covariates alone, same patients
+        base_loglik: float | None = None
+        if covariates:
+            base = fit_cox(
+                data,
+                CoxSpec(
+                    duration=time_col, event=event_col, covariates=tuple(covariates),
+                    categorical=tuple(categorical), strata=tuple(strata), ties=ties,
+                    term_lr_tests=False,
+                ),
+            )  # fmt: skip
+            base_loglik = base.loglik
         for exposure in exposures:
             reference = _reference(patients[exposure], exposure, given_refs)
             if isinstance(patients[exposure].dtype, pd.CategoricalDtype):
@@ -805,6 +820,10 @@ def compare_exposures(
                         "aic": fit.aic,
                     }
                 )
+            lr_chisq = 2.0 * (
+                fit.loglik - (fit.loglik_null if base_loglik is None else base_loglik)
+            )
+            lr_df = len(levels) - 1
             model_rows.append(
                 {
                     "endpoint": name,
@@ -814,6 +833,9 @@ def compare_exposures(
                     "df": fit.n_parameters,
                     "loglik": fit.loglik,
                     "aic": fit.aic,
+                    "lr_chisq": lr_chisq,
+                    "lr_df": lr_df,
+                    "lr_p_value": float(stats.chi2.sf(lr_chisq, lr_df)),
                 }
             )
     models = pd.DataFrame(model_rows)
@@ -822,7 +844,8 @@ def compare_exposures(
     models["lowest_aic"] = models["delta_aic"] == 0
     table = pd.DataFrame(rows)
     table = table.merge(
-        models[["endpoint", "exposure", "delta_aic", "lowest_aic"]], on=["endpoint", "exposure"]
+        models[["endpoint", "exposure", "delta_aic", "lowest_aic", "lr_p_value"]],
+        on=["endpoint", "exposure"],
     )
     excluded = pd.DataFrame(excluded_rows, columns=["endpoint", "reason", "n_patients"])
     return ExposureComparison(spec=spec, table=table, models=models, excluded=excluded, fits=fits)

@@ -225,3 +225,32 @@ def test_comparison_uses_complete_cases_across_exposures(scenario):
     assert excluded["missing b2CTC"] == 7 and excluded["missing age"] == 5
     with pytest.raises(ConfigError, match="expected in the patient table"):
         compare_exposures(data, covariates=("stage",))
+
+
+def test_exposure_lr_test_against_the_covariates_alone(scenario):
+    from pooled.models.cox import CoxSpec, fit_cox
+
+    data, _ = scenario
+    res = compare_exposures(data, covariates=("age",), endpoints={"OS": ("os_months", "os_event")})
+    complete = data.dropna(subset=["os_months", "os_event", "bCTC", "b2CTC", "tCTC", "age"])
+    base = fit_cox(
+        complete,
+        CoxSpec(duration="os_months", event="os_event", covariates=("age",), term_lr_tests=False),
+    )
+    models = res.models.set_index("exposure")
+    for exposure, fit in ((e, res.fits[("OS", e)]) for e in ("bCTC", "b2CTC", "tCTC")):
+        chisq = 2 * (fit.loglik - base.loglik)
+        df = len(dict(fit.levels)[exposure]) - 1
+        assert models.loc[exposure, "lr_chisq"] == pytest.approx(chisq, rel=1e-9)
+        assert models.loc[exposure, "lr_df"] == df
+        assert models.loc[exposure, "lr_p_value"] == pytest.approx(
+            stats.chi2.sf(chisq, df), abs=1e-12
+        )
+    frame = res.to_frame()
+    assert frame.loc[frame["exposure"] == "tCTC", "exposure_lr_p_value"].nunique() == 1
+    # without covariates the reference model is the null model of each fit
+    alone = compare_exposures(
+        data, exposures=("tCTC",), endpoints={"OS": ("os_months", "os_event")}
+    )
+    fit = alone.fits[("OS", "tCTC")]
+    assert alone.models["lr_chisq"].item() == pytest.approx(2 * (fit.loglik - fit.loglik_null))
