@@ -568,35 +568,33 @@ def _sensitivity_outputs(
 
     rows: list[dict[str, Any]] = []
 
-    def marker_row(result: Any, label: str) -> None:
-        frame = result.to_frame()
-        row = frame.loc[frame["term"] == cfg.exposure.name].iloc[0].to_dict()
+    def marker_row(subset: pd.DataFrame, label: str, **changes: Any) -> None:
+        """The marker's HR on ``subset``; an analysis the data cannot support is a row with a note."""
+        spec = _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False, **changes)
+        row: dict[str, Any]
+        try:
+            frame = fit_cox(subset, spec).to_frame()
+            found = frame.loc[frame["term"] == cfg.exposure.name].iloc[0]
+            row = {str(key): value for key, value in found.items()}
+        except DataError as exc:
+            warnings.warn(
+                f"sensitivity analysis '{label}' ({endpoint}) skipped: {exc}",
+                PooledWarning,
+                stacklevel=3,
+            )
+            row = {"term": cfg.exposure.name, "note": f"not estimable: {exc}"}
         row.update(model=f"sensitivity: {label}", analysis=cfg.name, endpoint=endpoint)
         rows.append(row)
 
-    if cfg.sensitivity.leave_one_centre_out:
+    if cfg.sensitivity.leave_one_centre_out and data["centre"].nunique() > 1:
         for centre in sorted(data["centre"].unique()):
-            subset = data.loc[data["centre"] != centre]
-            marker_row(
-                fit_cox(subset, _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False)),
-                f"without {centre}",
-            )
+            marker_row(data.loc[data["centre"] != centre], f"without {centre}")
     for threshold in cfg.sensitivity.thresholds:
         alt = data.copy()
         alt[cfg.exposure.name] = derive_exposure(alt, cfg.exposure, threshold=threshold)
-        alt = alt.loc[alt[cfg.exposure.name].notna()]
-        marker_row(
-            fit_cox(alt, _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False)),
-            f"cut-off >= {threshold:g}",
-        )
+        marker_row(alt.loc[alt[cfg.exposure.name].notna()], f"cut-off >= {threshold:g}")
     for method in cfg.sensitivity.missing:
-        marker_row(
-            fit_cox(
-                data,
-                _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False, missing=method),
-            ),
-            method.replace("_", "-"),
-        )
+        marker_row(data, method.replace("_", "-"), missing=method)
     if not rows:
         return []
     return [

@@ -15,7 +15,7 @@ from harmonization.store import Store
 from harmonization.upload import check_upload
 from pooled.config import load_analysis_config, parse_analysis_config
 from pooled.dataset import build_analysis_dataset
-from pooled.errors import SamplingWarning
+from pooled.errors import PooledWarning, SamplingWarning
 from pooled.runner import run_analysis
 from pooled.simulate import simulate_consortium
 
@@ -103,3 +103,20 @@ def test_shipped_config_runs_on_its_scenario(paddy) -> None:
         "dtc_positive | subtype=luminal_b",
     }
     assert isinstance(results, pd.DataFrame) and len(results) > 50
+
+
+def test_sensitivity_analysis_the_data_cannot_support_is_a_noted_row(paddy) -> None:
+    _, ds, _ = paddy
+    text = _config(bayes=False).replace(
+        "  leave_one_centre_out: true\n", "  leave_one_centre_out: true\n  thresholds: [100000]\n"
+    )
+    cfg = parse_analysis_config(text, path="paddy.yaml")
+    with pytest.warns(PooledWarning, match="cut-off >= 100000"):
+        run = run_analysis(cfg, ds)
+    rows = run.results().query("output == 'sensitivity_os'")
+    noted = rows.loc[rows["model"] == "sensitivity: cut-off >= 100000"]
+    assert len(noted) == 1 and noted["note"].item().startswith("not estimable")
+    assert np.isnan(noted["hr"].item())
+    assert (rows["model"].str.startswith("sensitivity: without")).sum() == ds.patients[
+        "centre"
+    ].nunique()
