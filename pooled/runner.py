@@ -20,7 +20,7 @@ import pandas as pd
 from harmonization.schema import Reason
 from pooled.config import AnalysisConfig, check_against_data
 from pooled.dataset import AnalysisDataset
-from pooled.errors import DataError, PooledWarning
+from pooled.errors import ConvergenceError, DataError, PooledWarning
 from pooled.exposures import derive_exposure
 from pooled.run_output import ModelOutput, RunOutput
 
@@ -683,7 +683,8 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
     outputs.extend(serial_outputs)
     if serial_outputs:
         steps.append(("exposure comparison", lambda: _comparison_outputs(cfg, patients)))
-    outputs.extend(_run_steps(steps, progress))
+    skipped: list[dict[str, str]] = []
+    outputs.extend(_run_steps(steps, progress, skipped))
     exposure = cfg.exposure.name
     return RunOutput(
         name=cfg.name,
@@ -703,16 +704,31 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
             "upload_versions": dict(ds.versions),
             "upload_sha256": dict(ds.provenance.get("upload_sha256", {})),
             "patients_analysed": int(len(patients)),
+            "skipped_models": skipped,
             "packages": _package_versions(),
         },
     )
 
 
-def _run_steps(steps: list[Step], progress: bool) -> list[ModelOutput]:
+def _run_step(
+    label: str, step: Callable[[], list[ModelOutput]], skipped: list[dict[str, str]]
+) -> list[ModelOutput]:
+    """One model step; a model the data cannot support is skipped with its reason, not fatal."""
+    try:
+        return step()
+    except (DataError, ConvergenceError) as exc:
+        warnings.warn(f"{label} skipped: {exc}", PooledWarning, stacklevel=3)
+        skipped.append({"step": label, "reason": str(exc)})
+        return []
+
+
+def _run_steps(
+    steps: list[Step], progress: bool, skipped: list[dict[str, str]]
+) -> list[ModelOutput]:
     outputs: list[ModelOutput] = []
     if not progress:
-        for _, step in steps:
-            outputs.extend(step())
+        for label, step in steps:
+            outputs.extend(_run_step(label, step, skipped))
         return outputs
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -725,6 +741,6 @@ def _run_steps(steps: list[Step], progress: bool) -> list[ModelOutput]:
         task = bar.add_task("models", total=len(steps))
         for label, step in steps:
             bar.update(task, description=label)
-            outputs.extend(step())
+            outputs.extend(_run_step(label, step, skipped))
             bar.advance(task)
     return outputs

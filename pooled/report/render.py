@@ -573,8 +573,12 @@ def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None
 def _footer(run: RunOutput) -> str:
     prov = dict(run.provenance)
     parts = ["<h2>Reproducibility</h2>"]
+    skipped = prov.pop("skipped_models", None) or []
     scalar = [(k, v) for k, v in prov.items() if not isinstance(v, Mapping)]
     parts.append(definition_table([("analysis", run.name), *scalar]))
+    if skipped:
+        parts.append("<h3>Models skipped (the data could not support them)</h3>")
+        parts.append(table_html(pd.DataFrame(skipped), formatted=True))
     versions = prov.get("upload_versions") or {}
     hashes = prov.get("upload_sha256") or {}
     if versions or hashes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,19 @@ def test_sensitivity_analysis_the_data_cannot_support_is_a_noted_row(paddy) -> N
     assert (rows["model"].str.startswith("sensitivity: without")).sum() == ds.patients[
         "centre"
     ].nunique()
+
+
+def test_a_model_the_data_cannot_support_is_skipped_with_its_reason(paddy, tmp_path: Path) -> None:
+    from pooled.report.render import render_report
+
+    _, ds, _ = paddy
+    cfg = parse_analysis_config(_config(bayes=False), path="paddy.yaml")
+    patients = ds.patients.assign(dfs_event=False)  # no DFS events: no DFS model can be fitted
+    with pytest.warns(PooledWarning, match="skipped"):
+        run = run_analysis(cfg, replace(ds, patients=patients))
+    skipped = run.provenance["skipped_models"]
+    assert {s["step"] for s in skipped} >= {"Cox dfs", "two-stage dfs"}
+    assert all("event" in s["reason"].lower() for s in skipped)
+    assert "cox_os_adjusted" in set(run.results()["output"])  # the rest of the run stands
+    html = render_report(run, tmp_path).html.read_text(encoding="utf-8")
+    assert "Models skipped" in html and "Cox dfs" in html
