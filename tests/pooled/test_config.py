@@ -29,10 +29,7 @@ models:
 
 @pytest.mark.parametrize("name", ["paddy", "epac", "early-ctc", "trajectory"])
 def test_shipped_configs_parse(name: str) -> None:
-    path = ROOT / "configs" / "analyses" / f"{name}.yaml"
-    if not path.exists():
-        pytest.skip(f"{path.name} not shipped yet")
-    cfg = load_analysis_config(path)
+    cfg = load_analysis_config(ROOT / "configs" / "analyses" / f"{name}.yaml")
     assert cfg.name == name
     assert cfg.endpoints
 
