@@ -1,11 +1,12 @@
 """Cox proportional hazards models for pooled IPD: stratified by centre, Efron or Breslow ties.
 
-The numeric core, :func:`cox_fit_arrays`, is a vectorised Newton-Raphson solver: the data are
-sorted once (stratum, then descending time, events first within a tied time), risk-set sums
-are cumulative sums over the groups of tied times within each stratum, and Efron's correction
-works on one row per event. Per iteration it costs one pass over the rows for the risk-set
-sums, one for the score and one (chunked) for the information matrix; memory beyond the
-sorted copy of the covariates is a few vectors of length n. It reproduces R's
+The numeric core, :func:`cox_fit_arrays`, is a vectorised Newton-Raphson solver: each row gets
+its (stratum, tied time) group once and rows are never sorted; risk-set sums are cumulative
+sums over the groups of tied times within each stratum, and Efron's correction works on one
+row per event. Per iteration it costs one compiled (numba) pass over the rows for the risk
+scores and risk-set sums, and one chunked pass for the score and the information matrix
+(compiled weighting, BLAS products on cache-sized blocks); the covariates are centred on the
+fly, so memory beyond the input is a few vectors of length n. It reproduces R's
 ``survival::coxph`` (same centring-invariant log-likelihood, same step-halving and
 convergence rule on the relative change in log-likelihood).
 
@@ -21,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numba
 import numpy as np
 import pandas as pd
 import scipy.linalg
-import scipy.sparse
 from scipy import stats
 
 from pooled.errors import ConfigError, ConvergenceWarning, DataError
@@ -83,14 +84,113 @@ def _time_codes(time: np.ndarray, n: int) -> tuple[np.ndarray, int]:
     return _compact_codes(time, n)
 
 
+@numba.njit(cache=True, nogil=True)
+def _column_sums(X: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Column sums over all rows and over the event rows, and whether all values are finite."""
+    n, p = X.shape
+    total = np.zeros(p)
+    ev = np.zeros(p)
+    finite = True
+    for i in range(n):
+        if event[i]:
+            for j in range(p):
+                x = X[i, j]
+                total[j] += x
+                ev[j] += x
+        else:
+            for j in range(p):
+                total[j] += X[i, j]
+    for j in range(p):
+        if not np.isfinite(total[j]):
+            finite = False
+    return total, ev, finite
+
+
+@numba.njit(cache=True, nogil=True)
+def _risk_sums(
+    X: np.ndarray,
+    means: np.ndarray,
+    beta: np.ndarray,
+    entry: np.ndarray,
+    event: np.ndarray,
+    ne: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """One pass over the rows: risk scores and their (x-weighted) sums by entry group.
+
+    Covariates are centred on the fly (``X[i] - means``); rows never at risk (entry ``ne``)
+    are summed into a discarded extra group. Events also go to ``e0``/``e1``.
+    """
+    n, p = X.shape
+    r = np.empty(n)
+    t0 = np.zeros(ne + 1)
+    t1 = np.zeros((ne + 1, p))
+    e0 = np.zeros(ne)
+    e1 = np.zeros((ne, p))
+    xc = np.empty(p)
+    for i in range(n):
+        eta = 0.0
+        for j in range(p):
+            xc[j] = X[i, j] - means[j]
+            eta += xc[j] * beta[j]
+        ri = np.exp(eta)
+        r[i] = ri
+        g = entry[i]
+        t0[g] += ri
+        if event[i]:
+            e0[g] += ri
+            for j in range(p):
+                rx = ri * xc[j]
+                t1[g, j] += rx
+                e1[g, j] += rx
+        else:
+            for j in range(p):
+                t1[g, j] += ri * xc[j]
+    return r, t0[:ne], t1[:ne], e0, e1
+
+
+@numba.njit(cache=True, nogil=True)
+def _weighted_block(
+    X: np.ndarray,
+    means: np.ndarray,
+    r: np.ndarray,
+    cw: np.ndarray,
+    w2: np.ndarray,
+    entry: np.ndarray,
+    event: np.ndarray,
+    start: int,
+    stop: int,
+    block: np.ndarray,
+    xv: np.ndarray,
+) -> None:  # pragma: no cover
+    """Rows ``start:stop`` of ``(X - means) * sqrt(v)`` into ``block``; adds ``X'v`` to ``xv``.
+
+    ``v = r * (cw[entry] - event * w2[entry])`` (both indexed with a trailing 0 for rows
+    never at risk), the row weights of :meth:`_RiskSets._v`.
+    """
+    p = X.shape[1]
+    for i in range(start, stop):
+        g = entry[i]
+        if event[i]:
+            vi = (cw[g] - w2[g]) * r[i]
+        else:
+            vi = cw[g] * r[i]
+        w = np.sqrt(vi) if vi > 0.0 else 0.0
+        b = i - start
+        for j in range(p):
+            val = (X[i, j] - means[j]) * w
+            block[b, j] = val
+            xv[j] += w * val
+
+
 class _RiskSets:
     """Tie structure of a right-censored, stratified Cox problem, in the input row order.
 
     Rows are never sorted: each row gets the index of its (stratum, time) group, groups are
     ordered by stratum then descending time, and each row *enters* the risk sets at the first
     event group at or after its own group in its stratum (``entry``; ``n_event_groups`` when it
-    is never at risk at an event). Risk-set sums are sums by entry group (one sparse product,
-    sequential over the rows) followed by cumulative sums over the few event groups.
+    is never at risk at an event). Risk-set sums are sums by entry group (one compiled pass over
+    the rows, :func:`_risk_sums`) followed by cumulative sums over the few event groups. The
+    covariates are centred on the fly; the centred copy ``xs`` is made only when asked for.
     """
 
     def __init__(
@@ -112,20 +212,25 @@ class _RiskSets:
                 f"time and event expected {n} values each (rows of X); found "
                 f"{time.shape[0]} and {event_raw.shape[0]}."
             )
-        if not np.all(np.isfinite(time)) or not np.all(np.isfinite(X)):
-            raise DataError(
-                "time and covariates must be finite (no NaN or inf); drop or impute the "
-                "incomplete rows first (fit_cox does this)."
-            )
         if not np.all((event_raw == 0) | (event_raw == 1)):
             bad = np.unique(event_raw[(event_raw != 0) & (event_raw != 1)])[:5]
             raise DataError(
                 f"event expected 0 (censored) or 1 (event); found values {bad.tolist()}. "
                 "Recode the event indicator."
             )
+        X = np.ascontiguousarray(X)
+        event_b = event_raw.astype(bool)
+        event_u8 = event_b.view(np.uint8)
+        # one pass: column sums (for the means and the events' covariate total); a finite sum
+        # means every value is finite, otherwise check properly
+        col_total, col_event, x_finite = _column_sums(X, event_u8)
+        if not np.all(np.isfinite(time)) or not (x_finite or np.all(np.isfinite(X))):
+            raise DataError(
+                "time and covariates must be finite (no NaN or inf); drop or impute the "
+                "incomplete rows first (fit_cox does this)."
+            )
         if ties not in ("efron", "breslow"):
             raise ConfigError(f"ties must be 'efron' or 'breslow'; got {ties!r}.")
-        event_b = event_raw.astype(bool)
         self.n, self.p, self.ties = n, p, ties
         self.n_events = int(event_b.sum())
         if self.n_events == 0:
@@ -167,14 +272,6 @@ class _RiskSets:
         valid = entry < ne
         self.valid = valid
         self.ev_entry_rows = entry[event_b]
-        self.a_mat = scipy.sparse.csc_matrix(
-            (np.ones(int(valid.sum())), entry[valid], np.concatenate(([0], np.cumsum(valid)))),
-            shape=(ne, n),
-        )
-        self.b_mat = scipy.sparse.csc_matrix(
-            (np.ones(self.n_events), self.ev_entry_rows, np.concatenate(([0], np.cumsum(event_b)))),
-            shape=(ne, n),
-        )
         self.ev_seg_start = np.cumsum(d) - d
         self.ev_entry = np.repeat(np.arange(ne), d)
 
@@ -199,10 +296,20 @@ class _RiskSets:
             self.efron = False
 
         # centred covariates (the log-likelihood is centring-invariant; R centres too)
-        self.means = X.mean(axis=0)
-        self.xs = np.subtract(X, self.means)
+        # (centring happens on the fly in the kernels; ``xs`` is built only when asked for)
+        self.X = X
+        self.means = col_total / n
+        self._xs: np.ndarray | None = None
+        self.event_u8 = event_u8
         self.event_f = event_b.astype(np.float64)
-        self.xsum_ev = self.event_f @ self.xs
+        self.xsum_ev = col_event - self.n_events * self.means
+
+    @property
+    def xs(self) -> np.ndarray:
+        """The centred covariates (n x p), computed on first use."""
+        if self._xs is None:
+            self._xs = np.subtract(self.X, self.means)
+        return self._xs
 
     # -- cumulative sums within strata over event groups -------------------------------------
     def _cum_forward(self, values: np.ndarray) -> np.ndarray:
@@ -222,19 +329,12 @@ class _RiskSets:
 
     # -- the pieces every quantity is made of -------------------------------------------------
     def parts(self, beta: np.ndarray, second: bool = True) -> dict[str, np.ndarray | float]:
-        xs = self.xs
-        eta = xs @ beta
-        r = np.exp(eta)
         ne = self.n_event_groups
-        self.a_mat.data = r[self.valid]
-        t0 = np.bincount(self.entry, weights=r, minlength=ne + 1)[:ne]
-        t1 = np.asarray(self.a_mat @ xs)
+        r, t0, t1, e0, e1 = _risk_sums(
+            self.X, self.means, np.asarray(beta, dtype=np.float64), self.entry, self.event_u8, ne
+        )
         s0 = self._cum_forward(t0)
         s1 = self._cum_forward(t1)
-        re = r[self.event]
-        self.b_mat.data = re
-        e0 = np.bincount(self.ev_entry_rows, weights=re, minlength=ne)
-        e1 = np.asarray(self.b_mat @ xs)
         out: dict[str, np.ndarray | float] = {"r": r, "s0": s0, "s1": s1, "e0": e0, "e1": e1}
         if self.efron:
             seg = self.ev_seg_start
@@ -289,20 +389,26 @@ class _RiskSets:
         self, pt: dict, weight: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score and information in one chunked pass over the rows (blocks stay in cache)."""
-        v = self._v(pt, weight)
-        xs = self.xs
         p = self.p
         info = np.zeros((p, p))
         xv = np.zeros(p)
         if weight is None or np.all(weight >= 0):
-            root = np.sqrt(np.maximum(v, 0.0))
+            w1, w2 = pt["w1"], pt["w2"]
+            if weight is not None:
+                w1, w2 = w1 * weight, w2 * weight
+            zero = np.zeros(1)
+            cw = np.concatenate((self._cum_reverse(w1), zero))
+            w2 = np.concatenate((w2, zero)) if self.efron else np.zeros(w2.size + 1)
+            r, entry, ev = pt["r"], self.entry, self.event_u8
+            buf = np.empty((min(_CHUNK, self.n), p))
             for start in range(0, self.n, _CHUNK):
-                stop = start + _CHUNK
-                w = root[start:stop]
-                block = xs[start:stop] * w[:, None]
+                stop = min(start + _CHUNK, self.n)
+                block = buf[: stop - start]
+                _weighted_block(self.X, self.means, r, cw, w2, entry, ev, start, stop, block, xv)
                 info += block.T @ block
-                xv += w @ block
         else:
+            v = self._v(pt, weight)
+            xs = self.xs
             for start in range(0, self.n, _CHUNK):
                 stop = start + _CHUNK
                 block = xs[start:stop]
