@@ -5,9 +5,10 @@ fitted model, ``g`` a centred transform of time (Kaplan-Meier, rank or identity)
 the fitted coefficients; this is the formulation of survival 3.x's ``cox.zph``. The score and
 the 2p x 2p information come from the same vectorised risk-set sums as the Cox fit, with the
 event groups weighted by ``g`` and ``g^2``: one pass over the rows for the risk-set sums at the
-fitted coefficients and one chunked pass for the two weighted cross-products (the fit's own
-information is reused when given), then one chunked pass over the events, in R's order, for
-the score and the scaled Schoenfeld residuals. Whether a covariate varies within a stratum
+fitted coefficients and one compiled, chunked pass (centring on the fly, one BLAS product per
+block) for the two weighted cross-products (the fit's own information is reused when given),
+then one chunked pass over the events, in R's order, for the score and the scaled Schoenfeld
+residuals. Whether a covariate varies within a stratum
 (``zph1.c``'s ``used``) is read off a few events per stratum, all rows only where needed.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -113,41 +115,96 @@ def _transformed_event_times(
     return 1.0 - before_surv[tcode_ev]
 
 
+@numba.njit(cache=True, nogil=True)
+def _time_weighted_rows(
+    X: np.ndarray,
+    means: np.ndarray,
+    r: np.ndarray,
+    cw_g: np.ndarray,
+    w2_g: np.ndarray,
+    cw_gg: np.ndarray,
+    w2_gg: np.ndarray,
+    entry: np.ndarray,
+    event: np.ndarray,
+    start: int,
+    stop: int,
+    block: np.ndarray,
+    xv: np.ndarray,
+    extra: np.ndarray,
+) -> None:  # pragma: no cover
+    """Rows ``start:stop`` of ``[x sqrt(v_gg), x v_g / sqrt(v_gg)]`` (x centred) into ``block``.
+
+    ``block[:, :p].T @ block`` is then ``[X' diag(v_gg) X, X' diag(v_g) X]`` for the block.
+    ``v = r * (cw[entry] - event * w2[entry])`` for the g and g^2 weights (both indexed with a
+    trailing 0 for rows never at risk), as :func:`pooled.models.cox._weighted_block`. Adds
+    ``X' v_g`` to ``xv``; the rare rows with ``v_g != 0`` but ``v_gg <= 0`` (rounding; by
+    Cauchy-Schwarz ``v_g^2 <= v_gg * sum of weights``) go straight into ``extra``.
+    """
+    p = X.shape[1]
+    for i in range(start, stop):
+        g = entry[i]
+        if event[i]:
+            vg = (cw_g[g] - w2_g[g]) * r[i]
+            vgg = (cw_gg[g] - w2_gg[g]) * r[i]
+        else:
+            vg = cw_g[g] * r[i]
+            vgg = cw_gg[g] * r[i]
+        b = i - start
+        if vgg > 0.0:
+            root = np.sqrt(vgg)
+            ratio = vg / root
+            for j in range(p):
+                xc = X[i, j] - means[j]
+                block[b, j] = xc * root
+                block[b, p + j] = xc * ratio
+                xv[j] += xc * vg
+        else:
+            for j in range(p):
+                xc = X[i, j] - means[j]
+                block[b, j] = 0.0
+                block[b, p + j] = 0.0
+                xv[j] += xc * vg
+            if vg != 0.0:
+                for j in range(p):
+                    xj = (X[i, j] - means[j]) * vg
+                    for k in range(p):
+                        extra[j, k] += xj * (X[i, k] - means[k])
+
+
+_WEIGHTED_CHUNK = 2048  # rows per block of the time-weighted products (11 x 22 BLAS products)
+
+
 def _time_weighted_blocks(
     rs: _RiskSets, pt: dict, group_g: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``X' diag(v_g) X`` and ``X' diag(v_gg) X`` (g and g^2 weights) and ``X' v_g``.
 
-    One chunked pass over the centred covariates; the g^2 block is a symmetric rank-k update
-    of rows scaled by sqrt(v_gg) (v_gg >= 0), the g block a general product (v_g has both signs).
+    One chunked pass over the rows, centred on the fly by a compiled kernel
+    (:func:`_time_weighted_rows`), and one BLAS product per cache-sized block for both
+    matrices: with ``a = x sqrt(v_gg)`` and ``b = x v_g / sqrt(v_gg)`` (v_gg >= 0, v_g of
+    either sign), ``a'a`` is the g^2 block and ``a'b`` the g block.
     """
-    ev_rows = np.flatnonzero(rs.event) if rs.efron else None
-    r = pt["r"]
-    group_gg = group_g * group_g
-    row_weights = []
-    for weight in (group_g, group_gg):
-        cum = np.append(rs._cum_reverse(pt["w1"] * weight), 0.0)
-        v = np.take(cum, rs.entry)
-        if rs.efron:
-            v[ev_rows] -= np.take(pt["w2"] * weight, rs.ev_entry_rows)
-        v *= r
-        row_weights.append(v)
-    v_g, v_gg = row_weights
-    root_gg = np.sqrt(np.maximum(v_gg, 0.0, out=v_gg), out=v_gg)
-    xs = rs.xs
+    zero = np.zeros(1)
+    weights = []
+    for weight in (group_g, group_g * group_g):
+        cw = np.concatenate((rs._cum_reverse(pt["w1"] * weight), zero))
+        w2 = np.concatenate((pt["w2"] * weight, zero)) if rs.efron else np.zeros(cw.size)
+        weights += [cw, w2]
+    cw_g, w2_g, cw_gg, w2_gg = weights
     p = rs.p
-    info_g = np.zeros((p, p))
-    info_gg = np.zeros((p, p))
+    both = np.zeros((p, 2 * p))
+    extra = np.zeros((p, p))
     xv = np.zeros(p)
-    for start in range(0, rs.n, _CHUNK):
-        stop = start + _CHUNK
-        block = xs[start:stop]
-        w = v_g[start:stop]
-        info_g += block.T @ (block * w[:, None])
-        xv += w @ block
-        scaled = block * root_gg[start:stop, None]
-        info_gg += scaled.T @ scaled
-    return info_g, info_gg, xv
+    buf = np.empty((min(_WEIGHTED_CHUNK, rs.n), 2 * p))
+    r, entry, ev = pt["r"], rs.entry, rs.event_u8
+    for start in range(0, rs.n, _WEIGHTED_CHUNK):
+        stop = min(start + _WEIGHTED_CHUNK, rs.n)
+        block = buf[: stop - start]
+        _time_weighted_rows(
+            rs.X, rs.means, r, cw_g, w2_g, cw_gg, w2_gg, entry, ev, start, stop, block, xv, extra
+        )
+        both += block[:, :p].T @ block
+    return both[:, p:] + extra, both[:, :p], xv
 
 
 def _risk_set_correction(rs: _RiskSets, pt: dict, weight: np.ndarray) -> np.ndarray:
@@ -195,6 +252,42 @@ def _varies_within_strata(
     return varies
 
 
+@numba.njit(cache=True, nogil=True)
+def _event_rows(
+    X: np.ndarray,
+    ev_idx: np.ndarray,
+    ev_group: np.ndarray,
+    gtime_ev: np.ndarray,
+    means: np.ndarray,
+    mean_x: np.ndarray,
+    start: int,
+    stop: int,
+    block: np.ndarray,
+    gx: np.ndarray,
+) -> None:  # pragma: no cover
+    """Events ``start:stop`` (sorted): ``x - xbar(t)`` into ``block``; adds g (x - mean) to gx."""
+    p = X.shape[1]
+    for e in range(start, stop):
+        i = ev_idx[e]
+        k = ev_group[e]
+        ge = gtime_ev[e]
+        b = e - start
+        for j in range(p):
+            xc = X[i, j] - means[j]
+            gx[j] += ge * xc
+            block[b, j] = xc - mean_x[k, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _store_rows(
+    values: np.ndarray, beta: np.ndarray, out: np.ndarray, start: int
+) -> None:  # pragma: no cover
+    """``out[start + b] = values[b] + beta`` (``out`` may be a strided view)."""
+    for b in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            out[start + b, j] = values[b, j] + beta[j]
+
+
 def _scaled_schoenfeld(
     X: np.ndarray,
     ev_idx: np.ndarray,
@@ -204,34 +297,40 @@ def _scaled_schoenfeld(
     means: np.ndarray,
     mean_x: np.ndarray,
     scalings: list[tuple[np.ndarray, np.ndarray | None]],
+    beta: np.ndarray,
     sresid: np.ndarray,
 ) -> np.ndarray:
-    """Fill ``sresid`` with V^-1 (x - xbar(t)) per event; return sum over events of g (x - mean).
+    """Fill ``sresid`` with beta + V^-1 (x - xbar(t)) per event; return sum of g (x - mean).
 
-    Chunked over the sorted events so the gathered rows stay in cache. ``scalings[k]`` holds
-    the used columns and the transposed inverse of their ``vmean`` block for pattern ``k``;
-    columns a stratum does not use stay NaN.
+    Chunked over the sorted events (a compiled gather-and-centre, then a BLAS product) so the
+    gathered rows stay in cache. ``scalings[k]`` holds the used columns and the transposed
+    inverse of their ``vmean`` block for pattern ``k``; columns a stratum does not use stay NaN.
     """
-    gx = np.zeros(X.shape[1])
+    p = X.shape[1]
+    gx = np.zeros(p)
     cols0, inv0 = scalings[0]
     # every stratum with events uses every column: one scaling for all events
-    uniform = inv0 if len(scalings) == 1 and cols0.size == X.shape[1] else None
+    uniform = inv0 if len(scalings) == 1 and cols0.size == p else None
     if uniform is None:
         sresid[:] = np.nan
-    for start in range(0, ev_idx.size, _CHUNK):
-        stop = start + _CHUNK
-        block = np.take(X, ev_idx[start:stop], axis=0)
-        block -= means
-        gx += gtime_ev[start:stop] @ block
-        block -= np.take(mean_x, ev_group[start:stop], axis=0)
+    n_ev = ev_idx.size
+    size = min(_CHUNK, n_ev)
+    block_buf = np.empty((size, p))
+    scaled_buf = np.empty((size, p))
+    for start in range(0, n_ev, _CHUNK):
+        stop = min(start + _CHUNK, n_ev)
+        block = block_buf[: stop - start]
+        _event_rows(X, ev_idx, ev_group, gtime_ev, means, mean_x, start, stop, block, gx)
         if uniform is not None:
-            np.matmul(block, uniform, out=sresid[start:stop])
+            scaled = scaled_buf[: stop - start]
+            np.matmul(block, uniform, out=scaled)
+            _store_rows(scaled, beta, sresid, start)
             continue
         chunk_pattern = ev_pattern[start:stop]
         for k, (cols, inv_t) in enumerate(scalings):
             rows = np.flatnonzero(chunk_pattern == k)
             if inv_t is not None and rows.size:
-                sresid[np.ix_(start + rows, cols)] = block[np.ix_(rows, cols)] @ inv_t
+                sresid[np.ix_(start + rows, cols)] = block[np.ix_(rows, cols)] @ inv_t + beta[cols]
     return gx
 
 
@@ -359,9 +458,9 @@ def proportional_hazards_arrays(
         rs.means,
         mean_x,
         scalings,
+        beta,
         sresid,
     )
-    sresid += beta
     u_g = gx - xv
     imat = np.block([[info, info_g], [info_g.T, info_gg]])
     u = np.concatenate((np.zeros(p), u_g))
