@@ -814,8 +814,35 @@ def _warn(problems: list[str]) -> None:
 # Results
 
 
+class _PosteriorSummary:
+    """What both Bayesian results offer on top of their table and ``InferenceData``."""
+
+    __slots__ = ()
+    table: pd.DataFrame
+    idata: az.InferenceData
+    problems: tuple[str, ...]
+
+    def row(self, quantity: str, level: str = "") -> pd.Series:
+        """The table row of one quantity, e.g. ``row("pooled")``, ``row("centre", "C01")``."""
+        hit = self.table[(self.table["quantity"] == quantity) & (self.table["level"] == level)]
+        if hit.empty:
+            raise KeyError(f"No row with quantity={quantity!r}, level={level!r}.")
+        return hit.iloc[0]
+
+    @property
+    def converged(self) -> bool:
+        """No diagnostics out of bounds (R-hat, ESS, divergences)."""
+        return not self.problems
+
+    def save_netcdf(self, path: str | Path) -> Path:
+        """Write the ``InferenceData`` to NetCDF (reopen with ``arviz.from_netcdf``)."""
+        out = Path(path)
+        self.idata.to_netcdf(str(out))
+        return out
+
+
 @dataclass(frozen=True, slots=True)
-class BayesResult:
+class BayesResult(_PosteriorSummary):
     """Posterior summary of the one-stage Bayesian piecewise-exponential model.
 
     ``table`` is the tidy table (see :meth:`to_frame`); ``idata`` keeps every draw.
@@ -849,26 +876,9 @@ class BayesResult:
         """
         return self.table.copy()
 
-    def row(self, quantity: str, level: str = "") -> pd.Series:
-        """The table row of one quantity, e.g. ``row("pooled")``, ``row("centre", "C01")``."""
-        hit = self.table[(self.table["quantity"] == quantity) & (self.table["level"] == level)]
-        if hit.empty:
-            raise KeyError(f"No row with quantity={quantity!r}, level={level!r}.")
-        return hit.iloc[0]
-
-    @property
-    def converged(self) -> bool:
-        return not self.problems
-
-    def save_netcdf(self, path: str | Path) -> Path:
-        """Write the ``InferenceData`` to NetCDF (reopen with ``arviz.from_netcdf``)."""
-        out = Path(path)
-        self.idata.to_netcdf(str(out))
-        return out
-
 
 @dataclass(frozen=True, slots=True)
-class BayesMetaResult:
+class BayesMetaResult(_PosteriorSummary):
     """Posterior summary of the Bayesian two-stage random-effects meta-analysis."""
 
     table: pd.DataFrame
@@ -882,21 +892,6 @@ class BayesMetaResult:
     def to_frame(self) -> pd.DataFrame:
         """Tidy table with the same columns as :meth:`BayesResult.to_frame`."""
         return self.table.copy()
-
-    def row(self, quantity: str, level: str = "") -> pd.Series:
-        hit = self.table[(self.table["quantity"] == quantity) & (self.table["level"] == level)]
-        if hit.empty:
-            raise KeyError(f"No row with quantity={quantity!r}, level={level!r}.")
-        return hit.iloc[0]
-
-    @property
-    def converged(self) -> bool:
-        return not self.problems
-
-    def save_netcdf(self, path: str | Path) -> Path:
-        out = Path(path)
-        self.idata.to_netcdf(str(out))
-        return out
 
 
 def _rows_common(
