@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -256,6 +256,20 @@ _EARLY_POSITIVITY = {
     "grade3": 0.30,
 }
 
+# Covariate effects on the recurrence hazard, the same in both early-disease scenarios.
+_EARLY_COVARIATE_EFFECTS: dict[str, Any] = {
+    "log_hr_size": 0.45,
+    "log_hr_node_positive": 0.55,
+    "log_hr_nodes_4plus": 0.40,
+    "log_hr_grade3": 0.30,
+    "log_hr_subtype": _frozen(
+        {"luminal_a": 0.0, "luminal_b": 0.30, "her2_positive": 0.35, "triple_negative": 0.55}
+    ),
+    "log_hr_age_per_year": -0.005,
+}
+# Distant recurrence after a first local one: share and mean delay (years), both scenarios.
+_LATER_DISTANT: dict[str, Any] = {"later_distant": 0.40, "later_distant_mean_years": 2.0}
+
 PADDY = ScenarioSpec(
     name="paddy",
     setting="early",
@@ -283,18 +297,10 @@ PADDY = ScenarioSpec(
                 "triple_negative": math.log(1.27),
             }
         ),
-        log_hr_size=0.45,
-        log_hr_node_positive=0.55,
-        log_hr_nodes_4plus=0.40,
-        log_hr_grade3=0.30,
-        log_hr_subtype=_frozen(
-            {"luminal_a": 0.0, "luminal_b": 0.30, "her2_positive": 0.35, "triple_negative": 0.55}
-        ),
-        log_hr_age_per_year=-0.005,
+        **_EARLY_COVARIATE_EFFECTS,
         distant_logit=0.30,
         distant_marker=0.0,
-        later_distant=0.40,
-        later_distant_mean_years=2.0,
+        **_LATER_DISTANT,
         bc_death_median_years=_frozen(
             {"luminal_a": 3.0, "luminal_b": 2.4, "her2_positive": 2.6, "triple_negative": 1.2}
         ),
@@ -361,18 +367,10 @@ EARLY_CTC = ScenarioSpec(
                 "triple_negative": math.log(1.775),
             }
         ),
-        log_hr_size=0.45,
-        log_hr_node_positive=0.55,
-        log_hr_nodes_4plus=0.40,
-        log_hr_grade3=0.30,
-        log_hr_subtype=_frozen(
-            {"luminal_a": 0.0, "luminal_b": 0.30, "her2_positive": 0.35, "triple_negative": 0.55}
-        ),
-        log_hr_age_per_year=-0.005,
+        **_EARLY_COVARIATE_EFFECTS,
         distant_logit=0.45,
         distant_marker=0.45,
-        later_distant=0.40,
-        later_distant_mean_years=2.0,
+        **_LATER_DISTANT,
         bc_death_median_years=_frozen(
             {"luminal_a": 2.6, "luminal_b": 2.0, "her2_positive": 2.2, "triple_negative": 1.0}
         ),
