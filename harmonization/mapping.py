@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from harmonization.errors import MappingError
 from harmonization.io import RawUpload, read_upload
 from harmonization.schema import FieldSpec, Schema, did_you_mean, load_schema
+from harmonization.yamlio import YamlProblem, load_yaml, read_yaml_text
 
 DEFAULT_MISSING_CODES: tuple[str, ...] = ("", "na", "n/a", "nan", "none", "null", ".")
 BOOLEAN_WORDS: MappingProxyType[str, bool] = MappingProxyType(
@@ -115,6 +115,14 @@ class CentreMapping:
         default_factory=lambda: MappingProxyType({})
     )
     path: str = ""
+    text: str = dataclass_field(default="", compare=False, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the mapping's YAML text (``""`` for a mapping built from a dict)."""
+        import hashlib
+
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest() if self.text else ""
 
     @classmethod
     def from_yaml(cls, path: str | Path, schema: Schema | None = None) -> CentreMapping:
@@ -131,19 +139,23 @@ class CentreMapping:
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_yaml_text(path)
         except OSError as exc:
-            raise MappingError(f"cannot read the centre mapping {path}: {exc.strerror}.") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
             raise MappingError(
-                f"{path}{line}: not valid YAML ({problem}); see configs/centres/README.md."
+                f"cannot read the centre mapping {path}: {exc.strerror or exc}."
             ) from None
-        return cls.from_dict(doc, schema=schema, where=str(path))
+        except YamlProblem as exc:
+            raise MappingError(f"{path}: {exc}.") from None
+        try:
+            doc = load_yaml(text)
+        except YamlProblem as exc:
+            line = f" line {exc.line}" if exc.line else ""
+            raise MappingError(
+                f"{path}{line}: {exc}; see configs/centres/README.md."
+            ) from None
+        from dataclasses import replace
+
+        return replace(cls.from_dict(doc, schema=schema, where=str(path)), text=text)
 
     @classmethod
     def from_dict(

@@ -16,9 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-import yaml
-
 from harmonization.errors import SchemaError
+from harmonization.yamlio import YamlProblem, load_yaml, read_yaml_text
 
 FieldType = Literal["string", "integer", "number", "boolean", "category", "date"]
 FIELD_TYPES: tuple[str, ...] = ("string", "integer", "number", "boolean", "category", "date")
@@ -109,6 +108,7 @@ class Schema:
     endpoints: tuple[EndpointSpec, ...]
     path: str = ""
     sha256: str = field(default="", compare=False)
+    text: str = field(default="", compare=False, repr=False)
 
     def table(self, name: str) -> TableSpec:
         try:
@@ -201,19 +201,47 @@ def load_schema(path: str | Path | None = None) -> Schema:
 @functools.lru_cache(maxsize=16)
 def _load_schema(name: str, stamp: int) -> Schema:
     """Parse a schema file once per (path, modification time): the Schema is immutable."""
-    import hashlib
-
     path = Path(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_yaml_text(path)
     except OSError as exc:
         raise SchemaError(f"cannot read the schema file {path}: {exc.strerror}.") from None
+    except YamlProblem as exc:
+        raise SchemaError(f"{path}: {exc}.") from None
+    return parse_schema(text, path=str(path))
+
+
+def load_schema_text(text: str, *, path: str = "<schema>") -> Schema:
+    """Compile a schema from its YAML text (e.g. the text a store recorded at ingest).
+
+    Examples
+    --------
+    >>> from harmonization.schema import DEFAULT_SCHEMA_PATH
+    >>> schema = load_schema_text(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
+    >>> "ctc_count" in schema.table("patients").fields
+    True
+    """
+    return _parse_schema_cached(text, path)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_schema_cached(text: str, path: str) -> Schema:
+    return parse_schema(text, path=path)
+
+
+def parse_schema(text: str, *, path: str = "<schema>") -> Schema:
+    """Compile schema YAML text into a :class:`Schema` (see :func:`load_schema`)."""
+    import hashlib
+
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"{path} is not valid YAML: {exc}") from None
+        doc = load_yaml(text)
+    except YamlProblem as exc:
+        line = f" line {exc.line}" if exc.line else ""
+        raise SchemaError(f"{path}{line}: {exc}.") from None
     if not isinstance(doc, dict) or "tables" not in doc:
         raise SchemaError(f"{path}: expected a mapping with a 'tables' key.")
+    if not isinstance(doc["tables"], dict):
+        raise SchemaError(f"{path}: 'tables' must map table names to their fields.")
     tables: dict[str, TableSpec] = {}
     for tname, traw in doc["tables"].items():
         where = f"{path} tables.{tname}"
@@ -254,4 +282,5 @@ def _load_schema(name: str, stamp: int) -> Schema:
         endpoints=endpoints,
         path=str(path),
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        text=text,
     )
