@@ -66,6 +66,7 @@ def derived_field_names(schema: Schema, table: str = "patients") -> tuple[str, .
     if table == "patients":
         for ep in schema.endpoint_names:
             names += [f"{ep}_months", f"{ep}_event"]
+        names += ["endpoints_from", "time_origin"]
     return tuple(n for n in names if n not in fields)
 
 
@@ -159,6 +160,25 @@ def derive_subtype(
     return out
 
 
+def _origin_names(
+    values: pd.DataFrame, schema: Schema, origin: Origin | Mapping[str, str] | None
+) -> np.ndarray:
+    """The name of each row's time origin (``diagnosis``, ``surgery`` or ``sample``)."""
+    if isinstance(origin, str):
+        return np.full(len(values), origin, dtype=object)
+    per_setting = dict(schema.origin)
+    if origin is not None:
+        per_setting.update(
+            {k: (v if v.endswith("_date") else f"{v}_date") for k, v in origin.items()}
+        )
+    default = per_setting.get("early", "diagnosis_date")
+    out = np.full(len(values), default.removesuffix("_date"), dtype=object)
+    setting = _text(values, "setting").to_numpy(dtype=object)
+    for name, field in per_setting.items():
+        out[setting == name] = field.removesuffix("_date")
+    return out
+
+
 def _origin_dates(
     values: pd.DataFrame, schema: Schema, origin: Origin | Mapping[str, str] | None
 ) -> pd.Series:
@@ -194,6 +214,7 @@ def derive_endpoints(
     *,
     origin: Origin | Mapping[str, str] | None = None,
     prefer: Literal["dates", "durations"] = "dates",
+    duration_origin: str | None = None,
 ) -> pd.DataFrame:
     """``<endpoint>_months`` and ``<endpoint>_event`` for every endpoint of the schema.
 
@@ -208,6 +229,9 @@ def derive_endpoints(
         The time origin; default per setting from the schema (``endpoints.origin``).
     prefer : {"dates", "durations"}
         Which source wins when a row has both usable dates and a delivered duration.
+    duration_origin : {"diagnosis", "surgery", "sample"}, optional
+        What delivered durations count from (the centre mapping's ``origin``); default the
+        schema's origin for the row's setting.
 
     Returns
     -------
@@ -216,6 +240,8 @@ def derive_endpoints(
         ``<endpoint>_event`` (nullable boolean) are set. A row with any follow-up date (last
         contact, death or an event date) takes its endpoints from the dates (missing where
         the chosen origin is missing); a row without dates keeps its delivered durations.
+        ``endpoints_from`` says which (``"dates"``, ``"durations"`` or missing) and
+        ``time_origin`` what the times count from (``diagnosis``, ``surgery``, ``sample``).
 
     References
     ----------
@@ -241,6 +267,7 @@ def derive_endpoints(
         for field in ep.event_dates:
             dated |= _dates(values, field).notna().to_numpy()
     out: dict[str, pd.Series] = {}
+    took_durations = np.zeros(len(values), dtype=bool)
     for ep in schema.endpoints:
         first = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
         for field in ep.event_dates:
@@ -261,6 +288,7 @@ def derive_endpoints(
             given_e = values[e_name].astype("boolean")
             usable = (given_m.notna() & given_e.notna()).to_numpy()
             take = usable & (~dated | (prefer == "durations"))
+            took_durations |= take
             months_s = months_s.where(~take, given_m)
             event_s = event_s.where(~take, given_e)
         out[m_name] = months_s.astype("float64")
@@ -268,6 +296,24 @@ def derive_endpoints(
     result = values.copy()
     for name, column in out.items():
         result[name] = column
+    has_time = np.zeros(len(values), dtype=bool)
+    for ep in schema.endpoints:
+        has_time |= result[f"{ep.name}_months"].notna().to_numpy()
+    source = np.full(len(values), None, dtype=object)
+    source[has_time & ~took_durations] = "dates"
+    source[took_durations] = "durations"
+    date_origin = _origin_names(values, schema, origin)
+    delivered_origin = (
+        np.full(len(values), duration_origin, dtype=object)
+        if duration_origin
+        else _origin_names(values, schema, None)
+    )
+    result["endpoints_from"] = pd.Series(source, index=values.index, dtype=object)
+    result["time_origin"] = pd.Series(
+        np.where(took_durations, delivered_origin, np.where(has_time, date_origin, None)),
+        index=values.index,
+        dtype=object,
+    )
     return result
 
 
@@ -278,6 +324,7 @@ def derive_fields(
     origin: Origin | Mapping[str, str] | None = None,
     prefer: Literal["dates", "durations"] = "dates",
     table: str = "patients",
+    duration_origin: str | None = None,
 ) -> pd.DataFrame:
     """Add the derived fields to a harmonised table (a new frame; ``values`` is unchanged).
 
@@ -348,4 +395,6 @@ def derive_fields(
     out["subtype"] = given_subtype.where(
         given_subtype.notna(), pd.Series(subtype, index=values.index)
     )
-    return derive_endpoints(out, schema, origin=origin, prefer=prefer)
+    return derive_endpoints(
+        out, schema, origin=origin, prefer=prefer, duration_origin=duration_origin
+    )

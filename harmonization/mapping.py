@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harmonization.errors import MappingError
-from harmonization.io import RawUpload, read_upload
+from harmonization.io import RawUpload, ReadNote, read_upload
 from harmonization.schema import FieldSpec, Schema, did_you_mean, load_schema
 from harmonization.yamlio import YamlProblem, load_yaml, read_yaml_text
 
@@ -30,7 +30,7 @@ BOOLEAN_WORDS: MappingProxyType[str, bool] = MappingProxyType(
     {
         "1": True, "0": False, "1.0": True, "0.0": False,
         "true": True, "false": False, "yes": True, "no": False, "y": True, "n": False,
-        "ja": True, "nein": False, "j": True,
+        "ja": True, "nein": False, "j": True, "nee": False,
         "pos": True, "neg": False, "positive": True, "negative": False,
         "positiv": True, "negativ": False, "+": True, "-": False,
     }
@@ -51,15 +51,22 @@ EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _DURATION_FIELDS_SUFFIX = "_months"
 _TOP_KEYS = {
     "centre", "description", "missing_codes", "date_format", "decimal", "delivers",
-    "duration_unit", "reported", "sources", "encoding", "delimiter",
+    "duration_unit", "reported", "sources", "encoding", "delimiter", "origin",
 }  # fmt: skip
 _SOURCE_KEYS = {
     "table", "sheet", "header_row", "encoding", "delimiter", "columns", "missing_codes",
     "date_format", "decimal", "file",
 }  # fmt: skip
 _COLUMN_KEYS = {
-    "column", "value", "codes", "unit", "scale", "date_format", "decimal", "missing_codes",
+    "column", "value", "expr", "codes", "unit", "scale", "date_format", "decimal",
+    "missing_codes",
 }  # fmt: skip
+#: Accepted spellings of the decimal sign.
+DECIMAL_SIGNS: MappingProxyType[str, str] = MappingProxyType(
+    {".": ".", "point": ".", "dot": ".", "period": ".", ",": ",", "comma": ","}
+)
+#: Time origins a centre's delivered durations may count from.
+DURATION_ORIGINS: tuple[str, ...] = ("diagnosis", "surgery", "sample")
 CONSTANT = "(constant)"
 
 
@@ -70,6 +77,7 @@ class ColumnMapping:
     field: str
     column: str | None = None
     value: Any = None
+    expr: str | None = None
     codes: MappingProxyType[str, Any] = dataclass_field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -111,6 +119,7 @@ class CentreMapping:
     description: str = ""
     delivers: str = "dates"
     duration_unit: str = "months"
+    origin: str | None = None
     reported: MappingProxyType[str, Any] = dataclass_field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -185,12 +194,19 @@ class CentreMapping:
                 f"{where}: 'duration_unit' must be one of "
                 f"{', '.join(UNIT_FACTORS['months'])}; got {duration_unit!r}."
             )
+        origin = doc.get("origin")
+        if origin is not None and origin not in DURATION_ORIGINS:
+            raise MappingError(
+                f"{where}: 'origin' (what the delivered durations count from) must be one of "
+                f"{', '.join(DURATION_ORIGINS)}; got {origin!r}"
+                f"{did_you_mean(str(origin), DURATION_ORIGINS)}."
+            )
         defaults = {
             "missing_codes": _codes_list(doc.get("missing_codes", []), f"{where}.missing_codes"),
-            "date_format": str(doc.get("date_format", "iso")),
-            "decimal": str(doc.get("decimal", ".")),
-            "encoding": doc.get("encoding"),
-            "delimiter": doc.get("delimiter"),
+            "date_format": _date_format(doc.get("date_format", "iso"), f"{where}.date_format"),
+            "decimal": _decimal(doc.get("decimal", "."), f"{where}.decimal"),
+            "encoding": _encoding(doc.get("encoding"), f"{where}.encoding"),
+            "delimiter": _delimiter(doc.get("delimiter"), f"{where}.delimiter"),
         }
         sources = tuple(
             _source(raw, schema, defaults, duration_unit, f"{where} sources[{i}]")
@@ -199,12 +215,14 @@ class CentreMapping:
         reported = doc.get("reported", {}) or {}
         if not isinstance(reported, dict):
             raise MappingError(f"{where}: 'reported' must be a mapping; got {reported!r}.")
+        _check_reported(reported, schema, f"{where}: reported")
         return cls(
             centre=str(centre).strip(),
             sources=sources,
             description=str(doc.get("description", "")),
             delivers=delivers,
             duration_unit=duration_unit,
+            origin=origin,
             reported=MappingProxyType(reported),
             path=where,
         )
@@ -216,6 +234,50 @@ class CentreMapping:
         return None
 
 
+_REPORTED_KEYS = {"patients", "events", "positivity"}
+_MARKERS = ("ctc_positive", "dtc_positive")
+
+
+def _check_reported(reported: dict[str, Any], schema: Schema, where: str) -> None:
+    """The ``reported:`` block: numbers where numbers belong, known endpoints and markers."""
+
+    def number(value: Any, at: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise MappingError(f"{at}: expected a number >= 0; got {value!r}.")
+
+    _check_keys(reported, _REPORTED_KEYS, where)
+    if "patients" in reported:
+        number(reported["patients"], f"{where}.patients")
+    events = reported.get("events") or {}
+    if not isinstance(events, dict):
+        raise MappingError(f"{where}.events: expected endpoint: count pairs; got {events!r}.")
+    for ep, value in events.items():
+        if ep not in schema.endpoint_names:
+            raise MappingError(
+                f"{where}.events: '{ep}' is not an endpoint of the schema"
+                f"{did_you_mean(str(ep), schema.endpoint_names)}; endpoints are "
+                f"{', '.join(schema.endpoint_names)}."
+            )
+        number(value, f"{where}.events.{ep}")
+    positivity = reported.get("positivity") or {}
+    if not isinstance(positivity, dict):
+        raise MappingError(
+            f"{where}.positivity: expected marker: share pairs; got {positivity!r}."
+        )
+    for marker, value in positivity.items():
+        if marker not in _MARKERS:
+            raise MappingError(
+                f"{where}.positivity: '{marker}' is not a known marker; use ctc_positive or "
+                "dtc_positive (optionally {share: 0.3, threshold: 5})."
+            )
+        share = value.get("share") if isinstance(value, dict) else value
+        number(share, f"{where}.positivity.{marker}")
+        if share > 1:
+            raise MappingError(
+                f"{where}.positivity.{marker}: a share is between 0 and 1; got {share!r}."
+            )
+
+
 def _check_keys(doc: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(doc) - allowed)
     if unknown:
@@ -224,6 +286,65 @@ def _check_keys(doc: dict[str, Any], allowed: set[str], where: str) -> None:
             f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; "
             f"allowed keys are {', '.join(sorted(allowed))}."
         )
+
+
+def _decimal(raw: Any, where: str) -> str:
+    """The decimal sign: ``.`` or ``,`` (also written ``point``, ``dot``, ``comma``)."""
+    sign = DECIMAL_SIGNS.get(str(raw).strip().lower()) if raw is not None else None
+    if sign is None:
+        raise MappingError(
+            f"{where}: the decimal sign must be '.' or ',' (or 'point' / 'comma'); got {raw!r}."
+        )
+    return sign
+
+
+def _encoding(raw: Any, where: str) -> str | None:
+    import codecs
+
+    if raw is None:
+        return None
+    try:
+        return codecs.lookup(str(raw)).name
+    except LookupError:
+        raise MappingError(
+            f"{where}: unknown text encoding {raw!r}; use e.g. utf-8, latin-1, cp1252 or utf-16."
+        ) from None
+
+
+def _delimiter(raw: Any, where: str) -> str | None:
+    if raw is None:
+        return None
+    text = str(raw)
+    if text.lower() in ("tab", "\\t"):
+        return "\t"
+    if len(text) != 1 or text in ('"', "\r", "\n") or text.isalnum():
+        raise MappingError(
+            f"{where}: the csv delimiter must be one character such as ';', ',', '|' or 'tab'; "
+            f"got {raw!r}."
+        )
+    return text
+
+
+def _date_format(raw: Any, where: str) -> str:
+    """``iso``, ``excel`` or a strftime pattern that reads back the date it writes."""
+    import datetime as _dt
+
+    if not isinstance(raw, str) or not raw.strip():
+        raise MappingError(f"{where}: expected 'iso', 'excel' or a pattern such as '%d.%m.%Y'.")
+    fmt = raw.strip()
+    if fmt in ("iso", "excel"):
+        return fmt
+    probe = _dt.datetime(2019, 12, 31)
+    try:
+        back = _dt.datetime.strptime(probe.strftime(fmt), fmt)
+    except (ValueError, TypeError):
+        back = None
+    if back is None or (back.year, back.month) != (2019, 12) or "%" not in fmt:
+        raise MappingError(
+            f"{where}: {raw!r} is not a date pattern that can be read back (use strftime codes "
+            "such as '%d.%m.%Y', '%Y-%m-%d' or '%d/%m/%Y', or 'iso' / 'excel')."
+        )
+    return fmt
 
 
 def _codes_list(raw: Any, where: str) -> tuple[str, ...]:
@@ -276,19 +397,95 @@ def _source(
         columns.append(
             _column(name, spec, table.fields[name], duration_unit, f"{where}.columns.{name}")
         )
+    if table_name == "patients":
+        _check_endpoint_pairs({c.field for c in columns}, schema, f"{where}.columns")
     return SourceMapping(
         table=table_name,
         columns=tuple(columns),
         sheet=None if raw.get("sheet") is None else str(raw["sheet"]),
         header_row=header_row,
-        encoding=raw.get("encoding", defaults["encoding"]),
-        delimiter=raw.get("delimiter", defaults["delimiter"]),
+        encoding=_encoding(raw["encoding"], f"{where}.encoding")
+        if "encoding" in raw
+        else defaults["encoding"],
+        delimiter=_delimiter(raw["delimiter"], f"{where}.delimiter")
+        if "delimiter" in raw
+        else defaults["delimiter"],
         missing_codes=defaults["missing_codes"]
         + _codes_list(raw.get("missing_codes", []), f"{where}.missing_codes"),
-        date_format=str(raw.get("date_format", defaults["date_format"])),
-        decimal=str(raw.get("decimal", defaults["decimal"])),
+        date_format=_date_format(raw["date_format"], f"{where}.date_format")
+        if "date_format" in raw
+        else defaults["date_format"],
+        decimal=_decimal(raw["decimal"], f"{where}.decimal") if "decimal" in raw else defaults["decimal"],
         file=raw.get("file"),
     )
+
+
+def _check_endpoint_pairs(mapped: set[str], schema: Schema, where: str) -> None:
+    """A delivered event flag needs its time and a time needs its flag (else dropped)."""
+    for ep in schema.endpoints:
+        months, event = f"{ep.name}_months", f"{ep.name}_event"
+        dates = [d for d in ep.event_dates if d in mapped]
+        if event in mapped and months not in mapped and not dates:
+            raise MappingError(
+                f"{where}: '{event}' is mapped but '{months}' is not, so the flag could be "
+                f"neither analysed nor checked against dates; map '{months}' too (or the "
+                f"endpoint's dates: {', '.join(ep.event_dates)})."
+            )
+        if months in mapped and event not in mapped:
+            raise MappingError(
+                f"{where}: '{months}' is mapped but '{event}' is not; a time without its event "
+                f"flag cannot be analysed. Map '{event}' too."
+            )
+
+
+def _target_ok(value: Any, field_spec: FieldSpec) -> bool:
+    """Whether a recode target or constant is a value the schema field accepts."""
+    if value is None:
+        return True
+    if isinstance(value, dict | list | tuple | set):
+        return False
+    kind = field_spec.type
+    if kind == "category":
+        return _text(value) in {c.lower() for c in field_spec.codes}
+    if kind == "boolean":
+        return isinstance(value, bool) or _text(value) in BOOLEAN_WORDS
+    if kind in ("integer", "number"):
+        if isinstance(value, bool):
+            return False
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return False
+        if not np.isfinite(number):
+            return False
+        if kind == "integer" and not float(number).is_integer():
+            return False
+        lo, hi = field_spec.min, field_spec.max
+        return (lo is None or number >= lo) and (hi is None or number <= hi)
+    if kind == "date":
+        if hasattr(value, "year"):
+            return True
+        try:
+            pd.Timestamp(str(value))
+        except (ValueError, TypeError):
+            return False
+        return True
+    return True
+
+
+def _allowed_text(field_spec: FieldSpec) -> str:
+    if field_spec.type == "category":
+        return "one of " + ", ".join(field_spec.codes)
+    if field_spec.type == "boolean":
+        return "true or false"
+    if field_spec.type in ("integer", "number"):
+        limits = [f">= {field_spec.min:g}" if field_spec.min is not None else "",
+                  f"<= {field_spec.max:g}" if field_spec.max is not None else ""]  # fmt: skip
+        word = "a whole number" if field_spec.type == "integer" else "a number"
+        return word + (" " + " and ".join(x for x in limits if x) if any(limits) else "")
+    if field_spec.type == "date":
+        return "a date like 2019-12-31"
+    return "a text"
 
 
 def _column(
@@ -299,11 +496,34 @@ def _column(
     if not isinstance(spec, dict):
         raise MappingError(f"{where}: expected an upload column name or a mapping; got {spec!r}.")
     _check_keys(spec, _COLUMN_KEYS, where)
-    if ("column" in spec) == ("value" in spec):
-        raise MappingError(f"{where}: give exactly one of 'column' (upload header) or 'value'.")
+    given = [k for k in ("column", "value", "expr") if k in spec]
+    if len(given) != 1:
+        raise MappingError(
+            f"{where}: give exactly one of 'column' (upload header), 'value' (a constant) or "
+            f"'expr' (an expression on upload columns); got {', '.join(given) or 'none'}."
+        )
     codes = spec.get("codes", {}) or {}
     if not isinstance(codes, dict):
         raise MappingError(f"{where}.codes: expected upload value -> schema code pairs.")
+    for key, target in codes.items():
+        if not _target_ok(target, field_spec):
+            raise MappingError(
+                f"{where}.codes: '{key}' is recoded to {target!r}, which '{name}' does not "
+                f"accept (expected {_allowed_text(field_spec)}"
+                f"{did_you_mean(str(target), field_spec.codes) if field_spec.codes else ''}); "
+                "fix the mapping."
+            )
+    if "value" in spec and not _target_ok(spec["value"], field_spec):
+        raise MappingError(
+            f"{where}.value: {spec['value']!r} is not a value '{name}' accepts (expected "
+            f"{_allowed_text(field_spec)}); fix the mapping."
+        )
+    expr = None
+    if "expr" in spec:
+        expr = spec["expr"]
+        if not isinstance(expr, str) or not expr.strip():
+            raise MappingError(f"{where}.expr: expected an expression text; got {expr!r}.")
+        _compile(expr, where + ".expr")
     unit = spec.get("unit")
     if unit is None and name.endswith(_DURATION_FIELDS_SUFFIX) and field_spec.unit == "months":
         unit = duration_unit
@@ -316,19 +536,35 @@ def _column(
                 f"allowed: {allowed}."
             )
     scale = spec.get("scale")
-    if scale is not None and (not isinstance(scale, int | float) or isinstance(scale, bool)):
+    if scale is not None and (
+        not isinstance(scale, int | float) or isinstance(scale, bool) or not np.isfinite(scale)
+    ):
         raise MappingError(f"{where}.scale: expected a number; got {scale!r}.")
     return ColumnMapping(
         field=name,
         column=None if "column" not in spec else str(spec["column"]),
         value=spec.get("value"),
+        expr=expr,
         codes=MappingProxyType({_text(k): v for k, v in codes.items()}),
         unit=unit,
         scale=None if scale is None else float(scale),
-        date_format=spec.get("date_format"),
-        decimal=spec.get("decimal"),
+        date_format=_date_format(spec["date_format"], f"{where}.date_format")
+        if "date_format" in spec
+        else None,
+        decimal=_decimal(spec["decimal"], f"{where}.decimal") if "decimal" in spec else None,
         missing_codes=_codes_list(spec.get("missing_codes", []), f"{where}.missing_codes"),
     )
+
+
+def _compile(text: str, where: str) -> Any:
+    """Compile a mapping expression (names are the upload's columns, checked when applied)."""
+    from harmonization.errors import ExpressionError
+    from harmonization.expressions import compile_expression
+
+    try:
+        return compile_expression(text, where=where)
+    except ExpressionError as exc:
+        raise MappingError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,28 +603,178 @@ class MappedTable:
     sha256: str
     delivers: str = "dates"
     header_row: int = 1
+    notes: tuple[ReadNote, ...] = ()
+    origin: str | None = None
+    records: int = -1
 
     @property
     def n_rows(self) -> int:
         return int(len(self.values))
 
 
-ISSUE_COLUMNS = ("row", "field", "value", "rule", "message")
+#: Columns of :attr:`MappedTable.issues`; ``column`` (optional) names the upload header of a
+#: cell when it is not the field's own column (e.g. an input of an expression).
+ISSUE_COLUMNS = ("row", "field", "value", "rule", "message", "column")
 
 
-def _resolve_column(raw: RawUpload, wanted: str, where: str) -> str:
+def _resolve_columns(raw: RawUpload, wanted: str, where: str) -> tuple[str, ...]:
+    """The header(s) a mapping names: exact, then ignoring case and spaces; every copy of a
+    header written twice."""
+    header = None
     if wanted in raw.columns:
-        return wanted
-    folded = {c.strip().lower(): c for c in raw.columns}
-    if wanted.strip().lower() in folded:
-        return folded[wanted.strip().lower()]
-    sheet = f", sheet '{raw.sheet}'" if raw.sheet else ""
-    raise MappingError(
-        f"{where}: the upload {raw.file}{sheet} has no column '{wanted}'"
-        f"{did_you_mean(wanted, raw.columns)}. Its columns are: "
-        f"{', '.join(raw.columns[:30])}{' ...' if len(raw.columns) > 30 else ''}. "
-        "Fix the column name in the centre mapping."
+        header = wanted
+    else:
+        folded = {c.strip().lower(): c for c in reversed(raw.columns)}
+        header = folded.get(wanted.strip().lower())
+    if header is None:
+        sheet = f", sheet '{raw.sheet}'" if raw.sheet else ""
+        raise MappingError(
+            f"{where}: the upload {raw.file}{sheet} has no column '{wanted}'"
+            f"{did_you_mean(wanted, raw.columns)}. Its columns are: "
+            f"{', '.join(raw.columns[:30])}{' ...' if len(raw.columns) > 30 else ''}. "
+            "Fix the column name in the centre mapping."
+        )
+    return raw.duplicates.get(header, (header,))
+
+
+def _combine_copies(
+    raw: RawUpload, headers: tuple[str, ...], field_name: str
+) -> tuple[pd.Series, pd.DataFrame | None]:
+    """One column from a header written several times: the value where the copies agree or
+    only one has a value; a finding (and no value) where they disagree."""
+    first = raw.cells[headers[0]].reset_index(drop=True)
+    if len(headers) == 1:
+        return first, None
+    copies = [raw.cells[h].reset_index(drop=True) for h in headers]
+    texts = [_cell_text(c).str.strip() for c in copies]
+    out = first.copy()
+    conflict = np.zeros(len(first), dtype=bool)
+    chosen = texts[0].copy()
+    for cells, text in zip(copies[1:], texts[1:], strict=True):
+        empty_now = chosen == ""
+        has = text != ""
+        take = empty_now.to_numpy() & has.to_numpy()
+        out[take] = cells[take]
+        chosen[take] = text[take]
+        conflict |= (~empty_now & has & (text != chosen)).to_numpy()
+    if not conflict.any():
+        return out, None
+    rows = np.flatnonzero(conflict)
+    letters = [raw.letter(h) or h for h in headers]
+    values = [" | ".join(t.iloc[r] for t in texts) for r in rows]
+    out[conflict] = None
+    problems = pd.DataFrame(
+        {
+            "row": rows,
+            "field": field_name,
+            "value": values,
+            "rule": "duplicate_header",
+            "message": [
+                f"the columns headed '{headers[0]}' ({', '.join(letters)}) disagree on this row "
+                f"({v}); the value is not read until one copy is corrected or deleted."
+                for v in values
+            ],
+            "column": headers[0],
+        }
     )
+    return out, problems
+
+
+def _expression_cells(
+    raw: RawUpload,
+    column: ColumnMapping,
+    source: SourceMapping,
+    mapping: CentreMapping,
+    where: str,
+) -> tuple[pd.Series, list[str], list[pd.DataFrame]]:
+    """The cells of a field given by an expression on upload columns.
+
+    Each column the expression names is read once: as dates when most of its filled cells
+    are dates, as numbers when most are numbers (the centre's decimal sign and missing
+    codes apply), else as text (trimmed). A filled cell that does not fit its column's type
+    becomes missing with a finding on that cell. The result goes through the field's usual
+    conversion (unit, codes, range) like a column would.
+    """
+    from harmonization.errors import ExpressionError
+
+    at = f"{where} columns.{column.field}.expr"
+    expr = _compile(column.expr or "", at)
+    n = raw.n_rows
+    missing_codes = (
+        set(DEFAULT_MISSING_CODES) | set(source.missing_codes) | set(column.missing_codes)
+    )
+    decimal = column.decimal or source.decimal
+    fmt = column.date_format or source.date_format
+    inputs: dict[str, pd.Series] = {}
+    headers_used: list[str] = []
+    problems: list[pd.DataFrame] = []
+    for name in expr.names:
+        headers = _resolve_columns(raw, name, at)
+        headers_used.extend(h for h in headers if h not in headers_used)
+        cells, conflicts = _combine_copies(raw, headers, column.field)
+        if conflicts is not None:
+            problems.append(conflicts)
+        typed, bad = _typed_input(cells, missing_codes, decimal, fmt, raw.epoch)
+        inputs[name] = typed
+        for mask, rule, message in bad:
+            found = _problems(mask, cells.reset_index(drop=True), column.field, rule, message)
+            found["column"] = headers[0]
+            problems.append(found)
+    try:
+        result = expr.evaluate(inputs, index=pd.RangeIndex(n))
+    except ExpressionError as exc:
+        raise MappingError(f"{exc} (upload {raw.file}; check the columns' contents)") from None
+    values = result.astype(object).where(result.notna(), None)
+    return values.reset_index(drop=True), headers_used, problems
+
+
+def _typed_input(
+    cells: pd.Series, missing_codes: set[str], decimal: str, fmt: str, epoch: str
+) -> tuple[pd.Series, list[tuple[np.ndarray, str, str]]]:
+    """An upload column typed for an expression (see :func:`_expression_cells`), and the
+    filled cells that could not be read as that type (mask, rule, message)."""
+    cells = cells.reset_index(drop=True)
+    text = cells.map(_text)
+    present = ~text.isin(missing_codes).to_numpy()
+    n_present = int(present.sum())
+    is_datetime = cells.map(lambda v: hasattr(v, "year") and hasattr(v, "month")).to_numpy()
+    if n_present and (is_datetime & present).sum() * 2 > n_present:
+        dates, _years = _to_date(cells, fmt, epoch)
+        dates = dates.where(pd.Series(present), pd.NaT)
+        bad = present & dates.isna().to_numpy()
+        return dates, ([(bad, "type", "the cell must be a date")] if bad.any() else [])
+    numbers, ambiguous = _to_number(cells, decimal)
+    with np.errstate(invalid="ignore"):
+        numeric = present & np.isfinite(numbers)
+    if n_present == 0 or numeric.sum() * 2 > n_present:
+        values = pd.Series(np.where(numeric, numbers, np.nan), dtype="float64")
+        found: list[tuple[np.ndarray, str, str]] = []
+        bad = present & ~numeric & ~ambiguous
+        if bad.any():
+            found.append((bad, "type", "the cell must be a number"))
+        if (present & ambiguous).any():
+            sign = "comma" if decimal == "," else "point"
+            found.append(
+                (present & ambiguous, "ambiguous_decimal",
+                 f"the number is written with another decimal sign than the centre's ({sign}) "
+                 "and is not read")
+            )  # fmt: skip
+        return values, found
+    out = cells.map(_plain_text).astype(object)
+    out[~present] = None
+    return out, []
+
+
+def _centre_problems(cells: pd.Series, centre: str) -> pd.DataFrame | None:
+    """Rows whose own centre column names another centre than the mapping's."""
+    text = cells.map(_text)
+    other = ((text != "") & (text != centre.strip().lower())).to_numpy()
+    if not other.any():
+        return None
+    return _problems(
+        other, cells, "centre", "centre_mismatch",
+        f"the row names another centre than this mapping's '{centre}'",
+    )  # fmt: skip
 
 
 def _cell_text(series: pd.Series) -> pd.Series:
@@ -454,26 +840,39 @@ def apply_mapping(
     used: set[str] = set()
     for column in source.columns:
         spec = table.fields[column.field]
+        inputs_issues: list[pd.DataFrame] = []
         if column.column is not None:
-            header = _resolve_column(raw, column.column, where)
-            used.add(header)
-            cells = raw.cells[header].reset_index(drop=True)
-            column_of[column.field] = header
+            headers = _resolve_columns(raw, column.column, where)
+            used.update(headers)
+            cells, conflicts = _combine_copies(raw, headers, column.field)
+            if conflicts is not None:
+                inputs_issues.append(conflicts)
+            column_of[column.field] = headers[0]
+        elif column.expr is not None:
+            cells, names, problems = _expression_cells(raw, column, source, mapping, where)
+            used.update(names)
+            inputs_issues.extend(problems)
+            column_of[column.field] = ", ".join(names) if names else CONSTANT
         else:
             cells = pd.Series([column.value] * n, dtype=object)
             column_of[column.field] = CONSTANT
         raws[column.field] = _cell_text(cells)
-        converted, problems = _convert(cells, column, spec, source)
+        converted, problems = _convert(cells, column, spec, source, epoch=raw.epoch)
+        if column.field == "centre":
+            problems = _centre_problems(cells, mapping.centre)
+            converted = pd.Series([mapping.centre] * n, dtype=object)
         values[column.field] = converted
+        issues.extend(inputs_issues)
         if problems is not None and len(problems):
             issues.append(problems)
     frame = pd.DataFrame(values, index=pd.RangeIndex(n))
-    frame.insert(0, "centre", pd.Series([mapping.centre] * n, dtype=object))
-    column_of["centre"] = CONSTANT
-    raws["centre"] = pd.Series([mapping.centre] * n, dtype=object)
+    if "centre" not in frame:
+        frame.insert(0, "centre", pd.Series([mapping.centre] * n, dtype=object))
+        column_of["centre"] = CONSTANT
+        raws["centre"] = pd.Series([mapping.centre] * n, dtype=object)
     raw_frame = pd.DataFrame(raws, index=pd.RangeIndex(n))
     issue_frame = (
-        pd.concat(issues, ignore_index=True)
+        pd.concat([i.reindex(columns=list(ISSUE_COLUMNS)) for i in issues], ignore_index=True)
         if issues
         else pd.DataFrame({c: pd.Series(dtype=object) for c in ISSUE_COLUMNS})
     )
@@ -497,6 +896,9 @@ def apply_mapping(
         sha256=raw.sha256,
         delivers=mapping.delivers,
         header_row=raw.header_row,
+        notes=raw.notes,
+        origin=mapping.origin,
+        records=raw.records,
     )
 
 
@@ -538,7 +940,12 @@ def _problems(
 
 
 def _convert(
-    cells: pd.Series, column: ColumnMapping, spec: FieldSpec, source: SourceMapping
+    cells: pd.Series,
+    column: ColumnMapping,
+    spec: FieldSpec,
+    source: SourceMapping,
+    *,
+    epoch: str = "1900",
 ) -> tuple[pd.Series, pd.DataFrame | None]:
     """Convert one column of cells to the field's type; return values and problems."""
     text = cells.map(_text)
@@ -583,9 +990,12 @@ def _convert(
         )  # fmt: skip
         return out, problems
     if kind in ("integer", "number"):
-        numbers = _to_number(cells, column.decimal or source.decimal)
-        bad = present & np.isnan(numbers)
-        numbers = np.where(present & ~bad, numbers, np.nan)
+        decimal = column.decimal or source.decimal
+        numbers, ambiguous = _to_number(cells, decimal)
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad = present & ~np.isfinite(numbers) & ~ambiguous
+        ambiguous &= present
+        numbers = np.where(present & ~bad & ~ambiguous, numbers, np.nan)
         factor = 1.0
         if column.unit is not None and spec.unit is not None:
             factor = UNIT_FACTORS[spec.unit][column.unit]
@@ -596,31 +1006,72 @@ def _convert(
             found.append(
                 _problems(bad, cells, spec.name, "type", f"'{spec.name}' must be a number")
             )
+        if ambiguous.any():
+            sign = "comma" if decimal == "," else "point"
+            other = "point" if decimal == "," else "comma"
+            found.append(
+                _problems(
+                    ambiguous, cells, spec.name, "ambiguous_decimal",
+                    f"'{spec.name}' is written with a decimal {other} (or a thousands "
+                    f"separator) but the centre's decimal sign is a {sign}, so the number is "
+                    f"ambiguous and is not read; write it with a {sign} (or fix 'decimal' in "
+                    "the mapping)",
+                )
+            )  # fmt: skip
         if kind == "integer":
-            fractional = ~np.isnan(numbers) & (np.abs(numbers - np.round(numbers)) > 1e-9)
+            with np.errstate(invalid="ignore"):
+                huge = ~np.isnan(numbers) & (np.abs(numbers) > 2.0**53)
+                fractional = (
+                    ~np.isnan(numbers) & ~huge & (np.abs(numbers - np.round(numbers)) > 1e-9)
+                )
+            if huge.any():
+                found.append(
+                    _problems(huge, cells, spec.name, "range",
+                              f"'{spec.name}' is too large to be a count")
+                )  # fmt: skip
+                numbers = np.where(huge, np.nan, numbers)
             if fractional.any():
                 found.append(
                     _problems(fractional, cells, spec.name, "integer",
                               f"'{spec.name}' must be a whole number")
                 )  # fmt: skip
+                numbers = np.where(fractional, np.nan, numbers)
         if factor != 1.0:
-            numbers = numbers * factor
+            with np.errstate(over="ignore", invalid="ignore"):
+                numbers = numbers * factor
+            overflow = ~np.isnan(numbers) & ~np.isfinite(numbers)
+            if overflow.any():
+                found.append(
+                    _problems(overflow, cells, spec.name, "type",
+                              f"'{spec.name}' is too large to be converted to {spec.unit}")
+                )  # fmt: skip
+                numbers = np.where(overflow, np.nan, numbers)
         out = pd.Series(numbers, dtype="float64")
         return out, (pd.concat(found, ignore_index=True) if found else None)
     if kind == "date":
         fmt = column.date_format or source.date_format
-        dates = _to_date(cells, fmt)
-        bad = present & dates.isna().to_numpy()
-        out = dates.where(pd.Series(present & ~bad), pd.NaT)
+        dates, year_like = _to_date(cells, fmt, epoch)
+        year_like &= present
+        bad = present & dates.isna().to_numpy() & ~year_like
+        out = dates.where(pd.Series(present & ~bad & ~year_like), pd.NaT)
         example = {"excel": "an Excel date or serial number", "iso": "2019-12-31"}.get(
             fmt, pd.Timestamp("2019-12-31").strftime(fmt)
         )
-        problems = (
-            _problems(bad, cells, spec.name, "type",
-                      f"'{spec.name}' must be a date like {example}")
-            if bad.any() else None
-        )  # fmt: skip
-        return out, problems
+        found = []
+        if bad.any():
+            found.append(
+                _problems(bad, cells, spec.name, "type",
+                          f"'{spec.name}' must be a date like {example}")
+            )  # fmt: skip
+        if year_like.any():
+            found.append(
+                _problems(
+                    year_like, cells, spec.name, "type",
+                    f"'{spec.name}' holds a number that looks like a year, not a date (a "
+                    "year typed into a date cell reads as a day in 1905); type the full date",
+                )
+            )  # fmt: skip
+        return out, (pd.concat(found, ignore_index=True) if found else None)
     raise AssertionError(f"unhandled field type {kind}")  # the schema loader forbids this
 
 
@@ -647,46 +1098,99 @@ def _plain_text(value: Any) -> Any:
     return str(value).strip()
 
 
-def _to_number(cells: pd.Series, decimal: str) -> np.ndarray:
-    """Numbers from cells: numeric cells as they are, text parsed with the decimal sign."""
-    numeric = pd.to_numeric(cells.where(cells.map(_is_number)), errors="coerce")
+_SPACES = r"[\s\u00a0\u2009\u202f']"
+_THOUSANDS = {
+    ",": __import__("re").compile(r"^[+-]?\d{1,3}(\.\d{3})+(,\d+)?$"),
+    ".": __import__("re").compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"),
+}
+
+
+def _to_number(cells: pd.Series, decimal: str) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers from cells, and which text cells are ambiguous for the decimal sign.
+
+    Numeric cells are taken as they are. Text is read with the centre's decimal sign; a
+    thousands separator is accepted only together with the decimal sign in its place
+    (``1.234,5`` with a comma, ``1,234.5`` with a point). Text that has only the *other*
+    sign (``56.5`` where the centre writes ``56,5``) is ambiguous and not read.
+    """
+    numeric = pd.to_numeric(cells.where(cells.map(_is_number)), errors="coerce").astype("float64")
+    ambiguous = np.zeros(len(cells), dtype=bool)
     text_mask = cells.map(lambda v: isinstance(v, str)).to_numpy()
     if text_mask.any():
-        text = cells[text_mask].astype(str).str.strip().str.replace(" ", "", regex=False)
-        if decimal != ".":
-            text = text.str.replace(".", "", regex=False).str.replace(decimal, ".", regex=False)
-        numeric[text_mask] = pd.to_numeric(text, errors="coerce")
-    return numeric.to_numpy(dtype="float64")
+        text = cells[text_mask].astype(str).str.replace(_SPACES, "", regex=True)
+        other = "." if decimal == "," else ","
+        has_other = text.str.contains(other, regex=False)
+        has_own = text.str.contains(decimal, regex=False)
+        grouped = text.str.match(_THOUSANDS[decimal])
+        as_other = pd.to_numeric(
+            text.str.replace(",", "", regex=False) if other == "." else
+            text.str.replace(",", ".", regex=False), errors="coerce"
+        )  # fmt: skip
+        only_other = (has_other & ~has_own & as_other.notna()).to_numpy()
+        canonical = text.where(~grouped, text.str.replace(other, "", regex=False))
+        if decimal == ",":
+            canonical = canonical.str.replace(",", ".", regex=False)
+        parsed = pd.to_numeric(canonical.where(~has_other | grouped), errors="coerce")
+        numeric[text_mask] = parsed.to_numpy(dtype="float64")
+        ambiguous[np.flatnonzero(text_mask)[only_other & ~grouped.to_numpy()]] = True
+    return numeric.to_numpy(dtype="float64"), ambiguous
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-def _to_date(cells: pd.Series, fmt: str) -> pd.Series:
-    """Dates from datetime cells, Excel serials or text in the given format."""
+EXCEL_EPOCHS: MappingProxyType[str, pd.Timestamp] = MappingProxyType(
+    {"1900": pd.Timestamp("1899-12-30"), "1904": pd.Timestamp("1904-01-01")}
+)
+
+
+def _serial_dates(serial: pd.Series, epoch: str) -> tuple[pd.Series, pd.Series]:
+    """Dates from Excel serial numbers, and which serials are whole numbers 1900..2100 (a
+    year typed into a date cell)."""
+    serial = serial.astype(float)
+    year_like = (serial >= 1900) & (serial <= 2100) & (serial == serial.round())
+    ok = (serial > 0) & (serial < 2958466) & ~year_like  # Excel's range up to 9999-12-31
+    days = pd.to_timedelta(serial.where(ok).round(), unit="D")
+    return EXCEL_EPOCHS.get(epoch, EXCEL_EPOCH) + days, year_like
+    # 1900 leap-year bug: serials below 61 are one day off in Excel; not realistic here.
+
+
+def _to_date(cells: pd.Series, fmt: str, epoch: str = "1900") -> tuple[pd.Series, np.ndarray]:
+    """Dates from datetime cells, Excel serials (in the workbook's date system) or text in
+    the given format; and which cells look like a year rather than a date."""
     out = pd.Series(pd.NaT, index=cells.index, dtype="datetime64[ns]")
+    year_like = np.zeros(len(cells), dtype=bool)
     is_datetime = cells.map(lambda v: hasattr(v, "year") and hasattr(v, "month")).to_numpy()
     if is_datetime.any():
-        out[is_datetime] = pd.to_datetime(cells[is_datetime].astype(object), errors="coerce")
+        parsed = pd.to_datetime(cells[is_datetime].astype(object), errors="coerce")
+        # a year typed into a date-formatted cell: serial 1900..2100 -> 1905-03-14..1905-07-23
+        base = EXCEL_EPOCHS.get(epoch, EXCEL_EPOCH)
+        serial = (parsed - base).dt.total_seconds() / 86400.0
+        typed_year = ((serial >= 1900) & (serial <= 2100) & (serial == serial.round())).to_numpy()
+        year_like[np.flatnonzero(is_datetime)[typed_year]] = True
+        out[is_datetime] = parsed.where(~typed_year).to_numpy()
     is_number = cells.map(_is_number).to_numpy()
     if is_number.any():
-        serial = pd.to_numeric(cells[is_number], errors="coerce").astype(float)
-        ok = (serial > 0) & (serial < 2958466)  # Excel's range: 1900-01-01 .. 9999-12-31
-        days = pd.to_timedelta(serial.where(ok).round(), unit="D")
-        out[is_number] = (EXCEL_EPOCH + days).to_numpy()
-        # 1900 leap-year bug: serials below 61 are one day off in Excel; not realistic here.
+        with np.errstate(invalid="ignore", over="ignore"):
+            serial = pd.to_numeric(cells[is_number], errors="coerce").astype(float)
+            dates, years = _serial_dates(serial, epoch)
+        out[is_number] = dates.to_numpy()
+        year_like[np.flatnonzero(is_number)[years.to_numpy()]] = True
     is_text = cells.map(lambda v: isinstance(v, str) and v.strip() != "").to_numpy()
     if is_text.any():
         text = cells[is_text].astype(str).str.strip()
-        if fmt == "excel":
-            serial = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
-            ok = (serial > 0) & (serial < 2958466)
-            parsed = EXCEL_EPOCH + pd.to_timedelta(serial.where(ok).round(), unit="D")
-            fallback = pd.to_datetime(text, format="ISO8601", errors="coerce")
-            out[is_text] = parsed.fillna(fallback).to_numpy()
-        elif fmt == "iso":
-            out[is_text] = pd.to_datetime(text, format="ISO8601", errors="coerce").to_numpy()
-        else:
-            out[is_text] = pd.to_datetime(text, format=fmt, errors="coerce").to_numpy()
-    return out
+        try:
+            if fmt == "excel":
+                serial = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+                parsed, years = _serial_dates(serial, epoch)
+                fallback = pd.to_datetime(text, format="ISO8601", errors="coerce")
+                out[is_text] = parsed.fillna(fallback).to_numpy()
+                year_like[np.flatnonzero(is_text)[years.to_numpy()]] = True
+            elif fmt == "iso":
+                out[is_text] = pd.to_datetime(text, format="ISO8601", errors="coerce").to_numpy()
+            else:
+                out[is_text] = pd.to_datetime(text, format=fmt, errors="coerce").to_numpy()
+        except (ValueError, TypeError, OverflowError):
+            out[is_text] = pd.NaT  # each such cell becomes a 'type' finding
+    return out, year_like

@@ -73,6 +73,19 @@ class RuleId(enum.StrEnum):
     EVENT_RATE_OUTLIER = "event_rate_outlier"
     POSITIVITY_OUTLIER = "positivity_outlier"
     CROSS_CENTRE_DUPLICATE = "cross_centre_duplicate"
+    AMBIGUOUS_DECIMAL = "ambiguous_decimal"
+    IMPLAUSIBLE_DATE = "implausible_date"
+    DERIVED_RANGE = "derived_range"
+    ENDPOINT_CONSISTENCY = "endpoint_consistency"
+    CENTRE_MISMATCH = "centre_mismatch"
+    COPIES_DISAGREE = "copies_disagree"
+    RAGGED_ROW = "ragged_row"
+    UNCLOSED_QUOTE = "unclosed_quote"
+    MULTILINE_RECORD = "multiline_record"
+    FORMULA_WITHOUT_VALUE = "formula_without_value"
+    UNNAMED_COLUMN = "unnamed_column"
+    DUPLICATE_HEADER = "duplicate_header"
+    NO_DATA_ROWS = "no_data_rows"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +177,54 @@ RULES: MappingProxyType[RuleId, Rule] = MappingProxyType(
                 `death_date` is present but `os_event` is 0, or `os_event` is 1 although the
                 centre delivers dates and there is no `death_date` (for `bcss_event`: the
                 cause of death). Names the event flag column."""),
+            _rule(RuleId.AMBIGUOUS_DECIMAL, "error", False, "cell", "Ambiguous decimal sign", """
+                A number written as text uses the other decimal sign than the centre's mapping
+                says (`56.5` where the centre writes `56,5`, or `1,4` where it writes `1.4`),
+                so it could be a decimal or a thousands separator. The value is not read
+                (treated as missing). Write it with the centre's decimal sign, or correct
+                `decimal` in the mapping."""),
+            _rule(RuleId.IMPLAUSIBLE_DATE, "error", False, "cell", "Implausible date", """
+                A date before the schema's earliest plausible date (`dates.earliest`, e.g.
+                1950-01-01); typically a year typed into a date cell (Excel shows 2009 as
+                1905-07-01) or a wrong century. The date is treated as missing."""),
+            _rule(RuleId.DERIVED_RANGE, "error", False, "cell", "Derived time out of range", """
+                A survival time computed from the dates (e.g. `os_months` from diagnosis to
+                last contact) falls outside the schema's range for that time (e.g. more than
+                600 months). Names the date that ends the time; the endpoint is treated as
+                missing for the row. Check both dates."""),
+            _rule(RuleId.ENDPOINT_CONSISTENCY, "error", True, "cell",
+                  "Endpoints contradict each other", """
+                Delivered endpoint flags or times contradict each other given the endpoint
+                definitions: a death (`os_event` 1) with `dfs_event` 0 although DFS counts
+                death as an event; a `bcss_event` without `os_event`; a DFS, DDFS, PFS or TTF
+                time beyond the OS time of the same patient. Names the flag or time that
+                disagrees."""),
+            _rule(RuleId.CENTRE_MISMATCH, "error", True, "cell", "Row of another centre", """
+                The upload's own centre column names another centre than the centre mapping.
+                The row is excluded: was another centre's file sent under this mapping?"""),
+            _rule(RuleId.COPIES_DISAGREE, "error", False, "cell",
+                  "Duplicated columns disagree", """
+                The same header is written twice in the upload and the two columns hold
+                different values on this row. Neither is read; correct or delete one copy."""),
+            _rule(RuleId.RAGGED_ROW, "error", True, "cell", "Row with too many or too few fields",
+                  """
+                A csv row has more or fewer fields than the header (a stray separator, a
+                missing one, or a row written with another separator), so its values may be
+                shifted. Names the row; the row is excluded until it is corrected."""),
+            _rule(RuleId.UNCLOSED_QUOTE, "error", True, "cell", "Unclosed quote", """
+                A csv line opens a quote (`"`) that is never closed, which would swallow
+                every later row into one cell. The line is read with the quote as a plain
+                character so no later row is lost, and the row is excluded until the quote
+                is removed or closed."""),
+            _rule(RuleId.MULTILINE_RECORD, "warning", False, "cell", "Row spans several lines",
+                  """
+                A quoted csv value contains line breaks, so one row spans several lines of
+                the file. The row is read; check that the value is meant to span lines."""),
+            _rule(RuleId.FORMULA_WITHOUT_VALUE, "error", False, "cell",
+                  "Formula without a saved value", """
+                An .xlsx cell holds a formula whose result was never saved (the workbook was
+                written by a program that does not calculate), so the cell reads as empty.
+                Open the file in Excel, let it calculate and save it (or paste values)."""),
             _rule(RuleId.RECEPTOR_CONSISTENCY, "warning", False, "cell",
                   "Receptors inconsistent", """
                 `er_status`/`pr_status` disagree with `er_percent`/`pr_percent` (positive at
@@ -180,6 +241,19 @@ RULES: MappingProxyType[RuleId, Rule] = MappingProxyType(
             _rule(RuleId.UNMAPPED_COLUMN, "info", False, "upload", "Column not used", """
                 An upload column that no schema field maps. It is not read; map it in the
                 centre mapping if it holds schema data."""),
+            _rule(RuleId.UNNAMED_COLUMN, "warning", False, "upload", "Column without header",
+                  """
+                A column has data but no header, so it is not read. Give it a header and map
+                it, or delete it."""),
+            _rule(RuleId.DUPLICATE_HEADER, "warning", False, "upload", "Header written twice", """
+                The same header is written on two or more columns. A mapping that names it
+                reads every copy: where only one copy has a value that value is used, where
+                they disagree the cell is a `copies_disagree` finding. Rename or delete the
+                extra column."""),
+            _rule(RuleId.NO_DATA_ROWS, "error", False, "upload", "No data rows", """
+                The table has a header but no data rows. `pooled ingest` refuses it unless
+                `--allow-empty` is given (then the centre is stored with 0 patients and
+                appears in the exclusion flow with 0 received)."""),
             _rule(RuleId.BLANK_ROWS, "info", False, "upload", "Blank rows", """
                 Fully blank rows between data rows were skipped (counted, not lost)."""),
             _rule(RuleId.MOSTLY_MISSING, "warning", False, "centre", "Field mostly missing", """

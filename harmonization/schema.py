@@ -8,6 +8,7 @@ exclusion flow can always be produced.
 
 from __future__ import annotations
 
+import datetime as _dt
 import difflib
 import enum
 import functools
@@ -109,6 +110,7 @@ class Schema:
     path: str = ""
     sha256: str = field(default="", compare=False)
     text: str = field(default="", compare=False, repr=False)
+    earliest_date: str | None = None
 
     def table(self, name: str) -> TableSpec:
         try:
@@ -273,6 +275,17 @@ def parse_schema(text: str, *, path: str = "<schema>") -> Schema:
                     f"{path} endpoints.definitions.{ep.name}: '{date_field}' is not a "
                     "field of table 'patients'."
                 )
+    dates_raw = doc.get("dates", {}) or {}
+    if not isinstance(dates_raw, dict) or set(dates_raw) - {"earliest"}:
+        raise SchemaError(f"{path} dates: expected 'earliest: YYYY-MM-DD' only; got {dates_raw!r}.")
+    earliest = dates_raw.get("earliest")
+    if earliest is not None:
+        try:
+            earliest = str(_dt.date.fromisoformat(str(earliest)))
+        except ValueError:
+            raise SchemaError(
+                f"{path} dates.earliest: expected a date like 1950-01-01; got {earliest!r}."
+            ) from None
     return Schema(
         name=str(doc.get("name", "")),
         version=int(doc.get("version", 1)),
@@ -283,4 +296,5 @@ def parse_schema(text: str, *, path: str = "<schema>") -> Schema:
         path=str(path),
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         text=text,
+        earliest_date=earliest,
     )

@@ -300,15 +300,26 @@ class _Collector:
         return self.mapped.column_of.get(name, name)
 
     def cells(
-        self, mask_or_positions: np.ndarray, name: str, rule: RuleId, message: Any
+        self,
+        mask_or_positions: np.ndarray,
+        name: str,
+        rule: RuleId,
+        message: Any,
+        *,
+        columns: Any = None,
+        values: Any = None,
     ) -> np.ndarray:
-        """One finding per selected row on the cell of field ``name``."""
+        """One finding per selected row on the cell of field ``name`` (or, where
+        ``columns`` is given, on those upload columns, e.g. an expression's input)."""
         arr = np.asarray(mask_or_positions)
         positions = np.flatnonzero(arr) if arr.dtype == bool else arr.astype(np.int64)
         if positions.size == 0:
             return positions
         raw = self.raw_text.get(name)
-        value = raw[positions] if raw is not None else np.full(positions.size, "", dtype=object)
+        if values is not None:
+            value = np.asarray(list(values), dtype=object)
+        else:
+            value = raw[positions] if raw is not None else np.full(positions.size, "", dtype=object)
         messages = (
             np.full(positions.size, message, dtype=object)
             if isinstance(message, str)
@@ -320,7 +331,7 @@ class _Collector:
                     "_pos": positions,
                     "_group": 1,
                     "row": self.mapped.source_rows[positions],
-                    "column": self.header(name),
+                    "column": self.header(name) if columns is None else columns,
                     "value": value,
                     "rule": str(rule),
                     "message": messages,
@@ -419,13 +430,19 @@ def _conversion_issues(
     if not len(issues):
         return failed
     n = len(vals)
-    for (name, rule), part in issues.groupby(["field", "rule"], sort=False):
+    column_col = issues["column"] if "column" in issues else pd.Series(None, index=issues.index)
+    own = column_col.isna() | (column_col.astype(object) == issues["field"].map(mapped.column_of))
+    for (name, rule, is_own), part in issues.assign(_own=own.to_numpy()).groupby(
+        ["field", "rule", "_own"], sort=False
+    ):
         positions = part["row"].to_numpy(dtype=np.int64)
         value = part["value"].astype(str).to_numpy()
         messages = [f"{m}; got '{v}'." for m, v in zip(part["message"], value, strict=True)]
-        out.cells(positions, str(name), RuleId(str(rule)), messages)
-        mask = failed.setdefault(str(name), np.zeros(n, dtype=bool))
-        mask[positions] = True
+        columns = None if is_own else part["column"].astype(str).to_numpy()
+        out.cells(positions, str(name), RuleId(str(rule)), messages, columns=columns, values=value)
+        if is_own:
+            mask = failed.setdefault(str(name), np.zeros(n, dtype=bool))
+            mask[positions] = True
     for name, mask in failed.items():
         if name in vals:
             if vals[name].dtype == bool or str(vals[name].dtype) == "boolean":
@@ -781,6 +798,195 @@ def _receptor_rule(schema: Schema, vals: pd.DataFrame, out: _Collector) -> None:
             (f"'subtype' is {g} but ER/PR/HER2, grade and Ki-67 give {e} (PADDY definition)."
              for g, e in zip(given_subtype[bad], derived[bad], strict=True)),
         )  # fmt: skip
+
+
+def _read_notes(mapped: MappedTable, out: _Collector) -> None:
+    """What the reader saw (ragged rows, stray quotes, data without a header, headers written
+    twice, formulas without a saved value) as findings at the row and column."""
+    if not mapped.notes:
+        return
+    position = {int(r): i for i, r in enumerate(mapped.source_rows)}
+    field_of = {h: f for f, h in mapped.column_of.items() if h != CONSTANT}
+    row_column = mapped.column_of.get("patient_id")
+    row_column = None if row_column == CONSTANT else row_column
+    for note in mapped.notes:
+        rule = RuleId(note.kind)
+        column = note.column if note.column is not None else row_column
+        name = field_of.get(column) if column is not None else None
+        pos = position.get(int(note.row)) if note.row is not None else None
+        if RULES[rule].scope != "cell" or pos is None:
+            out.other(rule, note.message, row=note.row, column=column, value=note.value,
+                      name=name)  # fmt: skip
+            continue
+        out.parts.append(
+            pd.DataFrame(
+                {
+                    "_pos": [pos], "_group": [1], "row": [note.row], "column": [column],
+                    "value": [note.value], "rule": [str(rule)], "message": [note.message],
+                    "field": [name],
+                }
+            )
+        )  # fmt: skip
+
+
+def _plausible_dates(
+    schema: Schema, vals: pd.DataFrame, out: _Collector, failed: dict[str, np.ndarray]
+) -> None:
+    """``implausible_date``: dates before the schema's earliest plausible date (missing)."""
+    if not schema.earliest_date:
+        return
+    earliest = np.datetime64(schema.earliest_date, "ns")
+    table = schema.table(out.mapped.table)
+    n = len(vals)
+    for name, fs in table.fields.items():
+        if fs.type != "date" or name not in vals:
+            continue
+        dates = _as_dates(vals, name)
+        bad = dates < earliest
+        if not bad.any():
+            continue
+        out.cells(
+            bad, name, RuleId.IMPLAUSIBLE_DATE,
+            (f"'{name}' {x} is before {schema.earliest_date}, the earliest plausible date in the "
+             "schema; is it a year typed into a date cell, or the wrong century? The date is "
+             "treated as missing." for x in _iso(dates[bad])),
+        )  # fmt: skip
+        vals[name] = vals[name].mask(bad)
+        failed.setdefault(name, np.zeros(n, dtype=bool))[bad] = True
+
+
+#: Endpoints whose events include death from any cause (their event follows a death).
+def _death_endpoints(schema: Schema) -> tuple[str, ...]:
+    return tuple(
+        ep.name
+        for ep in schema.endpoints
+        if "death_date" in ep.event_dates and ep.death_cause is None and ep.name != "os"
+    )
+
+
+def _endpoint_consistency(
+    schema: Schema, mapped: MappedTable, vals: pd.DataFrame, out: _Collector
+) -> None:
+    """``endpoint_consistency``: delivered endpoint flags and times that contradict each other
+    under the schema's definitions (compared with the delivered overall survival)."""
+    provided = {f for f, h in mapped.column_of.items() if f in vals}
+    if not {"os_months", "os_event"} <= provided:
+        return
+    tolerance = 1.0 / float(schema.derived.get("days_per_month", 30.4375))
+    os_event = vals["os_event"].astype("boolean")
+    dead = os_event.fillna(False).to_numpy(dtype=bool)
+    alive = (~os_event).fillna(False).to_numpy(dtype=bool)
+    os_months = _as_float(vals["os_months"])
+    for ep in schema.endpoints:
+        if ep.name == "os":
+            continue
+        months, event = f"{ep.name}_months", f"{ep.name}_event"
+        if event in provided:
+            flag = vals[event].astype("boolean")
+            is_false = (~flag).fillna(False).to_numpy(dtype=bool)
+            is_true = flag.fillna(False).to_numpy(dtype=bool)
+            if ep.name in _death_endpoints(schema):
+                bad = dead & is_false
+                out.cells(
+                    bad, event, RuleId.ENDPOINT_CONSISTENCY,
+                    f"'{event}' is 0 but 'os_event' is 1 (column '{out.header('os_event')}'): "
+                    f"{ep.name.upper()} counts death as an event, so a patient who died has "
+                    "had one. Correct the flag or the death.",
+                )  # fmt: skip
+            elif ep.death_cause is not None:
+                bad = alive & is_true
+                out.cells(
+                    bad, event, RuleId.ENDPOINT_CONSISTENCY,
+                    f"'{event}' is 1 (death from {ep.death_cause.replace('_', ' ')}) but "
+                    f"'os_event' is 0 (column '{out.header('os_event')}'); correct one of them.",
+                )  # fmt: skip
+        if months in provided:
+            x = _as_float(vals[months])
+            with np.errstate(invalid="ignore"):
+                if ep.death_cause is not None:
+                    bad = np.abs(x - os_months) > tolerance
+                    text = "differs from"
+                else:
+                    bad = x > os_months + tolerance
+                    text = "is beyond"
+            out.cells(
+                bad, months, RuleId.ENDPOINT_CONSISTENCY,
+                (f"'{months}' = {_num(a)} {text} 'os_months' = {_num(b)} (column "
+                 f"'{out.header('os_months')}'); {ep.name.upper()} ends at the latest with death "
+                 "or last contact. Check both times." for a, b in zip(x[bad], os_months[bad],
+                                                                      strict=True)),
+            )  # fmt: skip
+
+
+def _derived_ranges(
+    schema: Schema, mapped: MappedTable, data: pd.DataFrame, out: _Collector, skip: np.ndarray
+) -> None:
+    """``derived_range``: survival times computed from dates outside the schema's range for
+    that time (one finding per row, on the date that ends the time); those endpoints are set
+    missing on the row (``data`` is changed in place). Rows in ``skip`` (already blocked)
+    are left alone."""
+    table = schema.table(mapped.table)
+    if "endpoints_from" not in data:
+        return
+    from_dates = (data["endpoints_from"] == "dates").to_numpy() & ~skip
+    if not from_dates.any():
+        return
+    n = len(data)
+    texts = np.full(n, "", dtype=object)
+    end_of = np.full(n, "", dtype=object)
+    for ep in schema.endpoints:
+        months, event = f"{ep.name}_months", f"{ep.name}_event"
+        fs = table.fields.get(months)
+        if fs is None or months not in data:
+            continue
+        x = data[months].to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = from_dates & (
+                ((x > fs.max) if fs.max is not None else np.zeros(n, dtype=bool))
+                | ((x < fs.min) if fs.min is not None else np.zeros(n, dtype=bool))
+            )
+        if not bad.any():
+            continue
+        # the date that ends the time: the first event date, else death / last contact
+        ended_by_death = data["death_date"].notna().to_numpy() if "death_date" in data else None
+        end_field = np.where(
+            data[event].fillna(False).to_numpy(dtype=bool),
+            _first_event_field(data, ep.event_dates),
+            "last_contact_date" if ended_by_death is None
+            else np.where(ended_by_death, "death_date", "last_contact_date"),
+        )  # fmt: skip
+        first = bad & (end_of == "")
+        end_of[first] = end_field[first]
+        limit = f"{_num(fs.min or 0)} to {_num(fs.max) if fs.max is not None else '-'}"
+        texts[bad] = [
+            t + ("; " if t else "") + f"{months} {_num(v)} (range {limit})"
+            for t, v in zip(texts[bad], x[bad], strict=True)
+        ]
+        data.loc[bad, months] = np.nan
+        data[event] = data[event].astype("boolean").mask(bad)
+    flagged = texts != ""
+    for field_name in sorted(set(end_of[flagged])):
+        rows = flagged & (end_of == field_name)
+        out.cells(
+            rows, str(field_name), RuleId.DERIVED_RANGE,
+            (f"survival times computed from the dates fall outside the schema's range: {t}; "
+             "check this date and the time origin. These endpoints are treated as missing."
+             for t in texts[rows]),
+            columns=out.header(str(field_name)),
+        )  # fmt: skip
+
+
+def _first_event_field(data: pd.DataFrame, fields: Sequence[str]) -> np.ndarray:
+    """Per row, the name of the earliest of ``fields`` present (``""`` where none)."""
+    n = len(data)
+    best = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    name = np.full(n, "", dtype=object)
+    for f in fields:
+        d = _as_dates(data, f)
+        better = ~np.isnat(d) & (np.isnat(best) | (d < best))
+        best = np.where(better, d, best)
+        name[better] = f
+    return name
 
 
 # --------------------------------------------------------------------------------------------
@@ -1202,6 +1408,14 @@ def validate(
             f"column '{header}' is not mapped to any schema field and was not read.",
             row=header_row, column=header,
         )  # fmt: skip
+    if n == 0:
+        out.other(
+            RuleId.NO_DATA_ROWS,
+            f"the table has a header (row {header_row}) but no data rows; check the sheet and "
+            "the header row in the mapping, or ask the centre to resend the data.",
+            row=header_row,
+        )  # fmt: skip
+    _read_notes(mapped, out)
     if mapped.blank_rows:
         out.other(
             RuleId.BLANK_ROWS,
@@ -1215,11 +1429,13 @@ def validate(
         for name in vals.columns
     }
     _range_rules(table_spec, vals, out, failed)
+    _plausible_dates(schema, vals, out, failed)
     required_gone = _required_rules(table_spec, mapped, vals, out, failed)
     duplicates = _duplicate_rule(table_spec, vals, out)
     _date_rules(schema, vals, out, _today(today), spec)
     if mapped.table == "patients":
         _event_flag_rule(schema, mapped, vals, out)
+        _endpoint_consistency(schema, mapped, vals, out)
         _receptor_rule(schema, vals, out)
     internal = out.frame()
     extra = {
@@ -1232,7 +1448,10 @@ def validate(
     data = derive_fields(
         data, schema, table=mapped.table,
         prefer="durations" if mapped.delivers == "durations" else "dates",
+        duration_origin=mapped.origin,
     )  # fmt: skip
+    if mapped.table == "patients":
+        _derived_ranges(schema, mapped, data, out, blocking)
     data = _finalise_types(table_spec, data)
     data["source_file"] = mapped.file
     data["source_sheet"] = mapped.sheet

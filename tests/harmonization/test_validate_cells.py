@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harmonization.mapping import CONSTANT
+from harmonization.errors import MappingError
+from harmonization.mapping import CentreMapping
 from tests.harmonization.helpers import (
     HEADERS,
     SAV_HEADERS,
@@ -171,17 +172,14 @@ def test_constant_mapping_and_blank_rows_between_data(tmp_path, base):
     assert len(table.data) == N
 
 
-def test_constant_with_bad_code_is_reported_on_constant(tmp_path, base):
+def test_constant_with_bad_code_is_the_mapping_authors_error(tmp_path, base):
+    """A constant the schema does not accept is refused when the mapping loads: it is the
+    mapping author's typo, not the centre's, so it never reaches the centre's report."""
     frame = base.drop(columns=["setting"])
-    path = upload(tmp_path, frame, "csv")
     doc = mapping_dict(list(frame.columns), kind="csv")
     doc["sources"][0]["columns"]["setting"] = {"value": "adjuvant"}
-    report, (table,) = run(path, doc)
-    codes = find(report, "code")
-    assert len(codes) == N and (codes["column"] == CONSTANT).all()
-    # setting is required: every row is blocked, without a second finding per cell
-    assert find(report, "required_missing").empty
-    assert table.data["blocking"].all()
+    with pytest.raises(MappingError, match=r"columns\.setting\.value: 'adjuvant'.*early, metastatic"):
+        CentreMapping.from_dict(doc)
 
 
 def test_lazy_validation_collects_every_failure(tmp_path, base):
