@@ -490,6 +490,12 @@ class _Compiler:
             )
         if not self.text.strip():
             self.fail("the expression is empty", "write an expression, e.g. age >= 18")
+        if "\x00" in self.text:
+            self.fail(
+                "the text contains a null character",
+                "remove it (it often comes from copying out of a binary file)",
+                self.text.index("\x00"),
+            )
         self._rewrite()
         tree = self._parse()
         self._check_size(tree)
@@ -1185,7 +1191,10 @@ class _Evaluation:
             return _Value("number", np.full(self.n, np.nan))
         a = self._materialise(left, "number")
         b = self._materialise(right, "number")
-        return _Value("number", _finite(_BINARY_UFUNC[symbol](a, b)))
+        out = _finite(_BINARY_UFUNC[symbol](a, b))
+        if symbol == "**":  # IEEE gives 1 ** NaN == NaN ** 0 == 1; missing stays missing here
+            out[np.isnan(a) | np.isnan(b)] = np.nan
+        return _Value("number", out)
 
     def _date_arithmetic(self, step: _Step, left: _Value, right: _Value) -> _Value:
         """``date - date`` in days; ``date +/- number`` and ``number + date`` shift by days.
