@@ -62,6 +62,13 @@ Limits: the text has at most 2,000 characters and at most 500 syntax nodes. Ever
 raises :class:`~harmonization.errors.ExpressionError` whose message starts with the ``where``
 prefix, quotes the expression, gives the (1-based) character position and says how to fix it.
 
+References
+----------
+.. [1] Kleene SC. Introduction to Metamathematics. Amsterdam: North-Holland; 1952. §64
+   (the strong three-valued logic used for ``and``, ``or``, ``not``).
+.. [2] ISO/IEC 9075-2:2016. Information technology - Database languages - SQL - Part 2:
+   Foundation. §6.39 (the same truth tables for NULL, and NULL-propagating arithmetic).
+
 Examples
 --------
 >>> import pandas as pd
@@ -461,7 +468,13 @@ def compile_expression(
             f"{prefix}expected an expression as text, got {type(text).__name__} {text!r}; "
             "write the expression as a string, e.g. 'age >= 18'."
         )
-    return _Compiler(text, where, allowed_names).compile()
+    if isinstance(allowed_names, str):
+        raise TypeError(
+            f"allowed_names must be a collection of names, not the string {allowed_names!r}; "
+            f"pass e.g. [{allowed_names!r}]."
+        )
+    allowed = None if allowed_names is None else frozenset(allowed_names)
+    return _Compiler(text, where, allowed).compile()
 
 
 class _Compiler:
@@ -762,7 +775,7 @@ class _Compiler:
             segment = self._segment(node)  # keeps the user's spelling (identifiers are NFKC'd)
             name = segment if segment.isidentifier() else node.id
         start, _ = self._span(node)
-        self.names.setdefault(name, start)
+        self.names[name] = min(start, self.names.get(name, start))  # not visited in text order
         return name
 
     def _compare(self, node: ast.Compare) -> tuple[list[ast.expr], _Step]:
@@ -1049,6 +1062,11 @@ class _Evaluation:
 
     def run(self) -> pd.Series:
         expression = self.expression
+        if not expression._program:
+            self.fail(
+                "the expression was not compiled",
+                "create expressions with compile_expression(text), not Expression(...)",
+            )
         columns = {
             name: self._column(name, position)
             for name, position in zip(expression.names, expression._positions, strict=True)

@@ -391,6 +391,25 @@ def test_names_in_order_of_first_appearance_without_repeats():
     assert str(expr) == expr.text and isinstance(expr, Expression)
 
 
+def test_names_order_follows_the_text_even_where_evaluation_order_differs():
+    assert compile_expression("x if y > x else z").names == ("x", "y", "z")
+    assert compile_expression("`b` if `a` else `b` + c").names == ("b", "a", "c")
+
+
+def test_expressions_are_immutable_hashable_and_picklable(frame):
+    import pickle
+
+    expr = compile_expression("where(b, x, n) + 1", where="w")
+    assert expr == compile_expression("where(b, x, n) + 1", where="w")
+    assert hash(expr) == hash(compile_expression("where(b, x, n) + 1", where="w"))
+    with pytest.raises(AttributeError):
+        expr.text = "y"  # type: ignore[misc]
+    again = pickle.loads(pickle.dumps(expr))
+    pd.testing.assert_series_equal(again.evaluate(frame), expr.evaluate(frame))
+    with pytest.raises(ExpressionError, match="not compiled"):
+        Expression("x", ("x",)).evaluate(frame)
+
+
 def test_backticks_inside_text_literals_are_characters():
     frame = pd.DataFrame({"code": ["a`b", "it's", 'say "`hi`"', None]})
     expr = compile_expression("""code == "a`b" or code == 'it\\'s' or code == 'say "`hi`"'""")
@@ -441,6 +460,11 @@ def test_allowed_names_passes_known_names_and_lowercase_true_is_explained():
     assert compile_expression("`a b` > c", allowed_names={"a b", "c"}).names == ("a b", "c")
     with pytest.raises(ExpressionError, match="did you mean the literal True"):
         compile_expression("flag == true", allowed_names=["flag"])
+
+
+def test_allowed_names_must_be_a_collection_not_a_string():
+    with pytest.raises(TypeError, match="not the string 'age'"):
+        compile_expression("ag", allowed_names="age")
 
 
 def test_unclosed_and_empty_backticks():
