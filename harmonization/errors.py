@@ -22,6 +22,14 @@ class SchemaError(HarmonizationError):
     """The consortium schema YAML is malformed."""
 
 
+class ExpressionError(HarmonizationError):
+    """An expression in a mapping or an analysis config cannot be compiled or evaluated.
+
+    Raised for text that is not a valid expression, a forbidden construct, an unknown name or
+    function, and for operations on the wrong types (text + number) found when evaluating.
+    """
+
+
 class StoreError(HarmonizationError):
     """The embedded database cannot be opened or does not hold what was asked for."""
 
