@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pooled demo --scenario $(SCENARIO) --seed $(SEED) --out $(DEMO_OUT)
+	$(BIN)/pooled demo --scenario $(SCENARIO) --seed $(SEED) --out $(DEMO_OUT) --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check harmonization pooled tests bench

@@ -309,11 +309,10 @@ def derive_endpoints(
         else _origin_names(values, schema, None)
     )
     result["endpoints_from"] = pd.Series(source, index=values.index, dtype=object)
-    result["time_origin"] = pd.Series(
-        np.where(took_durations, delivered_origin, np.where(has_time, date_origin, None)),
-        index=values.index,
-        dtype=object,
-    )
+    time_origin = np.full(len(values), None, dtype=object)
+    time_origin[has_time] = date_origin[has_time]
+    time_origin[took_durations] = delivered_origin[took_durations]
+    result["time_origin"] = pd.Series(time_origin, index=values.index, dtype=object)
     return result
 
 

