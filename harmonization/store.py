@@ -1054,10 +1054,11 @@ class Store:
         Returns
         -------
         list of HarmonisedTable
-            One per (centre, table), with the harmonised and provenance columns (the store's
-            own columns removed), the upload's file, sheet and sha256, and ``column_of`` from
-            the recorded mapping; what :func:`~harmonization.validate.validate_consortium`
-            takes.
+            One per (centre, table), in the order the versions were ingested (the
+            cross-centre duplicate rule names the later centre), with the harmonised and
+            provenance columns (the store's own columns removed), the upload's file, sheet
+            and sha256, and ``column_of`` from the recorded mapping; what
+            :func:`~harmonization.validate.validate_consortium` takes.
         """
         from types import MappingProxyType
 
@@ -1068,11 +1069,14 @@ class Store:
             if versions is not None
             else self.resolve_versions()
         )
-        uploads = self.uploads()
+        uploads = self.uploads().sort_values(["upload_id", "table_name"], kind="stable")
+        chosen_rows = uploads.loc[
+            [chosen.get(c) == v for c, v in zip(uploads["centre"], uploads["version"], strict=True)]
+        ]
         out: list[HarmonisedTable] = []
-        for centre, version in chosen.items():
+        for (centre, version), mine in chosen_rows.groupby(["centre", "version"], sort=False):
+            centre, version = str(centre), int(version)
             column_of = self._column_of(centre, version)
-            mine = uploads.loc[(uploads["centre"] == centre) & (uploads["version"] == version)]
             for _, row in mine.iterrows():
                 table = str(row["table_name"])
                 data = self._version_records(centre, version, table)

@@ -12,8 +12,9 @@ import yaml
 from harmonization.errors import StoreError
 from harmonization.mapping import CentreMapping
 from harmonization.schema import DEFAULT_SCHEMA_PATH, Schema, load_schema_text
-from harmonization.store import VERSION_COLUMNS, Store
+from harmonization.store import STORE_COLUMNS, VERSION_COLUMNS, Store
 from harmonization.upload import check_upload
+from harmonization.validate import validate_consortium
 from pooled.dataset import build_analysis_dataset
 from tests.harmonization.helpers import (
     HEADERS,
@@ -425,3 +426,183 @@ def test_diff_samples_keyed_by_patient_and_timepoint(tmp_path: Path) -> None:
     assert d.removed.values.tolist() == [[ids[1], 0]]
     assert d.changed.values.tolist() == [[ids[0], 1, "ctc_count", 1, 4]]
     assert patient_diff.is_empty
+
+
+# -- the cross-centre rules over stored versions -------------------------------------------------
+
+
+def test_consortium_report_over_stored_versions_matches_the_fresh_tables(tmp_path: Path) -> None:
+    """The same patients sent by ulm and bonn: stored and re-read, the cross-centre rules find
+    exactly what they find on the freshly validated tables."""
+    frame = clean_patients(15, seed=21)[list(MENO_FIELDS)]
+    ulm = _checked(xlsx_upload(tmp_path / "ulm.xlsx", frame), _mapping_file(tmp_path, "u.yaml"))
+    bonn_frame = frame.assign(patient_id=[f"B{i:03d}" for i in range(len(frame))])
+    bonn = _checked(
+        xlsx_upload(tmp_path / "bonn.xlsx", bonn_frame),
+        _mapping_file(tmp_path, "b.yaml", centre="bonn"),
+    )
+    fresh = validate_consortium([*ulm.tables, *bonn.tables], schema=schema()).findings
+    assert len(fresh) == 15 and set(fresh["rule"]) == {"cross_centre_duplicate"}
+    with Store(tmp_path / "pooled.db") as store:
+        _put(store, ulm)
+        _put(store, bonn)
+        tables = store.harmonised_tables()
+        assert [(t.centre, t.table, t.file, t.sheet) for t in tables] == [
+            ("ulm", "patients", "ulm.xlsx", "Patienten"),  # in the order ingested
+            ("bonn", "patients", "bonn.xlsx", "Patienten"),
+        ]
+        assert tables[0].column_of["patient_id"] == "Pat-Nr"
+        assert tables[0].column_of["setting"] == "(constant)"
+        assert not set(STORE_COLUMNS) & set(tables[0].data.columns)
+        assert tables[0].sha256 == ulm.sha256 and tables[0].n_rows == 15
+        stored = store.consortium_report().findings
+        pd.testing.assert_frame_equal(
+            stored.sort_values(["centre", "value"]).reset_index(drop=True),
+            fresh.sort_values(["centre", "value"]).reset_index(drop=True),
+        )
+        store.set_status("bonn", 1, "rejected", "same patients as ulm")
+        assert store.consortium_report().n_findings == 0
+        assert store.consortium_report({"ulm": 1, "bonn": 1}).n_findings == 15
+
+
+# -- stores written before versions were identified by mapping and schema ---------------------
+
+LEGACY_UPLOADS = [
+    "upload_id", "centre", "version", "table_name", "file", "sheet", "sha256", "mapping",
+    "ingested_at", "n_rows", "n_blocking", "n_errors", "n_warnings", "status",
+]  # fmt: skip
+
+
+def _legacy_store(tmp_path: Path) -> tuple[Path, object]:
+    """A store as the previous release wrote it: ingested with today's Store, then stripped to
+    the previous layout (no mapping/schema columns, no texts, files or status history)."""
+    path = tmp_path / "legacy.db"
+    checked = _upload(tmp_path, "ulm.xlsx", clean_patients(10, seed=3))
+    with Store(path) as store:
+        _ingest(store, checked)
+        _ingest(store, _upload(tmp_path, "ulm2.xlsx", clean_patients(12, seed=4)), "2024-07-01")
+        con = store._con
+        for column in ("mapping_sha256", "schema_sha256", "status_reason",
+                       "status_changed_at", "note"):  # fmt: skip
+            con.execute(f"ALTER TABLE uploads DROP COLUMN {column}")
+        for table in ("texts", "files", "status_history"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("UPDATE uploads SET status = 'rejected' WHERE version = 2")
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        columns = [r[0] for r in con.execute("DESCRIBE uploads").fetchall()]
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    finally:
+        con.close()
+    assert columns == LEGACY_UPLOADS and tables == {"uploads", "findings", "patients"}
+    return path, checked
+
+
+def test_a_legacy_store_reads_read_only_without_changes(tmp_path: Path) -> None:
+    path, _ = _legacy_store(tmp_path)
+    with Store(path, read_only=True) as store:
+        versions = store.versions()
+        assert versions["version"].tolist() == [1, 2]
+        assert versions["status"].tolist() == ["accepted", "rejected"]
+        assert versions["mapping_sha256"].isna().all() and versions["schema_sha256"].isna().all()
+        assert versions["n_patients"].tolist() == [10, 12]
+        assert store.mapping_text("ulm", 1) is None and store.upload_file("ulm", 1) is None
+        assert store.status_history("ulm", 1).empty
+        assert store.schema_for({"ulm": 1}) is None
+        assert len(store.records("patients")) == 10
+        diff = store.diff("ulm", 1, 2)
+        assert (diff.n_added, diff.n_removed) == (2, 0)  # P00011, P00012
+        assert store.consortium_report().n_findings == 0
+        assert len(build_analysis_dataset(store).patients) == 10
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert [r[0] for r in con.execute("DESCRIBE uploads").fetchall()] == LEGACY_UPLOADS
+    finally:
+        con.close()
+
+
+def test_a_legacy_store_is_upgraded_when_opened_for_writing(tmp_path: Path) -> None:
+    path, checked = _legacy_store(tmp_path)
+    with Store(path) as store:
+        assert store.versions()["version"].tolist() == [1, 2]
+        # the old bytes without a mapping text are still the same version ...
+        assert _ingest(store, checked).duplicate_of == 1
+        # ... and with a recorded mapping and schema they are a new one
+        mapping = _mapping_file(tmp_path, "ulm.yaml")
+        upload = xlsx_upload(tmp_path / "ulm3.xlsx", clean_patients(10, seed=3)[list(MENO_FIELDS)])
+        result = _put(store, _checked(upload, mapping))
+        assert result.version == 3
+        store.set_status("ulm", 2, "accepted", "checked with the centre")
+        assert store.status_history("ulm", 2)["reason"].tolist() == ["checked with the centre"]
+        assert store.mapping_text("ulm", 3) == mapping.text
+        assert store.upload_file("ulm", 3) == ("ulm3.xlsx", upload.read_bytes())
+    with Store(path, read_only=True) as store:
+        assert store.versions()["mapping_sha256"].notna().tolist() == [False, False, True]
+
+
+# -- waiting for another process -----------------------------------------------------------------
+
+_HOLD = (
+    "import sys, time\n"
+    "from harmonization.store import Store\n"
+    "store = Store(sys.argv[1])\n"
+    "print('holding', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "store.close()\n"
+)
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _hold(path: Path, seconds: float):
+    """Another process that opens the store for writing and keeps it ``seconds``."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path), str(seconds)],
+        cwd=_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "pooled.db"
+    with Store(path) as store:
+        _ingest(store, _upload(tmp_path, "a.xlsx", clean_patients(5, seed=1)))
+    holder = _hold(path, 1.5)
+    try:
+        started = time.monotonic()
+        with Store(path, timeout=30) as store:
+            waited = time.monotonic() - started
+            assert store.versions()["version"].tolist() == [1]
+        assert waited > 0.8  # it really waited for the other process
+    finally:
+        holder.wait(timeout=30)
+
+
+def test_a_busy_store_times_out_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "pooled.db"
+    Store(path).close()
+    holder = _hold(path, 30)
+    try:
+        for read_only in (False, True):
+            with pytest.raises(
+                StoreError,
+                match=rf"in use by another process \(PID {holder.pid}\); waited 0.3 s.*Try again",
+            ):
+                Store(path, read_only=read_only, timeout=0.3)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with pytest.raises(ValueError, match="'timeout' must be >= 0"):
+        Store(path, timeout=-1)
