@@ -1074,8 +1074,8 @@ class Store:
             [chosen.get(c) == v for c, v in zip(uploads["centre"], uploads["version"], strict=True)]
         ]
         out: list[HarmonisedTable] = []
-        for (centre, version), mine in chosen_rows.groupby(["centre", "version"], sort=False):
-            centre, version = str(centre), int(version)
+        for key, mine in chosen_rows.groupby(["centre", "version"], sort=False):
+            centre, version = str(key[0]), int(key[1])  # type: ignore[index]
             column_of = self._column_of(centre, version)
             for _, row in mine.iterrows():
                 table = str(row["table_name"])
