@@ -1074,9 +1074,14 @@ class Store:
             [chosen.get(c) == v for c, v in zip(uploads["centre"], uploads["version"], strict=True)]
         ]
         out: list[HarmonisedTable] = []
-        for key, mine in chosen_rows.groupby(["centre", "version"], sort=False):
-            centre, version = str(key[0]), int(key[1])  # type: ignore[index]
+        in_order = dict.fromkeys(
+            zip(chosen_rows["centre"].astype(str), chosen_rows["version"].astype(int), strict=True)
+        )
+        for centre, version in in_order:
             column_of = self._column_of(centre, version)
+            mine = chosen_rows.loc[
+                (chosen_rows["centre"] == centre) & (chosen_rows["version"] == version)
+            ]
             for _, row in mine.iterrows():
                 table = str(row["table_name"])
                 data = self._version_records(centre, version, table)
