@@ -655,7 +655,7 @@ class Store:
         """
         if status not in STATUSES:
             raise StoreError(f"status must be one of {', '.join(STATUSES)}; got {status!r}.")
-        self._version_row(centre, version)
+        self.version_row(centre, version)
         when = changed_at or _now()
         self._con.execute("BEGIN TRANSACTION")
         try:
@@ -709,7 +709,9 @@ class Store:
             frame[column] = frame[column].astype("int64")
         return frame[list(VERSION_COLUMNS)]
 
-    def _version_row(self, centre: str, version: int) -> pd.Series:
+    def version_row(self, centre: str, version: int) -> pd.Series:
+        """One row of :meth:`versions`; :class:`StoreError` naming the stored versions when
+        the centre has no such version."""
         frame = self.versions(centre)
         hit = frame.loc[frame["version"] == int(version)]
         if not len(hit):
@@ -745,15 +747,15 @@ class Store:
 
     def mapping_text(self, centre: str, version: int) -> str | None:
         """The mapping YAML the version was ingested with (None if it was not recorded)."""
-        return self._text(self._version_row(centre, version)["mapping_sha256"])
+        return self._text(self.version_row(centre, version)["mapping_sha256"])
 
     def schema_text(self, centre: str, version: int) -> str | None:
         """The schema YAML the version was ingested with (None if it was not recorded)."""
-        return self._text(self._version_row(centre, version)["schema_sha256"])
+        return self._text(self.version_row(centre, version)["schema_sha256"])
 
     def upload_file(self, centre: str, version: int) -> tuple[str, bytes] | None:
         """``(file name, bytes)`` of the version's upload, or None if they were not kept."""
-        row = self._version_row(centre, version)
+        row = self.version_row(centre, version)
         hit = self._con.execute(
             "SELECT name, content FROM files WHERE sha256 = ?", [row["upload_sha256"]]
         ).fetchone()
@@ -765,7 +767,7 @@ class Store:
     def status_history(self, centre: str, version: int) -> pd.DataFrame:
         """Every status the version was given: ``status, reason, changed_at`` (oldest first;
         empty for versions stored before the history was kept)."""
-        self._version_row(centre, version)
+        self.version_row(centre, version)
         return self._con.execute(
             "SELECT status, coalesce(reason, '') AS reason, changed_at FROM status_history "
             "WHERE centre = ? AND version = ? ORDER BY changed_at, rowid",
@@ -800,7 +802,7 @@ class Store:
 
         by_sha: dict[str, list[str]] = {}
         for centre, version in versions.items():
-            sha = self._version_row(centre, version)["schema_sha256"]
+            sha = self.version_row(centre, version)["schema_sha256"]
             if isinstance(sha, str) and sha:
                 by_sha.setdefault(sha, []).append(f"{centre} v{version}")
         if not by_sha:
@@ -825,7 +827,7 @@ class Store:
         (``blocked_rows`` = its rows with blocking findings)."""
         from harmonization.validate import ValidationReport
 
-        row = self._version_row(centre, version)
+        row = self.version_row(centre, version)
         frame = self._con.execute(
             "SELECT f.* EXCLUDE (upload_id) FROM findings f WHERE f.upload_id = "
             "(SELECT min(upload_id) FROM uploads WHERE centre = ? AND version = ?) "
@@ -1034,7 +1036,7 @@ class Store:
         )
 
     def _version_records(self, centre: str, version: int, table: str) -> pd.DataFrame:
-        self._version_row(centre, version)
+        self.version_row(centre, version)
         if self._existing_columns(table) is None:
             return pd.DataFrame()
         return self._con.execute(
