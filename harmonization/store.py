@@ -122,13 +122,14 @@ WITH u AS (
         coalesce(sum(n_rows) FILTER (WHERE table_name = 'patients'), 0) AS n_patients,
         coalesce(sum(n_rows) FILTER (WHERE table_name = 'samples'), 0) AS n_samples,
         coalesce(sum(n_blocking), 0) AS n_blocking, any_value(note) AS note
-    FROM uploads GROUP BY upload_id
+    FROM uploads WHERE {where} GROUP BY upload_id
 ), f AS (
     SELECT upload_id,
         count(*) FILTER (WHERE severity = 'error') AS n_errors,
         count(*) FILTER (WHERE severity = 'warning') AS n_warnings,
         count(*) FILTER (WHERE severity = 'info') AS n_info
-    FROM findings GROUP BY upload_id
+    FROM findings WHERE upload_id IN (SELECT upload_id FROM uploads WHERE {where})
+    GROUP BY upload_id
 )
 SELECT u.centre, u.version, u.status, coalesce(u.status_reason, '') AS status_reason, u.file,
     u.upload_sha256, coalesce(u.mapping_path, '') AS mapping_path, u.mapping_sha256,
@@ -698,11 +699,10 @@ class Store:
         --------
         >>> store.versions("ulm")[["version", "status", "n_patients"]]  # doctest: +SKIP
         """
-        query = _VERSIONS_SQL
-        params: list[object] = []
-        if centre is not None:
-            query += " WHERE u.centre = ?"
-            params.append(centre)
+        if centre is None:
+            query, params = _VERSIONS_SQL.format(where="TRUE"), []
+        else:
+            query, params = _VERSIONS_SQL.format(where="centre = ?"), [centre, centre]
         frame = self._con.execute(query + " ORDER BY u.centre, u.version", params).df()
         for column in ("version", "n_patients", "n_samples", "n_blocking", "n_errors",
                        "n_warnings", "n_info"):  # fmt: skip

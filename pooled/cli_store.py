@@ -112,10 +112,11 @@ def _short(sha: Any, n: int = 8) -> str:
     return str(sha)[:n] if isinstance(sha, str) and sha else "-"
 
 
-def _when(value: Any) -> str:
+def _when(value: Any, *, zone: str = "") -> str:
+    """A stored time (UTC) to the minute; ``zone`` is appended (e.g. " UTC")."""
     if value is None or pd.isna(value):
         return "-"
-    return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+    return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M") + zone
 
 
 def _status(status: str) -> str:
@@ -163,7 +164,7 @@ def list_command(
         title=f"Versions in {store}",
         caption=f"Analysed by default (latest accepted): {used}",
     )
-    for name in ("centre", "version", "status", "file", "ingested", "patients", "samples",
+    for name in ("centre", "version", "status", "file", "ingested (UTC)", "patients", "samples",
                  "blocking", "errors", "warnings", "mapping", "schema"):  # fmt: skip
         numeric = name in ("version", "patients", "samples", "blocking", "errors", "warnings")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
@@ -228,7 +229,7 @@ def show_command(
         "schema",
         f"{schema_name}sha256 {row['schema_sha256']}" if schema_text else "not recorded",
     )
-    facts.add_row("ingested", _when(row["ingested_at"]))
+    facts.add_row("ingested", _when(row["ingested_at"], zone=" UTC"))
     facts.add_row(
         "analysed",
         "yes (the latest accepted version)"
@@ -253,7 +254,7 @@ def show_command(
     _print_table(facts)
     if len(history):
         changes = Table(title="Status history")
-        for name in ("when", "status", "reason"):
+        for name in ("when (UTC)", "status", "reason"):
             changes.add_column(name)
         for item in history.itertuples(index=False):
             changes.add_row(_when(item.changed_at), _status(str(item.status)), str(item.reason))
@@ -463,8 +464,11 @@ def check_command(
         typer.Option(help="Schema YAML (default: the one the versions were ingested with)."),
     ] = None,
 ) -> None:
-    """The cross-centre rules over the latest accepted versions: the same patient sent by
-    two centres, event-rate and positivity outliers. Exit code 1 when anything is found."""
+    """Cross-centre rules over the latest accepted versions (exit code 1 on findings).
+
+    The same patient sent by two centres, and event-rate and positivity outliers (funnel
+    z-scores against the other centres).
+    """
     from rich.table import Table
 
     from harmonization.errors import StoreError
