@@ -172,6 +172,8 @@ class StoreDiff:
     changed : one row per changed cell: the key columns, ``field``, ``old``, ``new`` (raw
         values; missing is ``None``).
     fields : the harmonised schema fields compared.
+    n_changed : records (not cells) with at least one changed field; a patient id sent twice
+        counts as two records.
 
     Examples
     --------
@@ -188,6 +190,7 @@ class StoreDiff:
     removed: pd.DataFrame
     changed: pd.DataFrame
     fields: tuple[str, ...]
+    n_changed: int
 
     @property
     def n_added(self) -> int:
@@ -196,13 +199,6 @@ class StoreDiff:
     @property
     def n_removed(self) -> int:
         return int(len(self.removed))
-
-    @property
-    def n_changed(self) -> int:
-        """Records (not cells) with at least one changed field."""
-        if not len(self.changed):
-            return 0
-        return int(len(self.changed.drop_duplicates(list(self.key))))
 
     @property
     def is_empty(self) -> bool:
@@ -1003,8 +999,10 @@ class Store:
         both = [k for k in b.index if k in in_a]
         common_a, common_b = a.loc[both], b.loc[both]
         parts: list[pd.DataFrame] = []
+        any_change = np.zeros(len(both), dtype=bool)
         for position, f in enumerate(fields):
             differs = ~_same(common_a[f], common_b[f])
+            any_change |= differs
             if not differs.any():
                 continue
             part = pd.DataFrame({c: _objects(common_b[c])[differs] for c in key})
@@ -1033,6 +1031,7 @@ class Store:
             removed=_key_frame(a.loc[[k for k in a.index if k not in in_b]], key),
             changed=changed,
             fields=tuple(fields),
+            n_changed=int(any_change.sum()),
         )
 
     def _version_records(self, centre: str, version: int, table: str) -> pd.DataFrame:

@@ -606,3 +606,27 @@ def test_a_busy_store_times_out_with_a_clear_message(tmp_path: Path) -> None:
         holder.wait(timeout=30)
     with pytest.raises(ValueError, match="'timeout' must be >= 0"):
         Store(path, timeout=-1)
+
+
+def test_diff_matches_a_patient_id_sent_twice_by_order(tmp_path: Path) -> None:
+    """Duplicate ids are stored (blocked); the first record is compared with the first, the
+    second with the second, and each changed record counts."""
+    base = clean_patients(6, seed=15)[list(MENO_FIELDS)]
+    base.loc[4, "patient_id"] = base.loc[2, "patient_id"]  # P00003 twice
+    newer = base.copy()
+    newer.loc[4, "age"] = base.loc[4, "age"] + 1  # only the second P00003 changes
+    mapping = _mapping_file(tmp_path, "ulm.yaml")
+    with Store(tmp_path / "pooled.db") as store:
+        _put(store, _checked(xlsx_upload(tmp_path / "v1.xlsx", base), mapping))
+        _put(store, _checked(xlsx_upload(tmp_path / "v2.xlsx", newer), mapping))
+        assert store.versions()["n_blocking"].tolist() == [2, 2]
+        one = store.diff("ulm", 1, 2)
+        newer.loc[2, "age"] = base.loc[2, "age"] + 1  # now both change
+        _put(store, _checked(xlsx_upload(tmp_path / "v3.xlsx", newer), mapping))
+        two = store.diff("ulm", 1, 3)
+    assert one.changed.values.tolist() == [
+        ["P00003", "age", base.loc[4, "age"], base.loc[4, "age"] + 1]
+    ]
+    assert (one.n_changed, one.n_added, one.n_removed) == (1, 0, 0)
+    assert two.changed["old"].tolist() == [base.loc[2, "age"], base.loc[4, "age"]]
+    assert two.n_changed == 2 and two.counts_by_field().values.tolist() == [["age", 2]]
