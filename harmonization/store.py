@@ -343,8 +343,9 @@ class Store:
         missing = [(c, k) for c, k in _UPLOADS_ADDED if c not in uploads]
         if missing and self._existing_columns("uploads") is not None:
             extra = ", ".join(f"NULL::{k} AS {c}" for c, k in missing)
+            catalog = self._catalog.replace('"', '""')
             self._con.execute(
-                f'CREATE TEMP VIEW uploads AS SELECT *, {extra} FROM "{self._catalog}".main.uploads'
+                f'CREATE TEMP VIEW uploads AS SELECT *, {extra} FROM "{catalog}".main.uploads'
             )
         elif missing:
             for column, kind in missing:

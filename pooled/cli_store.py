@@ -32,7 +32,7 @@ store_app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
+EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2  # as in pooled.cli
 StoreOption = Annotated[
     Path, typer.Option("--store", "-s", help="The store (DuckDB file); never created here.")
 ]
