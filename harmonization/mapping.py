@@ -150,7 +150,9 @@ class CentreMapping:
             doc = load_yaml(text)
         except YamlProblem as exc:
             line = f" line {exc.line}" if exc.line else ""
-            raise MappingError(f"{path}{line}: {exc}; see configs/centres/README.md.") from None
+            raise MappingError(
+                f"{path}{line}: {exc}; see configs/centres/README.md."
+            ) from None
         from dataclasses import replace
 
         return replace(cls.from_dict(doc, schema=schema, where=str(path)), text=text)
