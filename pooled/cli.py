@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from harmonization.errors import HarmonizationError
+from pooled.cli_store import store_app
 from pooled.errors import OutputExistsError, PooledError
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(store_app, name="store")
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
