@@ -82,11 +82,9 @@ def main() -> None:
 
 def _write_validation(checked: Any, folder: Path) -> None:
     """A centre's validation report: validation.json and validation.xlsx in ``folder``."""
-    from harmonization.report import write_validation_json, write_validation_xlsx
-
-    folder.mkdir(parents=True, exist_ok=True)
-    write_validation_json(checked.report, folder / "validation.json")
-    write_validation_xlsx(checked.report, checked.raw, folder / "validation.xlsx")
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"--out {folder} is a file; give a folder for the report.")
+    _write_report(checked.report, checked.raw, folder)
 
 
 @app.command("validate")
@@ -136,34 +134,134 @@ def ingest_command(
         str | None, typer.Option(help="Validation day, YYYY-MM-DD (default today).")
     ] = None,
     reject: Annotated[bool, typer.Option(help="Store this version as rejected.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Store nothing when validation finds any error.")
+    ] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Store an upload without data rows anyway.")
+    ] = False,
+    allow_centre_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-centre-mismatch",
+            help="Store an upload that looks like another centre's file anyway.",
+        ),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Folder for validation.json/.xlsx (default <store folder>/validation/"
+            "<centre>/v<version>).",
+        ),
+    ] = None,
 ) -> None:
-    """Validate an upload and store it as the centre's next version (nothing is lost)."""
+    """Validate an upload and store it as the centre's next version (nothing is lost).
+
+    Prints the errors and warnings, writes the centre's validation report, runs the
+    cross-centre rules against what the store holds, and stores every row (rows with
+    blocking errors flagged). Refuses (exit 2, nothing stored) an upload without data rows
+    or one that looks like another centre's file, unless --allow-empty /
+    --allow-centre-mismatch say it is intended; with --strict, any error stores nothing
+    (exit 1). Exit 0 when stored without errors, 1 when stored with errors.
+    """
+    from harmonization.guards import ingest_concerns, summarise
     from harmonization.mapping import CentreMapping
+    from harmonization.report import summary_table
     from harmonization.schema import load_schema
     from harmonization.store import Store
     from harmonization.upload import check_upload
+    from harmonization.validate import validate_consortium
 
     compiled = load_schema(schema)
     centre_mapping = CentreMapping.from_yaml(mapping, schema=compiled)
     checked = check_upload(file, centre_mapping, schema=compiled, today=_parse_day(today))
+    centre = checked.centre
+    if report is not None and report.exists() and not report.is_dir():
+        raise OutputExistsError(f"--report {report} is a file; give a folder.")
     with Store(store) as db:
+        others = {c: v for c, v in db.latest_versions().items() if c != centre}
+        stored = db.harmonised_tables(others) if others else []
+        cross = validate_consortium(
+            [*stored, *(t for t in checked.tables if t.table == "patients")], schema=compiled
+        )
+        full = checked.report.merge(_with_file(cross, checked)) if cross.n_findings else checked.report
+        concerns = [
+            c
+            for c in ingest_concerns(checked, db)
+            if not (c.kind == "empty" and allow_empty)
+            and not (c.kind == "other_centre" and allow_centre_mismatch)
+        ]
+        console.print(summary_table(full))
+        if concerns:
+            folder = _report_folder(report, store, centre, "refused")
+            _write_report(full, checked.raw, folder)
+            err_console.print(
+                f"[bold red]{centre}: not stored[/]; {file.name} does not look like an upload "
+                f"to store as centre '{centre}':\n{summarise(concerns)}\nReport: {folder}",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_UNUSABLE)
+        if strict and full.has_errors:
+            folder = _report_folder(report, store, centre, "refused")
+            _write_report(full, checked.raw, folder)
+            err_console.print(
+                f"[bold red]{centre}: not stored[/] (--strict): {full.n_errors} error(s). "
+                f"Report: {folder}"
+            )
+            raise typer.Exit(EXIT_FINDINGS)
         result = db.ingest(
             list(checked.tables),
-            checked.report,
+            full,
             mapping_path=str(mapping),
+            mapping=centre_mapping,
+            schema=compiled,
+            upload_path=file,
             status="rejected" if reject else "accepted",
         )
     if result.duplicate_of is not None:
         console.print(
-            f"{checked.centre}: these exact bytes are already stored as version "
-            f"{result.duplicate_of}; nothing written."
+            f"{centre}: this file, read with this mapping and schema, is already stored as "
+            f"version {result.duplicate_of}; nothing written (see `pooled store show {centre} "
+            f"--version {result.duplicate_of}`)."
         )
         return
+    folder = _report_folder(report, store, centre, f"v{result.version}")
+    _write_report(full, checked.raw, folder)
     blocking = sum(result.blocking.values())
     console.print(
-        f"{checked.centre}: stored version {result.version} in {store} "
-        f"({result.n_rows} rows, {blocking} flagged with blocking errors and kept)."
+        f"{centre}: stored version {result.version} in {store} ({result.n_rows} rows; "
+        f"{full.n_errors} errors, {full.n_warnings} warnings; {blocking} rows with blocking "
+        f"errors kept and flagged{'; stored as rejected' if reject else ''}). Report: {folder}"
     )
+    raise typer.Exit(EXIT_FINDINGS if full.has_errors else EXIT_OK)
+
+
+def _with_file(cross: Any, checked: Any) -> Any:
+    """Cross-centre findings about this upload's centre, in its report (others dropped)."""
+    from harmonization.validate import ValidationReport
+
+    f = cross.findings
+    mine = f.loc[f["centre"].astype(str) == checked.centre].copy()
+    return ValidationReport(mine.reset_index(drop=True))
+
+
+def _report_folder(report: Path | None, store: Path, centre: str, name: str) -> Path:
+    """Where an ingest writes the validation report: never over an existing report."""
+    folder = report if report is not None else store.parent / "validation" / centre / name
+    candidate, k = folder, 1
+    while (candidate / "validation.json").exists() or (candidate / "validation.xlsx").exists():
+        k += 1
+        candidate = folder.with_name(f"{folder.name}-{k}")
+    return candidate
+
+
+def _write_report(report: Any, raw: Any, folder: Path) -> None:
+    from harmonization.report import write_validation_json, write_validation_xlsx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_validation_json(report, folder / "validation.json")
+    write_validation_xlsx(report, raw, folder / "validation.xlsx")
 
 
 @app.command("dataset")
