@@ -169,10 +169,9 @@ def collapse_cells(
     if not np.isin(status, [0, 1]).all():
         raise DataError(f"Column '{event}' must be 0/1; found {sorted(set(status))[:5]}.")
     status = status.astype(int)
-    if (time <= 0).any():
+    if (time < 0).any():
         raise DataError(
-            f"Column '{duration}' must be > 0; found {int((time <= 0).sum())} values <= 0. "
-            "Drop them or add a small offset such as half a day."
+            f"Column '{duration}' must be >= 0; found {int((time < 0).sum())} negative values."
         )
     marker_values = frame[marker].to_numpy()
     if not np.isin(marker_values, [0, 1]).all():
@@ -269,7 +268,9 @@ def collapse_cells(
     )
     event_cell = pattern_codes * n_int + last
     event_sum = np.bincount(event_cell, weights=status, minlength=n_patterns * n_int)
-    keep = exposure_sum > 0
+    # an event at time 0 has no person-time but still counts (d log rate, as in the
+    # patient-level likelihood), so its cell is kept
+    keep = (exposure_sum > 0) | (event_sum > 0)
     new_id = np.full(n_patterns * n_int, -1, dtype=int)
     new_id[keep] = np.arange(int(keep.sum()))
     kept = np.flatnonzero(keep)

@@ -115,11 +115,15 @@ def _patient_level_loglik(data, spec, point, values):
     return float(np.sum(d * eta - exposure * np.exp(eta)))
 
 
+@pytest.mark.parametrize("zero_times", [False, True])
 @pytest.mark.parametrize("covariates", [("node_positive",), ("node_positive", "age")])
-def test_collapsed_likelihood_equals_patient_level(consortium, covariates):
+def test_collapsed_likelihood_equals_patient_level(consortium, covariates, zero_times):
     data = consortium.copy()
     data.loc[::50, "age"] = np.nan  # complete-case handling must match
     spec = BayesSpec(covariates=covariates, n_intervals=7)
+    if zero_times:  # zero follow-up (events and censorings at 0) is used, as coxph uses it
+        data.loc[::37, spec.duration] = 0.0
+        assert data.loc[::37, spec.event].sum() > 0
     model = build_piecewise_model(data, spec)
     cells = piecewise_cells(data, spec)
     if "age" in covariates:
@@ -153,6 +157,7 @@ def test_collapsed_likelihood_equals_patient_level(consortium, covariates):
     )
     assert float(loglik) == pytest.approx(expected, rel=1e-10)
     assert cells.n == len(data.dropna(subset=list(covariates)))
+    assert cells.events.sum() == data.dropna(subset=list(covariates))[spec.event].sum()
 
 
 def test_model_coords_and_no_sampling(consortium):
