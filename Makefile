@@ -8,7 +8,7 @@ DEMO_OUT ?= demo
 SCENARIO ?= paddy
 SEED ?= 2026
 
-.PHONY: venv demo test lint typecheck pytest bench clean browser
+.PHONY: venv demo test lint typecheck pytest bench clean browser fuzz
 
 venv: $(STAMP)
 
@@ -38,6 +38,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "note: Chromium not installed; the report's browser test will be skipped"
+
+# Property tests of uploads at full strength: 1,000 corrupted uploads per file type (csv, xlsx,
+# sav), new random examples each run (make test runs 100 per type, derandomised).
+fuzz: $(STAMP)
+	POOLED_FUZZ_EXAMPLES=1000 POOLED_FUZZ_RANDOM=1 $(BIN)/python -m pytest -n 2 -q \
+	  tests/harmonization/test_fuzz_uploads.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -80,6 +80,8 @@ class RawUpload:
     records : physical records below the header (data rows, blank rows and trailing blank
         rows); ``n_rows + blank rows + trailing blank rows == records`` always.
     letters : the spreadsheet column letter of each header (``""`` for csv/sav/dta).
+    lines : csv only: the first and last physical line of the file each data row was read
+        from (they differ when a quoted value spans lines); ``None`` for other formats.
     """
 
     path: str
@@ -98,6 +100,7 @@ class RawUpload:
     epoch: Literal["1900", "1904"] = "1900"
     records: int = -1
     letters: tuple[str, ...] = ()
+    lines: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -274,6 +277,7 @@ def _assemble(
     keep: set[int] | None = None,
     epoch: Literal["1900", "1904"] = "1900",
     field_counts: list[int] | None = None,
+    spans: list[tuple[int, int]] | None = None,
 ) -> RawUpload:
     """Turn the rows below a header into a RawUpload, skipping (and counting) blank rows.
 
@@ -378,6 +382,9 @@ def _assemble(
         epoch=epoch,
         records=len(body),
         letters=letters,
+        lines=None
+        if spans is None
+        else np.asarray([spans[n - 1] for n in numbers], dtype=np.int64).reshape(-1, 2),
     )
 
 
@@ -708,11 +715,12 @@ def _read_csv(
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)
     try:
-        records, counts, _spans, notes = _csv_records(text, delimiter, path.name)
+        records, counts, spans, notes = _csv_records(text, delimiter, path.name)
     finally:
         csv.field_size_limit(limit)
     # csv rows are numbered by record, as a spreadsheet program shows them
-    return _assemble(path, "", "csv", header_row, records, sha, notes=notes, field_counts=counts)
+    return _assemble(path, "", "csv", header_row, records, sha, notes=notes, field_counts=counts,
+                     spans=spans)  # fmt: skip
 
 
 def _read_stat(path: Path, fmt: UploadFormat, sha: str) -> RawUpload:
