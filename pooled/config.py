@@ -295,7 +295,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "description", "text",
         "Free text describing the analysis (the publication it follows, the question it "
-        "answers); shown nowhere else than in the config itself and the report's copy of it.",
+        "answers); the report keeps it with the config as run.",
         "description: DTC in bone marrow and survival in early breast cancer", default="",
     ),
     ConfigKey(
@@ -407,16 +407,18 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "`risk_concordance`: clinical risk x CTC risk (CTC per 7.5 ml >= `threshold`), four "
         "levels. `change_category` and `trajectory_group`: from the serial CTC samples "
         "(baseline -> follow-up change, latent trajectory group).",
-        "exposure: {name: pgr_and_er_high, kind: expression, "
-        "expr: 'pgr_fmol >= 10 and er_percent >= 10'}",
+        "exposure: {name: hormone_receptor_high, kind: expression, "
+        "expr: 'er_percent >= 10 and pr_percent >= 10'}",
         default="threshold", allowed=EXPOSURE_KINDS,
     ),
     ConfigKey(
         "exposure.marker", "numeric field",
         "The field a `threshold` exposure compares with the threshold: any integer or number "
         "field of the schema's patients table (a count such as `ctc_count`, `dtc_count`, or a "
-        "measurement such as a receptor in fmol/l) or the derived `ctc_per_7_5ml`.",
-        "exposure: {name: pgr_positive, marker: pgr_fmol, threshold: 10}",
+        "measurement such as `er_percent` or a receptor in fmol/l added to the schema) or the "
+        "derived `ctc_per_7_5ml`. A text, category, boolean or date field is an error (use "
+        "`kind: expression`).",
+        "exposure: {name: er_high, marker: er_percent, threshold: 10, per_7_5ml: false}",
         default="ctc_count", allowed_from="numeric_fields",
     ),
     ConfigKey(
@@ -447,8 +449,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "The exposure of kind `expression`: a logical (or 0/1) expression on patient fields "
         "(see Expressions). True becomes 1, false 0, missing stays missing (and the patient "
         "leaves the cohort, 'marker missing').",
-        "exposure: {name: hr_high, kind: expression, "
-        "expr: 'pgr_fmol >= 10 and er_percent >= 10'}",
+        "exposure: {name: hormone_receptor_high, kind: expression, "
+        "expr: 'er_percent >= 10 and pr_percent >= 10'}",
         default_text="none (required for kind expression)",
     ),
     ConfigKey(
@@ -491,7 +493,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "covariates (see Expressions). A logical result becomes 1/0 (float), a number stays "
         "a number, missing stays missing; a text result needs `categorical: true`. A derived "
         "covariate can be used in interactions, subgroups and strata like any covariate.",
-        "covariates: [{name: grade3, expr: 'grade == 3'}]",
+        "covariates: [{name: grade3, expr: 'grade == 3'}, {name: size_group, "
+        "expr: \"'large' if tumour_size_mm > 20 else 'small'\", categorical: true, "
+        "reference: small}]",
         default_text="none (a column of the analysis dataset)",
     ),
     ConfigKey(
@@ -914,9 +918,15 @@ def _one_of(value: Any, allowed: Collection[str], ctx: _Context, keys: Keys, sou
         raise ctx.error(
             keys,
             f"'{_label(keys)}' must be one of {', '.join(allowed)}{source}; got {value!r}"
-            f"{did_you_mean(str(value), allowed)}.",
+            f"{_suggest(str(value), allowed)}",
         )
     return value
+
+
+def _suggest(value: str, allowed: Collection[str]) -> str:
+    """A did-you-mean that also catches a value written in the wrong case (``reml``)."""
+    same = [a for a in allowed if a.lower() == value.lower()]
+    return f"; did you mean '{same[0]}'?" if same else did_you_mean(value, allowed)
 
 
 def _items(value: Any, ctx: _Context, keys: Keys, what: str) -> list[Any]:
@@ -1086,9 +1096,9 @@ def compile_config_expression(
     if unknown:
         name = unknown[0]
         raise ConfigError(
-            f"{where}: {what} {text!r} uses {name!r}, which is not a field of table 'patients' "
-            f"in {ctx.schema_name}, a derived column or an earlier derived covariate"
-            f"{did_you_mean(name, allowed)}."
+            f"{where}: {what} ({text!r}) uses {name!r}, which is not a field of table "
+            f"'patients' in {ctx.schema_name}, a derived column or an earlier derived covariate"
+            + _sentence(did_you_mean(name, allowed) or ".")
         )
     return expression
 
@@ -1595,9 +1605,10 @@ def _allowed_text(key: ConfigKey, schema: Schema) -> str:
         what = {
             "settings": "the codes of the field `setting`",
             "endpoints": "the endpoints",
-            "numeric_fields": "the integer and number fields of table `patients`, and "
-            "`ctc_per_7_5ml`",
+            "numeric_fields": "",
         }[key.allowed_from]
+        if not what:  # too long and too changeable to list: the type says it
+            return ""
         return f"{what} of the schema (in configs/schema.yaml: {', '.join(values)})"
     return ", ".join(f"`{v}`" for v in key.allowed)
 
@@ -1682,11 +1693,16 @@ def config_reference(schema: Schema | None = None) -> str:
         "evaluated by a safe evaluator (`harmonization.expressions`), never by Python's or "
         "pandas' `eval`.",
         "",
-        "- Comparisons `==`, `!=`, `<`, `<=`, `>`, `>=`, arithmetic `+`, `-`, `*`, `/`, "
-        "logic `and`, `or`, `not`, parentheses; text in quotes (`subtype == 'luminal_a'`).",
-        "- Missing values propagate: a comparison with a missing value is missing, and "
-        "`and`/`or` follow three-valued (Kleene) logic (`false and missing` is false, `true "
-        "or missing` is true).",
+        "- Values: numbers, text in quotes (`subtype == 'luminal_a'`), `True`, `False`; "
+        "column names as written, or in backticks when they hold other characters.",
+        "- Arithmetic `+ - * / // % **` (numbers; `date - date` is days); comparisons `== != "
+        "< <= > >=`, chained (`0 < x <= 10`), `x in (1, 2)` / `x not in ['a', 'b']` with a "
+        "literal list; text compares only with `==`, `!=`, `in`, `not in`.",
+        "- Logic `and`, `or`, `not`, and `a if cond else b`; a number is true unless 0.",
+        "- Missing values propagate: arithmetic, comparisons and functions with a missing "
+        "operand are missing (except `isna`, `notna`, `coalesce`), and `and`/`or` follow "
+        "three-valued (Kleene) logic (`False and missing` is false, `True or missing` is "
+        "true). Compare with missing through `isna(x)`, not `x == None`.",
         "- Where a missing result goes: a cohort `include` rule that is missing excludes the "
         "patient; an `exclude` rule that is missing keeps the patient; a missing exposure "
         "leaves the cohort ('marker missing'); a missing derived covariate leaves the models "
@@ -1698,7 +1714,7 @@ def config_reference(schema: Schema | None = None) -> str:
         "| function | meaning |",
         "|---|---|",
     ]
-    for name in sorted(FUNCTIONS):
+    for name in FUNCTIONS:
         signature, description = _function_doc(name, FUNCTIONS[name])
         out.append(f"| `{signature}` | {description.replace('|', '/')} |")
     out.append("")

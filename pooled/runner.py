@@ -59,6 +59,25 @@ def _package_versions() -> dict[str, str]:
 DAYS_PER_MONTH = 30.4375
 
 
+def apply_cohort_rules(ds: AnalysisDataset, cfg: AnalysisConfig) -> AnalysisDataset:
+    """The config's setting and ``include``/``exclude`` rules, each a step of the flow.
+
+    A rule that is missing for a patient excludes the patient in ``include`` and keeps it in
+    ``exclude`` (:func:`cohort_rule`).
+    """
+    if cfg.cohort.setting is not None:
+        ds = ds.select(
+            ds.patients["setting"] == cfg.cohort.setting, Reason.SETTING, cfg.cohort.setting
+        )
+    for i, rule in enumerate(cfg.cohort.include):
+        keep = cohort_rule(ds.patients, rule, where=cfg.where("cohort", "include", i))
+        ds = ds.select(keep, Reason.COHORT_RULE, f"include: {rule}")
+    for i, rule in enumerate(cfg.cohort.exclude):
+        drop = cohort_rule(ds.patients, rule, where=cfg.where("cohort", "exclude", i))
+        ds = ds.exclude(drop, Reason.COHORT_RULE, f"exclude: {rule}")
+    return ds
+
+
 def select_cohort(
     ds: AnalysisDataset, cfg: AnalysisConfig, *, progress: bool = False
 ) -> tuple[AnalysisDataset, list[ModelOutput]]:
@@ -73,16 +92,7 @@ def select_cohort(
     Returns the cohort and, for exposures from serial samples, the trajectory model and the
     serial-exposure summary it produced (as model outputs for the report).
     """
-    if cfg.cohort.setting is not None:
-        ds = ds.select(
-            ds.patients["setting"] == cfg.cohort.setting, Reason.SETTING, cfg.cohort.setting
-        )
-    for i, rule in enumerate(cfg.cohort.include):
-        keep = cohort_rule(ds.patients, rule, where=cfg.where("cohort", "include", i))
-        ds = ds.select(keep, Reason.COHORT_RULE, f"include: {rule}")
-    for i, rule in enumerate(cfg.cohort.exclude):
-        drop = cohort_rule(ds.patients, rule, where=cfg.where("cohort", "exclude", i))
-        ds = ds.exclude(drop, Reason.COHORT_RULE, f"exclude: {rule}")
+    ds = apply_cohort_rules(ds, cfg)
     patients = ds.patients.copy()
     outputs: list[ModelOutput] = []
     if cfg.exposure.kind in SERIAL_KINDS or cfg.models.trajectory:
