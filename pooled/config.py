@@ -354,12 +354,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "data.versions", "versions",
         "`latest` (each centre's latest accepted upload) or a mapping `centre: version` that "
         "pins some centres; centres not named use their latest version.",
-        "data: {versions: {ulm: 2, paris: 1}}", default="latest",
+        "data: {versions: {ulm: 2, paris: 1}}", default=(), default_text="`latest`",
     ),
     ConfigKey(
         "data.centres", "centres",
         "`all`, or the list of centre codes to analyse.",
-        "data: {centres: [ulm, paris, tuebingen]}", default="all",
+        "data: {centres: [ulm, paris, tuebingen]}", default=(), default_text="`all`",
     ),
     # -- cohort -------------------------------------------------------------------------------
     ConfigKey(
@@ -1072,7 +1072,7 @@ VALUE_TYPES: Mapping[str, ValueType] = {
 # ---------------------------------------------------------------------------------------------
 
 
-def compile_config_expression(
+def _compile_expression(
     text: str,
     allowed: Collection[str],
     ctx: _Context,
@@ -1186,7 +1186,7 @@ def parse_analysis_config(
             keys = ("cohort", rule_key, i) if isinstance(cohort_raw.get(rule_key), list) else (
                 "cohort", rule_key
             )
-            compile_config_expression(rule, columns, ctx, keys, what=f"cohort rule ({rule_key})")
+            _compile_expression(rule, columns, ctx, keys, what=f"cohort rule ({rule_key})")
     cohort = CohortSpec(
         setting=ctx.value(cohort_raw, "cohort.setting", ("cohort",)),
         include=include,
@@ -1304,12 +1304,12 @@ def _exposure(ctx: _Context, raw: dict[str, Any], columns: set[str]) -> Exposure
         if not formula:
             raise ctx.error(keys, "a phenotype_score exposure needs a 'formula'; for example: "
                             f"{KEYS['exposure.formula'].example}")
-        compile_config_expression(formula, columns, ctx, keys + ("formula",), what="formula")
+        _compile_expression(formula, columns, ctx, keys + ("formula",), what="formula")
     if kind == "expression":
         if not expr:
             raise ctx.error(keys, "an expression exposure needs 'expr'; for example: "
                             f"{KEYS['exposure.expr'].example}")
-        compile_config_expression(expr, columns, ctx, keys + ("expr",), what="exposure")
+        _compile_expression(expr, columns, ctx, keys + ("expr",), what="exposure")
     return ExposureSpec(
         name=name,
         kind=kind,
@@ -1376,7 +1376,7 @@ def _covariates(
                     name_keys, f"derived covariate {name!r} has the exposure's name; rename it."
                 )
             earlier = {c.name for c in out if c.derived}
-            compile_config_expression(
+            _compile_expression(
                 expr, columns | earlier, ctx, keys + ("expr",), what=f"covariate {name!r}"
             )
         elif name not in columns and name != exposure.name:

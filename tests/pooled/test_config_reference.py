@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from harmonization.expressions import FUNCTIONS
+from harmonization.schema import load_schema
 from pooled.config import (
     CONFIG_KEYS,
     KEYS,
@@ -122,3 +123,27 @@ def test_every_key_the_parser_accepts_is_documented(section: str) -> None:
     message = str(info.value)
     assert "unknown key 'zz_unknown'" in message, message
     assert message.rstrip(".").endswith(f"allowed keys here: {', '.join(documented)}"), message
+
+
+@pytest.mark.parametrize(
+    "key",
+    [k for k in CONFIG_KEYS if k.default is not None and not k.required and not k.default_text
+     and k.type not in ("section", "model switch")],
+    ids=lambda k: k.path,
+)  # fmt: skip
+def test_a_default_is_what_the_parser_makes_of_it_written_out(key) -> None:
+    """The default the parser returns for an absent key equals its parse when written out."""
+    from pooled.config import _Context, _Located, _yaml_value
+
+    ctx = _Context(_Located("t.yaml", {}), load_schema())
+    written = yaml.safe_load(f"value: {_yaml_value(key.default)}")["value"]
+    assert VALUE_TYPES[key.type].check(written, key, ctx, (key.leaf,)) == key.default
+
+
+def test_data_defaults_are_every_centre_at_its_latest_version() -> None:
+    cfg = parse_analysis_config(yaml.safe_dump(BASE), path="t.yaml")
+    assert cfg.data.centres == () and cfg.data.versions == ()
+    cfg = parse_analysis_config(
+        yaml.safe_dump({**BASE, "data": {"centres": "all", "versions": "latest"}}), path="t.yaml"
+    )
+    assert cfg.data.centres == () and cfg.data.versions == ()
