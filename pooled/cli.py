@@ -305,7 +305,8 @@ def dataset_command(
 
 
 def write_run(run_output: Any, out: Path) -> Path:
-    """Write a run's files: results.csv, run.json, run.pkl and the rendered report."""
+    """Write a run's files: results.csv, exclusion_flow.csv, model_flow.csv, run.json, run.pkl
+    and the rendered report."""
     import json
 
     from pooled.report.render import render_report
@@ -314,6 +315,9 @@ def write_run(run_output: Any, out: Path) -> Path:
     run_output.save(out)
     run_output.results().to_csv(out / "results.csv", index=False)
     run_output.flow.to_frame().to_csv(out / "exclusion_flow.csv", index=False)
+    model_flow = getattr(run_output, "model_flow", None)
+    if model_flow is not None:
+        model_flow.to_frame().to_csv(out / "model_flow.csv", index=False)
     if run_output.sample_flow is not None:
         run_output.sample_flow.to_frame().to_csv(out / "sample_flow.csv", index=False)
     record = {

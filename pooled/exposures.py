@@ -1,19 +1,26 @@
-"""Exposures of an analysis config, derived into a column of the analysis dataset.
+"""Exposures and derived covariates of an analysis config, computed into columns of the cohort.
 
 Markers as the pooled analyses define them: CTC >= 1 or >= 5 per 7.5 ml (counts normalised
-by the blood volume analysed), DTC >= 1, HER2-positive CTC (DETECT), a CTC phenotype score
-from the ER- and HER2-positive CTC counts with the formula in the config (DETECT's
+by the blood volume analysed), DTC >= 1, any numeric field >= a cut-off (a receptor in
+fmol/l), a logical expression on patient fields, HER2-positive CTC (DETECT), a CTC phenotype
+score from the ER- and HER2-positive CTC counts with the formula in the config (DETECT's
 endocrine responsiveness score), clinical-risk vs CTC-risk concordance (STIC CTC). The serial
 exposures (change category, trajectory group) come from ``pooled.models.serial`` and
 ``pooled.models.trajectories`` and are attached by the runner.
+
+Expressions (exposure ``expr``, phenotype ``formula``, derived covariates, cohort rules) are
+evaluated by the safe evaluator of :mod:`harmonization.expressions`, never by ``eval``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-from pooled.config import ExposureSpec
+from harmonization.errors import ExpressionError
+from pooled.config import CovariateSpec, ExposureSpec
 from pooled.errors import ConfigError
 
 REFERENCE_VOLUME_ML = 7.5
@@ -35,6 +42,43 @@ def _at_least(values: pd.Series, threshold: float) -> pd.Series:
     return out.where(values.notna())
 
 
+def evaluate_expression(patients: pd.DataFrame, text: str, *, where: str = "") -> pd.Series:
+    """Evaluate an expression of the config on the patients (one value per row).
+
+    Raises :class:`ConfigError` when the expression does not compile or names a column the
+    patients do not have.
+    """
+    from harmonization.expressions import compile_expression
+
+    try:
+        expression = compile_expression(text, allowed_names=list(patients.columns), where=where)
+        values = expression.evaluate(patients)
+    except ExpressionError as exc:
+        raise ConfigError(str(exc)) from None
+    return pd.Series(values, index=patients.index)
+
+
+def as_indicator(values: pd.Series, *, what: str) -> pd.Series:
+    """A logical (or 0/1) result as 0/1 floats, missing kept; anything else is a ConfigError."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("Float64").astype(float)
+    if pd.api.types.is_numeric_dtype(values):
+        numbers = values.astype(float)
+        odd = numbers[numbers.notna() & ~numbers.isin([0.0, 1.0])]
+        if len(odd) == 0:
+            return numbers
+        example = odd.iloc[0]
+    else:
+        present = values.dropna()
+        if len(present) == 0:
+            return pd.Series(np.nan, index=values.index, dtype=float)
+        example = present.iloc[0]
+    raise ConfigError(
+        f"{what} must be true/false (or 0/1); it gives values such as {example!r}. Compare it "
+        "with something, e.g. 'pgr_fmol >= 10'."
+    )
+
+
 def derive_exposure(
     patients: pd.DataFrame, spec: ExposureSpec, *, threshold: float | None = None
 ) -> pd.Series:
@@ -54,6 +98,12 @@ def derive_exposure(
     Series
         0/1 floats for binary exposures, text levels for ``risk_concordance``.
 
+    Raises
+    ------
+    ConfigError
+        The marker is not in the dataset, an expression cannot be evaluated, or an
+        ``expression`` exposure does not give true/false.
+
     Examples
     --------
     >>> spec = ExposureSpec(name="ctc_positive", marker="ctc_count", threshold=5)
@@ -67,18 +117,23 @@ def derive_exposure(
         if spec.marker in ("ctc_count", "ctc_per_7_5ml") and spec.per_7_5ml:
             values = ctc_per_7_5ml(patients)
         else:
-            values = patients[spec.marker].astype(float)
+            values = pd.to_numeric(patients[spec.marker], errors="coerce").astype(float)
         return _at_least(values, cut).rename(spec.name)
+    if spec.kind == "expression":
+        values = evaluate_expression(patients, spec.expr)
+        return as_indicator(values, what=f"exposure {spec.name!r} ({spec.expr!r})").rename(
+            spec.name
+        )
     if spec.kind == "her2_ctc":
         return _at_least(patients["ctc_her2_positive_count"].astype(float), cut).rename(spec.name)
     if spec.kind == "phenotype_score":
-        try:
-            score = patients.eval(spec.formula)
-        except Exception as exc:  # pandas raises many types for a bad expression
+        score = evaluate_expression(patients, spec.formula)
+        if not pd.api.types.is_numeric_dtype(score) or pd.api.types.is_bool_dtype(score):
             raise ConfigError(
-                f"exposure formula {spec.formula!r} cannot be evaluated: {exc}."
-            ) from None
-        return _at_least(pd.Series(score, index=patients.index, dtype=float), cut).rename(spec.name)
+                f"exposure formula {spec.formula!r} must give numbers (a score); got values of "
+                f"type {score.dtype}."
+            )
+        return _at_least(score.astype(float), cut).rename(spec.name)
     if spec.kind == "risk_concordance":
         ctc_high = _at_least(ctc_per_7_5ml(patients), cut)
         clinical = patients["clinical_risk"]
@@ -88,3 +143,68 @@ def derive_exposure(
     raise ConfigError(
         f"exposure kind {spec.kind!r} is derived from serial samples by the runner, not here."
     )
+
+
+def derive_covariates(
+    patients: pd.DataFrame, covariates: Sequence[CovariateSpec], *, where: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The patients with each derived covariate (``expr``) computed into its column, in order.
+
+    A logical result becomes 0/1 floats, a number stays a float, missing stays missing; a
+    text result is kept as text and must be declared categorical. Later covariates may use
+    earlier ones.
+
+    Parameters
+    ----------
+    patients : DataFrame
+        The cohort (after the cohort rules), with the fields as stored (grade as a number).
+    covariates : sequence of CovariateSpec
+        The config's covariates; those without ``expr`` are left as they are.
+    where : sequence of str
+        Optional ``"config.yaml line 12"`` per covariate, for error messages.
+
+    Returns
+    -------
+    DataFrame
+        A copy with the derived columns added.
+
+    Raises
+    ------
+    ConfigError
+        An expression cannot be evaluated, gives dates, or gives text without
+        ``categorical: true``.
+
+    Examples
+    --------
+    >>> cohort = pd.DataFrame({"positive_nodes": [0, 3, None], "grade": [3, 2, 3]})
+    >>> specs = [CovariateSpec("node_positive", expr="positive_nodes > 0"),
+    ...          CovariateSpec("grade3", expr="grade == 3")]
+    >>> derive_covariates(cohort, specs)[["node_positive", "grade3"]].to_numpy().tolist()
+    [[0.0, 1.0], [1.0, 0.0], [nan, 1.0]]
+    """
+    out = patients.copy()
+    for i, cov in enumerate(covariates):
+        if not cov.expr:
+            continue
+        at = where[i] if i < len(where) else ""
+        values = evaluate_expression(out, cov.expr, where=at)
+        prefix = f"{at}: " if at else ""
+        if pd.api.types.is_bool_dtype(values):
+            column = values.astype("Float64").astype(float)
+        elif pd.api.types.is_datetime64_any_dtype(values):
+            raise ConfigError(
+                f"{prefix}derived covariate {cov.name!r} ({cov.expr!r}) gives dates; a "
+                "covariate must be a number, true/false or text levels."
+            )
+        elif pd.api.types.is_numeric_dtype(values):
+            column = values.astype(float)
+        else:
+            if not cov.categorical:
+                example = values.dropna().iloc[0] if values.notna().any() else None
+                raise ConfigError(
+                    f"{prefix}derived covariate {cov.name!r} ({cov.expr!r}) gives text (e.g. "
+                    f"{example!r}); declare it 'categorical: true' with a 'reference' level."
+                )
+            column = values.astype(object).where(values.notna(), None)
+        out[cov.name] = column
+    return out

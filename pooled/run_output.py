@@ -17,6 +17,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from pooled.dataset import ExclusionFlow
+from pooled.model_flow import ModelFlow
 from pooled.results import tidy_frame
 
 OutputKind = Literal[
@@ -39,7 +40,11 @@ RUN_PICKLE = "run.pkl"
 
 @dataclass(frozen=True, slots=True)
 class ModelOutput:
-    """One fitted model of a run, with what a report needs to show it."""
+    """One fitted model of a run, with what a report needs to show it.
+
+    ``flow`` accounts for the cohort patients the model (or, for a sensitivity table, each
+    fit whose patients differ from the main model's) did not use.
+    """
 
     name: str
     kind: OutputKind
@@ -47,6 +52,7 @@ class ModelOutput:
     result: Any
     label: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    flow: ModelFlow | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """The result's tidy table (empty when the result has none)."""
@@ -75,6 +81,9 @@ class RunOutput:
     outputs : the fitted models, in report order.
     provenance : config and data hashes, upload versions per centre, package versions, seed.
     sample_flow : the serial samples' flow (received, excluded by reason, analysed), if any.
+    model_flow : per model, endpoint and centre: the cohort, the patients the model did not
+        use with the reason (endpoint or covariate missing, centre not estimable, left out
+        by a sensitivity analysis) and the patients it analysed (``model_flow.csv``).
     """
 
     name: str
@@ -84,6 +93,7 @@ class RunOutput:
     outputs: tuple[ModelOutput, ...]
     provenance: Mapping[str, Any]
     sample_flow: ExclusionFlow | None = None
+    model_flow: ModelFlow | None = None
 
     def results(self) -> pd.DataFrame:
         """The tidy table of every model (``results.csv``)."""

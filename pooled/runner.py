@@ -3,6 +3,10 @@
 :func:`run_analysis` is what ``pooled run CONFIG`` does after opening the store. It never
 touches the file system itself (the CLI writes the outputs); it returns a
 :class:`~pooled.run_output.RunOutput` that the report renders.
+
+Order: the cohort rules (each a step of the exclusion flow), the exposure, the derived
+covariates, then the models. Every model records which cohort patients it used and why it
+did not use the others (:mod:`pooled.model_flow`); the run's model flow must reconcile.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from harmonization.schema import Reason
-from pooled.config import AnalysisConfig, check_against_data
+from pooled.config import SERIAL_KINDS, AnalysisConfig, check_against_data
 from pooled.dataset import AnalysisDataset
 from pooled.errors import ConvergenceError, DataError, PooledWarning
-from pooled.exposures import derive_exposure
+from pooled.exposures import as_indicator, derive_covariates, derive_exposure, evaluate_expression
+from pooled.model_flow import ModelFlow, account_for_model
 from pooled.run_output import ModelOutput, RunOutput
 
 SUBTYPE = "subtype"
@@ -51,32 +56,55 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
-SERIAL_KINDS = ("change_category", "trajectory_group")
 DAYS_PER_MONTH = 30.4375
 
 
-def select_cohort(
-    ds: AnalysisDataset, cfg: AnalysisConfig, *, progress: bool = False
-) -> tuple[AnalysisDataset, list[ModelOutput]]:
-    """Apply the config's cohort rules and derive the exposure, each step in the flow.
+def apply_cohort_rules(ds: AnalysisDataset, cfg: AnalysisConfig) -> AnalysisDataset:
+    """The config's setting and ``include``/``exclude`` rules, each a step of the flow.
 
-    Returns the cohort and, for exposures from serial samples, the trajectory model and the
-    serial-exposure summary it produced (as model outputs for the report).
+    A rule that is missing for a patient excludes the patient in ``include`` and keeps it in
+    ``exclude`` (:func:`cohort_rule`).
     """
     if cfg.cohort.setting is not None:
         ds = ds.select(
             ds.patients["setting"] == cfg.cohort.setting, Reason.SETTING, cfg.cohort.setting
         )
-    for rule in cfg.cohort.include:
-        ds = ds.select(_evaluate(ds.patients, rule, cfg), Reason.COHORT_RULE, f"include: {rule}")
-    for rule in cfg.cohort.exclude:
-        ds = ds.exclude(_evaluate(ds.patients, rule, cfg), Reason.COHORT_RULE, f"exclude: {rule}")
-    patients = _categorical_as_text(ds.patients, cfg)
+    for i, rule in enumerate(cfg.cohort.include):
+        keep = cohort_rule(ds.patients, rule, where=cfg.where("cohort", "include", i))
+        ds = ds.select(keep, Reason.COHORT_RULE, f"include: {rule}")
+    for i, rule in enumerate(cfg.cohort.exclude):
+        drop = cohort_rule(ds.patients, rule, where=cfg.where("cohort", "exclude", i))
+        ds = ds.exclude(drop, Reason.COHORT_RULE, f"exclude: {rule}")
+    return ds
+
+
+def select_cohort(
+    ds: AnalysisDataset, cfg: AnalysisConfig, *, progress: bool = False
+) -> tuple[AnalysisDataset, list[ModelOutput]]:
+    """Apply the config's cohort rules, derive the exposure and the derived covariates.
+
+    The setting and each ``include``/``exclude`` rule is a step of the exclusion flow (a rule
+    that is missing for a patient excludes the patient in ``include``, keeps it in
+    ``exclude``); patients without the exposure or the primary endpoint leave too. Derived
+    covariates are computed on the fields as stored (``grade == 3`` on the numeric grade),
+    then categorical covariates stored as numbers become text levels.
+
+    Returns the cohort and, for exposures from serial samples, the trajectory model and the
+    serial-exposure summary it produced (as model outputs for the report).
+    """
+    ds = apply_cohort_rules(ds, cfg)
+    patients = ds.patients.copy()
     outputs: list[ModelOutput] = []
     if cfg.exposure.kind in SERIAL_KINDS or cfg.models.trajectory:
         patients, outputs = serial_exposures(patients, ds.samples, cfg, progress=progress)
     if cfg.exposure.kind not in SERIAL_KINDS:
         patients[cfg.exposure.name] = derive_exposure(patients, cfg.exposure)
+    patients = derive_covariates(
+        patients,
+        cfg.covariates,
+        where=[cfg.where("covariates", i, "expr") for i in range(len(cfg.covariates))],
+    )
+    patients = _categorical_as_text(patients, cfg)
     ds = replace(ds, patients=patients)
     ds = ds.exclude(patients[cfg.exposure.name].isna(), Reason.MISSING_MARKER, cfg.exposure.name)
     primary = cfg.endpoints[0]
@@ -216,16 +244,18 @@ def _categorical_as_text(patients: pd.DataFrame, cfg: AnalysisConfig) -> pd.Data
     return out
 
 
-def _evaluate(patients: pd.DataFrame, rule: str, cfg: AnalysisConfig) -> pd.Series:
-    from pooled.errors import ConfigError
+def cohort_rule(patients: pd.DataFrame, rule: str, *, where: str = "") -> pd.Series:
+    """A cohort rule evaluated per patient: True where it holds, False where it does not or
+    is missing (so a missing ``include`` rule excludes and a missing ``exclude`` rule keeps).
 
-    try:
-        result = patients.eval(rule)
-    except Exception as exc:  # pandas raises many types for a bad expression
-        raise ConfigError(
-            f"{cfg.where('cohort')}: cohort rule {rule!r} cannot be evaluated: {exc}."
-        ) from None
-    return pd.Series(result, index=patients.index).fillna(False).astype(bool)
+    Examples
+    --------
+    >>> cohort_rule(pd.DataFrame({"age": [17, 40, None]}), "age >= 18").tolist()
+    [False, True, False]
+    """
+    values = evaluate_expression(patients, rule, where=where)
+    indicator = as_indicator(values, what=f"{where + ': ' if where else ''}cohort rule {rule!r}")
+    return (indicator == 1.0).astype(bool)
 
 
 def _describe(values: pd.Series) -> str:
@@ -359,6 +389,41 @@ def _endpoint_frame(patients: pd.DataFrame, endpoint: str) -> pd.DataFrame:
     return data
 
 
+def _per_centre(frame: pd.DataFrame) -> pd.Series:
+    return frame["centre"].astype(str).value_counts()
+
+
+def _cox_flow(
+    cohort: pd.DataFrame,
+    data: pd.DataFrame,
+    result: Any,
+    model: str,
+    **left_out: Any,
+) -> ModelFlow:
+    """The flow of a Cox fit on ``data`` (rows of the cohort): what the fit dropped, per centre,
+    from its own record (``CoxResult.dropped``), attributed over the cohort."""
+    spec = result.spec
+    dropped = result.dropped
+    lost = (
+        dropped.assign(centre=dropped["centre"].astype(str)).groupby("centre")["n_dropped"].sum()
+        if len(dropped)
+        else pd.Series(dtype=float)
+    )
+    analysed = _per_centre(data).sub(lost, fill_value=0)
+    needed = [] if spec.missing == "mice" else list(spec.covariates)
+    needed += list(spec.strata) + ([spec.cluster] if spec.cluster else [])
+    return account_for_model(
+        cohort,
+        model=model,
+        endpoint=spec.endpoint,
+        analysed=analysed,
+        reported_n=result.n,
+        required=(spec.duration, spec.event),
+        covariates=needed,
+        **left_out,
+    )
+
+
 def _group_names(km: Any, exposure: str) -> dict[str, str]:
     """Display names of binary exposure groups: ``dtc_positive=1.0`` -> ``dtc_positive: yes``."""
     names = {}
@@ -369,7 +434,9 @@ def _group_names(km: Any, exposure: str) -> dict[str, str]:
     return names
 
 
-def _km_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+def _km_outputs(
+    cfg: AnalysisConfig, cohort: pd.DataFrame, data: pd.DataFrame, endpoint: str
+) -> list[ModelOutput]:
     from pooled.models.km import KMSpec, fit_kaplan_meier, logrank_test
 
     duration, event = f"{endpoint}_months", f"{endpoint}_event"
@@ -385,14 +452,25 @@ def _km_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[
     )
     strata = tuple(s for s in cfg.strata if s in data.columns)
     logrank = logrank_test(data, duration, event, cfg.exposure.name, strata, endpoint=endpoint)
+    name = f"km_{endpoint}"
+    flow = account_for_model(
+        cohort,
+        model=name,
+        endpoint=endpoint,
+        analysed=_per_centre(data.loc[data[cfg.exposure.name].notna()]),
+        reported_n=int(km.summary["n"].sum()),
+        required=(duration, event),
+        covariates=(cfg.exposure.name,),
+    )
     return [
         ModelOutput(
-            f"km_{endpoint}",
+            name,
             "km",
             endpoint,
             km,
             f"Kaplan-Meier, {endpoint.upper()} by {cfg.exposure.name}",
             {"logrank": logrank, "group_names": _group_names(km, cfg.exposure.name)},
+            flow=flow,
         ),
         ModelOutput(
             f"logrank_{endpoint}",
@@ -404,7 +482,9 @@ def _km_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[
     ]
 
 
-def _cox_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+def _cox_outputs(
+    cfg: AnalysisConfig, cohort: pd.DataFrame, data: pd.DataFrame, endpoint: str
+) -> list[ModelOutput]:
     from pooled.models.cox import effect_within_levels, fit_cox, interaction_lr_test
     from pooled.models.zph import proportional_hazards_test
 
@@ -424,23 +504,27 @@ def _cox_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list
             analysis=f"{cfg.name}: univariable",
         ),
     )
+    name = f"cox_{endpoint}_univariable"
     outputs.append(
         ModelOutput(
-            f"cox_{endpoint}_univariable",
+            name,
             "cox",
             endpoint,
             univariable,
             f"Stratified Cox, {endpoint.upper()}, univariable",
+            flow=_cox_flow(cohort, data, univariable, name),
         )
     )
     adjusted = fit_cox(data, _cox_spec(cfg, endpoint, interactions=False))
+    name = f"cox_{endpoint}_adjusted"
     outputs.append(
         ModelOutput(
-            f"cox_{endpoint}_adjusted",
+            name,
             "cox",
             endpoint,
             adjusted,
             f"Stratified Cox, {endpoint.upper()}, adjusted",
+            flow=_cox_flow(cohort, data, adjusted, name),
         )
     )
     try:
@@ -459,20 +543,23 @@ def _cox_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list
     for a, b in cfg.interactions:
         marker, by = (a, b) if a == cfg.exposure.name else (b, a)
         spec = _cox_spec(cfg, endpoint, interactions=True, term_lr_tests=False)
+        fit = fit_cox(data, spec)
         result = InteractionOutput(
-            fit=fit_cox(data, spec),
+            fit=fit,
             test=interaction_lr_test(data, spec),
-            within=effect_within_levels(fit_cox(data, spec), marker=marker, by=by),
+            within=effect_within_levels(fit, marker=marker, by=by),
             marker=marker,
             by=by,
         )
+        name = f"interaction_{endpoint}_{by}"
         outputs.append(
             ModelOutput(
-                f"interaction_{endpoint}_{by}",
+                name,
                 "interaction",
                 endpoint,
                 result,
                 f"{marker} x {by}, {endpoint.upper()}",
+                flow=_cox_flow(cohort, data, fit, name),
             )
         )
     return outputs
@@ -494,29 +581,104 @@ class InteractionOutput:
         return pd.concat([self.within, test], ignore_index=True)
 
 
-def _two_stage_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+def _two_stage_outputs(
+    cfg: AnalysisConfig, cohort: pd.DataFrame, data: pd.DataFrame, endpoint: str
+) -> list[ModelOutput]:
     from pooled.models.meta import MetaSpec
     from pooled.models.two_stage import TwoStageSpec, fit_two_stage
 
-    cox = _cox_spec(cfg, endpoint, interactions=False, strata=())
+    cox = _cox_spec(cfg, endpoint, interactions=False, strata=(), ties=cfg.models.two_stage_ties)
     spec = TwoStageSpec(
         cox=cox,
         marker=cfg.exposure.name,
         meta=MetaSpec(method=cfg.models.meta_method, knha=cfg.models.knha),
     )
     result = fit_two_stage(data, spec)
-    return [
+    table = result.per_centre
+    included = table["included"].to_numpy(dtype=bool)
+    stage_one = spec.stage_one
+    name = f"two_stage_{endpoint}"
+    flow = account_for_model(
+        cohort,
+        model=name,
+        endpoint=endpoint,
+        analysed={
+            str(c): int(n) if inc else 0
+            for c, n, inc in zip(table["centre"], table["n"], included, strict=True)
+        },
+        reported_n=int(table.loc[included, "n"].sum()),
+        required=(stage_one.duration, stage_one.event),
+        covariates=(*stage_one.covariates, *stage_one.strata),
+        centre_reasons={
+            str(c): str(r)
+            for c, r, inc in zip(table["centre"], table["reason"], included, strict=True)
+            if not inc
+        },
+    )
+    label = f"{cfg.models.meta_method}{', Hartung-Knapp' if cfg.models.knha else ''}"
+    outputs = [
         ModelOutput(
-            f"two_stage_{endpoint}",
+            name,
             "two_stage",
             endpoint,
             result,
-            f"Two-stage random effects ({cfg.models.meta_method}), {endpoint.upper()}",
+            f"Two-stage random effects ({label}), {endpoint.upper()}",
+            flow=flow,
         )
     ]
+    if len(cfg.models.meta_methods) > 1:
+        outputs.append(_two_stage_sensitivity(cfg, result, endpoint))
+    return outputs
 
 
-def _bayes_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> list[ModelOutput]:
+def _two_stage_sensitivity(cfg: AnalysisConfig, result: Any, endpoint: str) -> ModelOutput:
+    """The pooled estimate under each further tau^2 estimator (same centres, same estimates)."""
+    from pooled.models.meta import MetaSpec, fit_meta
+    from pooled.results import tidy_frame
+
+    table = result.per_centre.loc[result.per_centre["included"].astype(bool)]
+    rows: list[dict[str, Any]] = []
+    for method in cfg.models.meta_methods[1:]:
+        spec = MetaSpec(method=method, knha=cfg.models.knha)
+        label = f"two-stage {spec.label}"
+        try:
+            meta = fit_meta(
+                table["log_hr"].to_numpy(),
+                table["se"].to_numpy() ** 2,
+                spec,
+                labels=list(table["centre"]),
+                term=cfg.exposure.name,
+            )
+            pooled = meta.to_frame(analysis=cfg.name, endpoint=endpoint)
+            found = pooled.loc[pooled["row_type"] == "pooled"].iloc[0]
+            row = {str(key): value for key, value in found.items()}
+        except (DataError, ConvergenceError) as exc:
+            warnings.warn(
+                f"sensitivity analysis '{label}' ({endpoint}) skipped: {exc}",
+                PooledWarning,
+                stacklevel=3,
+            )
+            row = {"term": cfg.exposure.name, "note": f"not estimable: {exc}"}
+        row.update(
+            model=f"sensitivity: {label}",
+            analysis=cfg.name,
+            endpoint=endpoint,
+            n=int(table["n"].sum()),
+            events=int(table["events"].sum()),
+        )
+        rows.append(row)
+    return ModelOutput(
+        f"sensitivity_two_stage_{endpoint}",
+        "sensitivity",
+        endpoint,
+        SensitivityResult(tidy_frame(rows)),
+        f"Two-stage sensitivity analyses (tau^2 estimator), {endpoint.upper()}",
+    )
+
+
+def _bayes_outputs(
+    cfg: AnalysisConfig, cohort: pd.DataFrame, data: pd.DataFrame, endpoint: str
+) -> list[ModelOutput]:
     from pooled.models.bayes import BayesSpec, PriorSpec, SamplerSpec, fit_bayes_survival
 
     covariates = tuple(c.name for c in cfg.covariates if c.name not in (cfg.exposure.name, SUBTYPE))
@@ -544,38 +706,65 @@ def _bayes_outputs(cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str) -> li
         analysis=cfg.name,
         endpoint=endpoint,
     )
-    columns = [spec.duration, spec.event, spec.marker, "centre", *covariates] + (
-        [SUBTYPE] if has_subtype else []
-    )
-    complete = data.dropna(subset=columns)
+    needed = [spec.marker, "centre", *covariates] + ([SUBTYPE] if has_subtype else [])
+    complete = data.dropna(subset=[spec.duration, spec.event, *needed])
     result = fit_bayes_survival(complete, spec, seed=cfg.seed)
+    name = f"bayes_{endpoint}"
+    flow = account_for_model(
+        cohort,
+        model=name,
+        endpoint=endpoint,
+        analysed=_per_centre(complete),
+        reported_n=int(result.n),
+        required=(spec.duration, spec.event),
+        covariates=needed,
+    )
     return [
         ModelOutput(
-            f"bayes_{endpoint}",
+            name,
             "bayes",
             endpoint,
             result,
             f"Bayesian hierarchical piecewise-exponential model, {endpoint.upper()}",
+            flow=flow,
         )
     ]
 
 
 def _sensitivity_outputs(
-    cfg: AnalysisConfig, data: pd.DataFrame, endpoint: str
+    cfg: AnalysisConfig, cohort: pd.DataFrame, data: pd.DataFrame, endpoint: str
 ) -> list[ModelOutput]:
     from pooled.models.cox import fit_cox
     from pooled.results import tidy_frame
 
     rows: list[dict[str, Any]] = []
+    flows: list[ModelFlow] = []
+    output = f"sensitivity_{endpoint}"
+    primary = _cox_spec(cfg, endpoint, interactions=False)
+    needed = [*primary.covariates, *primary.strata]
+    reference = account_for_model(  # the patients of the adjusted model, to compare with
+        cohort,
+        model="",
+        endpoint=endpoint,
+        analysed=_per_centre(data.dropna(subset=needed)),
+        required=(primary.duration, primary.event),
+        covariates=needed,
+    )
 
-    def marker_row(subset: pd.DataFrame, label: str, **changes: Any) -> None:
+    def marker_row(
+        subset: pd.DataFrame, label: str, left_out: dict[str, Any] | None = None, **changes: Any
+    ) -> None:
         """The marker's HR on ``subset``; an analysis the data cannot support is a row with a note."""
         spec = _cox_spec(cfg, endpoint, interactions=False, term_lr_tests=False, **changes)
         row: dict[str, Any]
         try:
-            frame = fit_cox(subset, spec).to_frame()
+            fit = fit_cox(subset, spec)
+            frame = fit.to_frame()
             found = frame.loc[frame["term"] == cfg.exposure.name].iloc[0]
             row = {str(key): value for key, value in found.items()}
+            flow = _cox_flow(cohort, subset, fit, f"{output}: {label}", **(left_out or {}))
+            if not ModelFlow.concat([reference, flow]).same_patients("", f"{output}: {label}"):
+                flows.append(flow)
         except DataError as exc:
             warnings.warn(
                 f"sensitivity analysis '{label}' ({endpoint}) skipped: {exc}",
@@ -586,24 +775,42 @@ def _sensitivity_outputs(
         row.update(model=f"sensitivity: {label}", analysis=cfg.name, endpoint=endpoint)
         rows.append(row)
 
+    for ties in cfg.models.cox_ties[1:]:
+        marker_row(data, f"ties {ties}", ties=ties)
     if cfg.sensitivity.leave_one_centre_out and data["centre"].nunique() > 1:
         for centre in sorted(data["centre"].unique()):
-            marker_row(data.loc[data["centre"] != centre], f"without {centre}")
+            label = f"without {centre}"
+            marker_row(
+                data.loc[data["centre"] != centre],
+                label,
+                {"left_out": cohort["centre"] == centre, "left_out_detail": label},
+            )
     for threshold in cfg.sensitivity.thresholds:
+        label = f"cut-off >= {threshold:g}"
         alt = data.copy()
         alt[cfg.exposure.name] = derive_exposure(alt, cfg.exposure, threshold=threshold)
-        marker_row(alt.loc[alt[cfg.exposure.name].notna()], f"cut-off >= {threshold:g}")
+        undetermined = derive_exposure(cohort, cfg.exposure, threshold=threshold).isna()
+        marker_row(
+            alt.loc[alt[cfg.exposure.name].notna()],
+            label,
+            {
+                "left_out": undetermined,
+                "left_out_reason": str(Reason.MISSING_MARKER),
+                "left_out_detail": label,
+            },
+        )
     for method in cfg.sensitivity.missing:
         marker_row(data, method.replace("_", "-"), missing=method)
     if not rows:
         return []
     return [
         ModelOutput(
-            f"sensitivity_{endpoint}",
+            output,
             "sensitivity",
             endpoint,
             SensitivityResult(tidy_frame(rows)),
             f"Sensitivity analyses, {endpoint.upper()}",
+            flow=ModelFlow.concat(flows),
         )
     ]
 
@@ -619,6 +826,7 @@ class SensitivityResult:
 
 
 Step = tuple[str, Callable[[], list[ModelOutput]]]
+Fit = Callable[[AnalysisConfig, pd.DataFrame, pd.DataFrame, str], list[ModelOutput]]
 
 
 def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = False) -> RunOutput:
@@ -630,19 +838,28 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
         From :func:`pooled.config.load_analysis_config`.
     ds : AnalysisDataset
         From :func:`pooled.dataset.build_analysis_dataset` (the store's latest or pinned
-        versions); the cohort rules and exposure are applied here, each step in the flow.
+        versions); the cohort rules, exposure and derived covariates are applied here, each
+        exclusion a step in the flow.
     progress : bool
         Show a progress bar over the models.
 
     Returns
     -------
     RunOutput
-        Deterministic for a given config, data and seed.
+        Deterministic for a given config, data and seed. ``model_flow`` accounts, per model
+        and centre, for every cohort patient a model did not use.
+
+    Raises
+    ------
+    DataError
+        If a model's flow does not reconcile (cohort = analysed + excluded per centre, and
+        the analysed total equals the model's ``n``).
 
     Examples
     --------
     >>> run = run_analysis(load_analysis_config("configs/analyses/paddy.yaml"), ds)  # doctest: +SKIP
     >>> run.results().query("term == 'dtc_positive'")  # doctest: +SKIP
+    >>> run.model_flow.summary()  # doctest: +SKIP
     """
     from pooled.models.km import median_followup
 
@@ -652,18 +869,24 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
     check_against_data(cfg, patients)
     steps: list[Step] = []
     sensitivity = cfg.sensitivity
+    any_sensitivity = bool(
+        sensitivity.leave_one_centre_out
+        or sensitivity.thresholds
+        or sensitivity.missing
+        or len(cfg.models.cox_ties) > 1
+    )
     for endpoint in cfg.endpoints:
         data = _endpoint_frame(patients, endpoint)
-        wanted: list[tuple[str, bool, Callable[[AnalysisConfig, pd.DataFrame, str], list[ModelOutput]]]] = [
+        wanted: list[tuple[str, bool, Fit]] = [
             ("Kaplan-Meier", cfg.models.km, _km_outputs),
             ("Cox", cfg.models.cox, _cox_outputs),
             ("two-stage", cfg.models.two_stage and cfg.exposure.kind not in SERIAL_KINDS, _two_stage_outputs),
             ("Bayesian", cfg.models.bayes and (not cfg.models.bayes_endpoints or endpoint in cfg.models.bayes_endpoints), _bayes_outputs),
-            ("sensitivity", endpoint == cfg.endpoints[0] and bool(sensitivity.leave_one_centre_out or sensitivity.thresholds or sensitivity.missing), _sensitivity_outputs),
+            ("sensitivity", endpoint == cfg.endpoints[0] and any_sensitivity, _sensitivity_outputs),
         ]  # fmt: skip
         for label, enabled, fit in wanted:
             if enabled:
-                steps.append((f"{label} {endpoint}", partial(fit, cfg, data, endpoint)))
+                steps.append((f"{label} {endpoint}", partial(fit, cfg, patients, data, endpoint)))
     primary = cfg.endpoints[0]
     followup = median_followup(
         _endpoint_frame(patients, primary),
@@ -685,6 +908,8 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
         steps.append(("exposure comparison", lambda: _comparison_outputs(cfg, patients)))
     skipped: list[dict[str, str]] = []
     outputs.extend(_run_steps(steps, progress, skipped))
+    model_flow = ModelFlow.concat(o.flow for o in outputs)
+    model_flow.check()
     exposure = cfg.exposure.name
     return RunOutput(
         name=cfg.name,
@@ -696,9 +921,11 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
         },
         outputs=tuple(outputs),
         sample_flow=cohort.sample_flow,
+        model_flow=model_flow,
         provenance={
             "config": cfg.path,
             "config_sha256": cfg.sha256,
+            "schema": cfg.schema.path if cfg.schema is not None else "",
             "seed": cfg.seed,
             "store": ds.provenance.get("store", ""),
             "upload_versions": dict(ds.versions),

@@ -28,7 +28,12 @@ from pooled.report.html import (
     page_html,
     table_html,
 )
-from pooled.report.tables import bayes_table, hazard_ratio_table, write_tables_xlsx
+from pooled.report.tables import (
+    bayes_table,
+    hazard_ratio_table,
+    model_flow_table,
+    write_tables_xlsx,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -193,6 +198,18 @@ def _flow_section(r: _Renderer, section: Section) -> None:
     section.add(
         r.figure("exclusion_flow", "Exclusion flow, all centres", lambda: flow_diagram(flow))
     )
+    used = model_flow_table(r.run)
+    if len(used):
+        section.add("<h3>Patients used by each model</h3>")
+        section.add(
+            _note(
+                "Cohort patients each model did not use, by reason (counted at the first "
+                "reason: left out by the analysis, endpoint missing, first missing covariate "
+                "in model order, centre not estimable) and the patients analysed; per centre "
+                "in model_flow.csv."
+            )
+        )
+        section.add(table_html(used, attrs={"class": "flow"}))
     sample_flow = getattr(r.run, "sample_flow", None)
     if sample_flow is not None:
         section.add("<h3>Serial samples</h3>")

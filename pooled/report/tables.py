@@ -25,6 +25,7 @@ __all__ = [
     "format_number",
     "heterogeneity_table",
     "hazard_ratio_table",
+    "model_flow_table",
     "subgroup_table",
     "write_tables_xlsx",
 ]
@@ -35,7 +36,7 @@ _RATIO |= {"95% CI upper", "PI lower", "PI upper"}
 _P = {"p_value", "q_p_value", "lr_p_value", "p", "Q p", "Interaction p", "LR p"}
 _PERCENT = {"i2", "weight_percent", "I^2 (%)", "Weight (%)"}
 _INTEGER = {"n", "events", "k", "q_df", "df", "n_risk", "n_patients", "Patients", "Events"}
-_INTEGER |= {"received", "analysed", "Centres", "n_groups", "divergences"}
+_INTEGER |= {"received", "analysed", "Centres", "n_groups", "divergences", "cohort"}
 _PROBABILITY = {"prob_hr_gt_1", "P(HR > 1)", "r_hat", "mcse_median"}
 _ROUNDED = {"ess_bulk", "ess_tail", "aic", "bic", "loglik", "chisq", "Q"}
 
@@ -270,6 +271,15 @@ _BAYES_COLUMNS = [
 ]
 
 
+def model_flow_table(run: RunOutput) -> pd.DataFrame:
+    """Patients used by each model: cohort, left out by reason, analysed (summed over
+    centres), and how many miss each covariate; empty for runs without a model flow."""
+    flow = getattr(run, "model_flow", None)
+    if flow is None or not len(flow.table):
+        return pd.DataFrame()
+    return flow.summary()
+
+
 def bayes_table(out: ModelOutput) -> pd.DataFrame:
     """Posterior summary of a Bayesian output with its convergence diagnostics."""
     frame = out.to_frame()
@@ -325,7 +335,8 @@ def _format_sheet(sheet: Any, frame: pd.DataFrame, note: str = "") -> None:
 def write_tables_xlsx(run: RunOutput, path: str | Path) -> Path:
     """Write the publication tables of a run to one workbook.
 
-    Sheets: the exclusion flow per centre; each patient-characteristics table (e.g. by
+    Sheets: the exclusion flow per centre; the patients each model used; each
+    patient-characteristics table (e.g. by
     marker status, by centre); hazard ratios; heterogeneity; subgroups; Bayesian
     posteriors; and all results (the raw tidy table). Headers are bold with a rule, columns
     sized to their contents, numbers kept as numbers with manuscript number formats.
@@ -339,6 +350,15 @@ def write_tables_xlsx(run: RunOutput, path: str | Path) -> Path:
     sheets: list[tuple[str, pd.DataFrame, str]] = [
         ("Exclusion flow", run.flow.to_frame(), "Patients per centre at each step.")
     ]
+    model_use = model_flow_table(run)
+    if len(model_use):
+        sheets.append(
+            (
+                "Model flow",
+                model_use,
+                "Cohort patients each model used; per centre in model_flow.csv.",
+            )
+        )
     for name, table in run.characteristics.items():
         sheets.append((f"Characteristics {name.replace('_', ' ')}", table, ""))
     sheets.append(
