@@ -36,6 +36,7 @@ __all__ = [
     "SEVERITY_FILLS",
     "summary_table",
     "summary_text",
+    "write_frames_xlsx",
     "write_validation_json",
     "write_validation_xlsx",
 ]
@@ -368,6 +369,35 @@ def write_validation_xlsx(
     for table in tables_or_raw:
         mine = f.loc[(f["file"] == table.file) & (f["sheet"].fillna("") == (table.sheet or ""))]
         _data_sheet(workbook, table, mine, used)
+    workbook.save(path)
+    return path
+
+
+def write_frames_xlsx(frames: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    """Tables as sheets of one workbook, text kept as text (a cell starting with '=' never
+    becomes a formula), dates as dates, missing as empty.
+
+    Examples
+    --------
+    >>> write_frames_xlsx({"patients": ds.patients}, "analysis.xlsx")  # doctest: +SKIP
+    """
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+
+    path = Path(path)
+    workbook = Workbook(write_only=True)
+    used: set[str] = set()
+    for name, frame in frames.items():
+        sheet = workbook.create_sheet(_safe_title(name, used))
+        header = []
+        for column in frame.columns:
+            cell = _as_text(WriteOnlyCell(sheet, value=str(column)))
+            cell.font = Font(bold=True)
+            header.append(cell)
+        sheet.append(header)
+        for row in frame.itertuples(index=False, name=None):
+            sheet.append([_safe(sheet, v) for v in row])
     workbook.save(path)
     return path
 

@@ -278,25 +278,45 @@ def dataset_command(
     origin: Annotated[
         str | None, typer.Option(help="Time origin: diagnosis, surgery or sample.")
     ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="Schema YAML (default: the one the data were ingested with)."),
+    ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """Build the analysis dataset (one row per patient) and its exclusion flow."""
+    """Build the analysis dataset (one row per patient) and its exclusion flow.
+
+    Writes OUT and OUT_flow.csv beside it; existing files are not replaced unless
+    --overwrite is given.
+    """
+    from harmonization.report import write_frames_xlsx
+    from harmonization.schema import load_schema
     from harmonization.store import Store
     from pooled.dataset import build_analysis_dataset
 
+    flow_path = out.with_name(out.stem + "_flow.csv")
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".xlsx"):
+        raise typer.BadParameter(f"--out must end in .csv, .parquet or .xlsx; got {out.name!r}.")
+    for path in (out, flow_path):
+        if path.is_dir() or (path.exists() and not overwrite):
+            raise OutputExistsError(
+                f"{path} already exists; nothing was written. Choose another --out, or pass "
+                "--overwrite to replace the dataset files."
+            )
     with Store(store, read_only=True) as db:
-        ds = build_analysis_dataset(db, centres=centre, versions=_pinned(version), origin=origin)
+        ds = build_analysis_dataset(
+            db, centres=centre, versions=_pinned(version), origin=origin,
+            schema=load_schema(schema) if schema else None,
+        )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     flow = ds.flow.to_frame()
-    suffix = out.suffix.lower()
     if suffix == ".parquet":
         ds.patients.to_parquet(out, index=False)
     elif suffix == ".xlsx":
-        with pd.ExcelWriter(out, engine="openpyxl") as writer:
-            ds.patients.to_excel(writer, sheet_name="patients", index=False)
-            flow.to_excel(writer, sheet_name="exclusion_flow", index=False)
+        write_frames_xlsx({"patients": ds.patients, "exclusion_flow": flow}, out)
     else:
         ds.patients.to_csv(out, index=False)
-    flow_path = out.with_name(out.stem + "_flow.csv")
     flow.to_csv(flow_path, index=False)
     console.print(
         f"{len(ds.patients)} patients from {len(ds.versions)} centres -> {out}; "
@@ -335,29 +355,80 @@ def write_run(run_output: Any, out: Path) -> Path:
 
 
 def run_config(
-    config: Path, *, store: Path | None, out: Path | None, progress: bool = True
+    config: Path,
+    *,
+    store: Path | None,
+    out: Path | None,
+    progress: bool = True,
+    schema: Path | None = None,
 ) -> Path:
-    """Load a config, build the dataset from the store, run the models, write the outputs."""
+    """Load a config, build the dataset from the store, run the models, write the outputs.
+
+    The schema is, in this order: ``schema`` (``--schema``), the config's ``schema:`` key,
+    the schema the chosen store versions were ingested with, the default schema.
+    """
+    from harmonization.schema import load_schema
     from harmonization.store import Store
-    from pooled.config import load_analysis_config
     from pooled.dataset import build_analysis_dataset
     from pooled.runner import run_analysis
 
-    cfg = load_analysis_config(config)
+    cfg = load_run_config(config, store=store, schema=load_schema(schema) if schema else None)
     target = out or (Path(cfg.output) if cfg.output else Path("reports") / cfg.name)
     check_run_folder(target)
-    store_path = store or Path(cfg.data.store)
-    if not store_path.is_absolute() and store is None and not store_path.exists():
-        store_path = config.parent / store_path
-    with Store(store_path, read_only=True) as db:
+    with Store(_store_path(config, store, cfg.data.store), read_only=True) as db:
         ds = build_analysis_dataset(
             db,
             centres=cfg.data.centres or None,
             versions=dict(cfg.data.versions) or None,
             origin=cfg.origin,
+            schema=cfg.schema,
         )
     run_output = run_analysis(cfg, ds, progress=progress)
     return write_run(run_output, target)
+
+
+def _store_path(config: Path, store: Path | None, declared: str) -> Path:
+    """``--store``, else the config's ``data.store`` (relative to the working folder, then to
+    the config's folder)."""
+    if store is not None:
+        return store
+    path = Path(declared)
+    if not path.is_absolute() and not path.exists():
+        path = config.parent / path
+    return path
+
+
+def load_run_config(config: Path, *, store: Path | None, schema: Any = None) -> Any:
+    """The config checked against the schema its run will use (see :func:`run_config`)."""
+    from harmonization.errors import HarmonizationError
+    from harmonization.store import Store
+    from harmonization.yamlio import YamlProblem, load_yaml, read_yaml_text
+    from pooled.config import load_analysis_config
+
+    if schema is not None:
+        return load_analysis_config(config, schema=schema)
+    try:
+        raw = load_yaml(read_yaml_text(config))
+    except (OSError, YamlProblem):
+        return load_analysis_config(config)  # raises the config's own one-line error
+    if not isinstance(raw, dict) or raw.get("schema"):
+        return load_analysis_config(config)
+    data: dict[str, Any] = raw["data"] if isinstance(raw.get("data"), dict) else {}
+    path = _store_path(config, store, str(data.get("store", "pooled.db")))
+    if not path.is_file():
+        return load_analysis_config(config)
+    centres = data.get("centres")
+    pinned = data.get("versions")
+    try:
+        with Store(path, read_only=True) as db:
+            chosen = db.resolve_versions(
+                None if centres in (None, "all") else [str(c) for c in centres],
+                pinned if isinstance(pinned, dict) else None,
+            )
+            recorded = db.schema_for(chosen)
+    except (HarmonizationError, TypeError, ValueError):
+        return load_analysis_config(config)  # the run reports the store's problem itself
+    return load_analysis_config(config, schema=recorded)
 
 
 def check_run_folder(target: Path) -> None:
@@ -389,9 +460,16 @@ def run_command(
     store: Annotated[
         Path | None, typer.Option("--store", "-s", help="Override the config's store.")
     ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            help="Schema YAML (default: the config's schema:, else the one the data were "
+            "ingested with, else configs/schema.yaml)."
+        ),
+    ] = None,
 ) -> None:
     """Run an analysis config: results.csv, tables.xlsx, figures/, report.html, run.json."""
-    html = run_config(config, store=store, out=out)
+    html = run_config(config, store=store, out=out, schema=schema)
     console.print(f"Report: {html}")
 
 

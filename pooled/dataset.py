@@ -175,6 +175,7 @@ def build_analysis_dataset(
     centres: Iterable[str] | None = None,
     versions: Mapping[str, int] | None = None,
     origin: str | None = None,
+    schema: Any = None,
 ) -> AnalysisDataset:
     """Build the analysis dataset from the store.
 
@@ -188,7 +189,12 @@ def build_analysis_dataset(
         Pinned versions; other centres use their latest accepted version.
     origin : {"diagnosis", "surgery", "sample"}, optional
         Time origin of the endpoints; default the schema's (per setting). When given, the
-        ``<endpoint>_months`` of centres that deliver dates are recomputed from the dates.
+        ``<endpoint>_months`` of centres that deliver dates are recomputed from the dates,
+        and delivered durations counted from another origin are converted where both
+        origin dates are known (see :func:`recompute_endpoints`).
+    schema : Schema, optional
+        The schema for recomputing endpoints; default the one the chosen versions were
+        ingested with, else ``configs/schema.yaml``.
 
     Returns
     -------
@@ -229,7 +235,9 @@ def build_analysis_dataset(
     patients = patients.loc[~blocking].reset_index(drop=True)
     not_converted: dict[str, int] = {}
     if origin is not None:
-        patients, not_converted = recompute_endpoints(patients, origin)
+        if schema is None and hasattr(store, "schema_for"):
+            schema = store.schema_for(chosen)
+        patients, not_converted = recompute_endpoints(patients, origin, schema=schema)
     sample_flow = None
     if len(samples):
         sample_flow = ExclusionFlow.start(samples["centre"])

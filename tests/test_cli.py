@@ -220,6 +220,11 @@ def test_ingest_then_dataset(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(out)) == 15
     result = _invoke("dataset", "--store", str(store), "--out", str(out), "--version", "ulm=1")
+    assert result.exit_code == 2 and "already exists" in result.output  # never silently replaced
+    assert len(pd.read_csv(out)) == 15
+    result = _invoke(
+        "dataset", "--store", str(store), "--out", str(out), "--version", "ulm=1", "--overwrite"
+    )
     assert len(pd.read_csv(out)) == 12
     flow = pd.read_csv(tmp_path / "ds_flow.csv")
     assert flow.loc[flow["centre"] == "ulm", "analysed"].item() == 12
