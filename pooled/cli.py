@@ -1,8 +1,9 @@
 """The ``pooled`` command. The only module that touches both packages and the file system.
 
 Exit codes: 0 success (no errors found), 1 errors found in the data, 2 the input could not
-be used at all (unreadable file, bad mapping or config) -- always with a one-line reason,
-never a traceback.
+be used at all (unreadable file, bad mapping or config, an output that would overwrite
+something) -- always with a one-line reason, never a traceback; 3 an internal error (a bug in
+pooled: one line, the traceback saved to a file to attach to the bug report).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
+EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE, EXIT_BUG = 0, 1, 2, 3
 
 
 def _friendly(func: F) -> F:
@@ -50,6 +51,22 @@ def _friendly(func: F) -> F:
         except KeyboardInterrupt:  # pragma: no cover
             err_console.print("interrupted")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit, typer.BadParameter):
+            raise
+        except Exception as exc:  # a bug: one line here, the traceback in a file
+            import tempfile
+            import traceback
+
+            with tempfile.NamedTemporaryFile(
+                "w", prefix="pooled-error-", suffix=".txt", delete=False, encoding="utf-8"
+            ) as handle:
+                traceback.print_exc(file=handle)
+            err_console.print(
+                f"[bold red]internal error[/] ({type(exc).__name__}: {exc}); this is a bug in "
+                f"pooled, not in your data. Please report it with {handle.name}.",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_BUG) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -327,12 +344,11 @@ def dataset_command(
 def write_run(run_output: Any, out: Path) -> Path:
     """Write a run's files: results.csv, exclusion_flow.csv, model_flow.csv, run.json, run.pkl
     and the rendered report."""
-    import json
 
     from pooled.report.render import render_report
 
     out.mkdir(parents=True, exist_ok=True)
-    run_output.save(out)
+    run_output.save(out)  # run.pkl and run.json (with run.pkl's checksum for `pooled report`)
     run_output.results().to_csv(out / "results.csv", index=False)
     run_output.flow.to_frame().to_csv(out / "exclusion_flow.csv", index=False)
     model_flow = getattr(run_output, "model_flow", None)
@@ -340,14 +356,6 @@ def write_run(run_output: Any, out: Path) -> Path:
         model_flow.to_frame().to_csv(out / "model_flow.csv", index=False)
     if run_output.sample_flow is not None:
         run_output.sample_flow.to_frame().to_csv(out / "sample_flow.csv", index=False)
-    record = {
-        "name": run_output.name,
-        "outputs": [o.name for o in run_output.outputs],
-        **{k: v for k, v in run_output.provenance.items()},
-    }
-    (out / "run.json").write_text(
-        json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"
-    )
     for output in run_output.of_kind("bayes") + run_output.of_kind("bayes_meta"):
         output.result.save_netcdf(out / f"{output.name}.nc")  # reopen with arviz.from_netcdf
     files = render_report(run_output, out)

@@ -107,25 +107,90 @@ class RunOutput:
         return [o for o in self.outputs if o.kind == kind]
 
     def save(self, folder: str | Path) -> Path:
-        """Pickle the run into ``folder/run.pkl`` (read back with :func:`load_run`)."""
+        """Pickle the run into ``folder/run.pkl`` and write ``folder/run.json`` (name,
+        outputs, provenance and run.pkl's sha256, which :func:`load_run` checks)."""
+        import hashlib
+        import json
+
         path = Path(folder) / RUN_PICKLE
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as handle:
             pickle.dump(self, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        record = {
+            "name": self.name,
+            "outputs": [o.name for o in self.outputs],
+            **dict(self.provenance),
+            "run_pkl_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+        (path.parent / "run.json").write_text(
+            json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"
+        )
         return path
 
 
+#: Modules whose classes a saved run may contain (anything else is refused when unpickling).
+_TRUSTED_MODULES = (
+    "pooled", "harmonization", "numpy", "pandas", "scipy", "xarray", "arviz", "datetime",
+    "collections", "copyreg", "_codecs", "types", "functools", "builtins", "pytz", "dateutil",
+    "zoneinfo", "cftime", "enum", "pathlib", "decimal", "uuid", "_operator", "operator",
+)  # fmt: skip
+_UNSAFE_BUILTINS = frozenset(
+    {"eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "delattr",
+     "globals", "locals", "vars", "input", "breakpoint", "exit", "quit", "help", "memoryview"}
+)  # fmt: skip
+
+
+class _RunUnpickler(pickle.Unpickler):
+    """Unpickles only classes of the modules a run is made of."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        root = module.split(".")[0]
+        if root not in _TRUSTED_MODULES or (root == "builtins" and name in _UNSAFE_BUILTINS):
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if root in ("operator", "_operator") and name in ("attrgetter", "methodcaller"):
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 def load_run(folder: str | Path) -> RunOutput:
-    """Read a run saved by :meth:`RunOutput.save`."""
+    """Read a run saved by :meth:`RunOutput.save` (by ``pooled run``).
+
+    Only a ``run.pkl`` whose sha256 equals the one ``pooled run`` recorded in the folder's
+    ``run.json`` is read, and only classes of the modules a run consists of are unpickled:
+    a damaged or foreign file is refused with :class:`~pooled.errors.PooledError`.
+    """
+    import hashlib
+    import json
+
     from pooled.errors import PooledError
 
-    path = Path(folder) / RUN_PICKLE
-    if not path.exists():
+    folder = Path(folder)
+    path = folder / RUN_PICKLE
+    if not path.is_file():
         raise PooledError(
             f"{folder}: no saved run ({RUN_PICKLE}); run `pooled run CONFIG --out {folder}` first."
         )
-    with open(path, "rb") as handle:
-        run = pickle.load(handle)
+    try:
+        record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        expected = record.get("run_pkl_sha256") if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        expected = None
+    if not expected:
+        raise PooledError(
+            f"{folder}: run.json is missing, damaged or does not record run.pkl's checksum, so "
+            f"{RUN_PICKLE} is not read (it could be any file); run the analysis again."
+        )
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise PooledError(
+            f"{path}: does not match the run.pkl that `pooled run` wrote (checksum in run.json); "
+            "it was changed or damaged, so it is not read. Run the analysis again."
+        )
+    try:
+        with open(path, "rb") as handle:
+            run = _RunUnpickler(handle).load()
+    except Exception as exc:  # a damaged pickle raises many types
+        raise PooledError(f"{path}: cannot be read ({type(exc).__name__}: {exc}).") from None
     if not isinstance(run, RunOutput):
         raise PooledError(f"{path}: not a saved pooled run.")
     return run

@@ -376,3 +376,67 @@ def test_rows_whose_centre_column_names_another_centre_are_blocked(tmp_path):
     assert data["centre"].tolist() == ["ulm", "ulm"]
     assert data["blocking"].tolist() == [False, True]
     assert ("centre_mismatch", 3) in rules_at(checked)
+
+
+# -- delivered endpoints: consistency and their time origin ------------------------------------
+
+
+def durations_mapping(**changes: Any) -> dict[str, Any]:
+    doc = small_mapping(
+        delivers="durations",
+        duration_unit="days",
+        columns={
+            "surgery_date": "op", "os_months": "os_days", "os_event": "dead",
+            "dfs_months": "dfs_days", "dfs_event": "dfs",
+        },
+    )  # fmt: skip
+    doc.update(changes)
+    return doc
+
+
+DURATION_HEADER = "id;age;size;dx;lc;op;os_days;dead;dfs_days;dfs"
+
+
+def test_delivered_endpoints_that_contradict_each_other_are_blocked(tmp_path):
+    lines = [
+        DURATION_HEADER,
+        "P1;50;1;01.03.2010;;15.03.2010;1000;1;400;1",
+        "P2;50;1;01.03.2010;;15.03.2010;1000;1;1000;0",  # died, but DFS without event
+        "P3;50;1;01.03.2010;;15.03.2010;1000;0;1200;0",  # DFS time beyond OS time
+        "P4;50;1;01.03.2010;;15.03.2010;1000;0;1000;0",
+    ]
+    checked = check(write(tmp_path / "d.csv", lines), durations_mapping())
+    f = checked.report.findings
+    hits = f.loc[f["rule"] == "endpoint_consistency", ["row", "column"]].values.tolist()
+    assert hits == [[3, "dfs"], [4, "dfs_days"]]
+    assert checked.tables[0].data["blocking"].tolist() == [False, True, True, False]
+
+
+def test_delivered_durations_from_surgery_convert_to_diagnosis_where_dates_allow(tmp_path):
+    import warnings
+
+    from harmonization.store import Store
+    from pooled.dataset import build_analysis_dataset
+    from pooled.errors import PooledWarning
+
+    lines = [
+        DURATION_HEADER,
+        "P1;50;1;01.03.2010;;31.03.2010;1000;1;400;1",  # surgery 30 days after diagnosis
+        "P2;50;1;01.03.2010;;;1000;0;1000;0",  # no surgery date: cannot be converted
+    ]
+    checked = check(write(tmp_path / "o.csv", lines), durations_mapping(origin="surgery"))
+    assert checked.tables[0].data["time_origin"].tolist() == ["surgery", "surgery"]
+    with Store(tmp_path / "s.db") as store:
+        store.ingest(list(checked.tables), checked.report)
+    with Store(tmp_path / "s.db", read_only=True) as store:
+        as_sent = build_analysis_dataset(store).patients
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = build_analysis_dataset(store, origin="diagnosis")
+    months = ds.patients["os_months"].tolist()
+    assert months[0] == pytest.approx((1000 + 30) / 30.4375, rel=1e-12)
+    assert months[1] == pytest.approx(as_sent["os_months"].iloc[1], rel=1e-12)
+    assert ds.patients["time_origin"].tolist() == ["diagnosis", "surgery"]
+    assert ds.provenance["origin_not_converted"] == {"ulm": 1}
+    assert any(issubclass(w.category, PooledWarning) and "ulm (1 patients)" in str(w.message)
+               for w in caught)  # fmt: skip

@@ -214,3 +214,40 @@ def test_bayesian_section(run_output, rendered):
     else:
         assert "no divergences" in text
     assert "r_hat" in text and "ess_bulk" in text
+
+
+def test_report_refuses_a_damaged_or_foreign_run_pkl(run_output, tmp_path):
+    """`pooled report` reads only the run.pkl `pooled run` wrote (checksum in run.json), and
+    never unpickles anything but the classes a run is made of."""
+    import hashlib
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from pooled.cli import app
+    from pooled.errors import PooledError
+    from pooled.run_output import load_run
+
+    run_output.save(tmp_path)
+    pkl = tmp_path / "run.pkl"
+    pkl.write_bytes(pkl.read_bytes()[:200])  # damaged
+    with pytest.raises(PooledError, match="changed or damaged"):
+        load_run(tmp_path)
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    pkl.write_bytes(pickle.dumps(Evil()))
+    record = json.loads((tmp_path / "run.json").read_text())
+    record["run_pkl_sha256"] = hashlib.sha256(pkl.read_bytes()).hexdigest()  # a forged record
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(PooledError, match="refusing to load"):
+        load_run(tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "run.json").unlink()
+    with pytest.raises(PooledError, match="run.json is missing"):
+        load_run(tmp_path)
