@@ -58,9 +58,11 @@ _SOURCE_KEYS = {
     "date_format", "decimal", "file",
 }  # fmt: skip
 _COLUMN_KEYS = {
-    "column", "value", "expr", "codes", "unit", "scale", "date_format", "decimal",
+    "column", "value", "expr", "types", "codes", "unit", "scale", "date_format", "decimal",
     "missing_codes",
 }  # fmt: skip
+#: How an expression may be told to read one of its input columns (``types:``).
+INPUT_TYPES: tuple[str, ...] = ("number", "text", "date")
 #: Accepted spellings of the decimal sign.
 DECIMAL_SIGNS: MappingProxyType[str, str] = MappingProxyType(
     {".": ".", "point": ".", "dot": ".", "period": ".", ",": ",", "comma": ","}
@@ -78,6 +80,9 @@ class ColumnMapping:
     column: str | None = None
     value: Any = None
     expr: str | None = None
+    types: MappingProxyType[str, str] = dataclass_field(
+        default_factory=lambda: MappingProxyType({})
+    )
     codes: MappingProxyType[str, Any] = dataclass_field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -519,11 +524,29 @@ def _column(
             f"{_allowed_text(field_spec)}); fix the mapping."
         )
     expr = None
+    types: dict[str, str] = {}
     if "expr" in spec:
         expr = spec["expr"]
         if not isinstance(expr, str) or not expr.strip():
             raise MappingError(f"{where}.expr: expected an expression text; got {expr!r}.")
-        _compile(expr, where + ".expr")
+        compiled = _compile(expr, where + ".expr")
+        raw_types = spec.get("types") or {}
+        if not isinstance(raw_types, dict):
+            raise MappingError(f"{where}.types: expected column: number|text|date pairs.")
+        for column_name, kind in raw_types.items():
+            if str(column_name) not in compiled.names:
+                raise MappingError(
+                    f"{where}.types: '{column_name}' is not a column the expression reads "
+                    f"({', '.join(compiled.names) or 'none'})."
+                )
+            if kind not in INPUT_TYPES:
+                raise MappingError(
+                    f"{where}.types.{column_name}: must be one of {', '.join(INPUT_TYPES)}; "
+                    f"got {kind!r}."
+                )
+            types[str(column_name)] = str(kind)
+    elif "types" in spec:
+        raise MappingError(f"{where}.types: only an 'expr' entry reads its columns by type.")
     unit = spec.get("unit")
     if unit is None and name.endswith(_DURATION_FIELDS_SUFFIX) and field_spec.unit == "months":
         unit = duration_unit
@@ -545,6 +568,7 @@ def _column(
         column=None if "column" not in spec else str(spec["column"]),
         value=spec.get("value"),
         expr=expr,
+        types=MappingProxyType(types),
         codes=MappingProxyType({_text(k): v for k, v in codes.items()}),
         unit=unit,
         scale=None if scale is None else float(scale),
@@ -714,7 +738,9 @@ def _expression_cells(
         cells, conflicts = _combine_copies(raw, headers, column.field)
         if conflicts is not None:
             problems.append(conflicts)
-        typed, bad = _typed_input(cells, missing_codes, decimal, fmt, raw.epoch)
+        typed, bad = _typed_input(
+            cells, missing_codes, decimal, fmt, raw.epoch, column.types.get(name)
+        )
         inputs[name] = typed
         for mask, rule, message in bad:
             found = _problems(mask, cells.reset_index(drop=True), column.field, rule, message)
@@ -723,22 +749,43 @@ def _expression_cells(
     try:
         result = expr.evaluate(inputs, index=pd.RangeIndex(n))
     except ExpressionError as exc:
-        raise MappingError(f"{exc} (upload {raw.file}; check the columns' contents)") from None
+        read_as = ", ".join(
+            f"'{k}' as {_kind_of(v)}" for k, v in inputs.items()
+        )  # fmt: skip
+        raise MappingError(
+            f"{exc} (upload {raw.file}: read {read_as}; where a column's type was guessed "
+            f"wrongly, say it under 'types:', e.g. types: {{'{expr.names[0]}': number}})"
+        ) from None
     values = result.astype(object).where(result.notna(), None)
     return values.reset_index(drop=True), headers_used, problems
 
 
+def _kind_of(values: pd.Series) -> str:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "dates"
+    return "numbers" if pd.api.types.is_float_dtype(values) else "text"
+
+
 def _typed_input(
-    cells: pd.Series, missing_codes: set[str], decimal: str, fmt: str, epoch: str
+    cells: pd.Series,
+    missing_codes: set[str],
+    decimal: str,
+    fmt: str,
+    epoch: str,
+    kind: str | None = None,
 ) -> tuple[pd.Series, list[tuple[np.ndarray, str, str]]]:
     """An upload column typed for an expression (see :func:`_expression_cells`), and the
-    filled cells that could not be read as that type (mask, rule, message)."""
+    filled cells that could not be read as that type (mask, rule, message).
+
+    ``kind`` (the mapping's ``types:``) says how to read it; otherwise dates when most filled
+    cells are dates, numbers when at least half are numbers, else text.
+    """
     cells = cells.reset_index(drop=True)
     text = cells.map(_text)
     present = ~text.isin(missing_codes).to_numpy()
     n_present = int(present.sum())
     is_datetime = cells.map(lambda v: hasattr(v, "year") and hasattr(v, "month")).to_numpy()
-    if n_present and (is_datetime & present).sum() * 2 > n_present:
+    if kind == "date" or (kind is None and n_present and (is_datetime & present).sum() * 2 > n_present):
         dates, _years = _to_date(cells, fmt, epoch)
         dates = dates.where(pd.Series(present), pd.NaT)
         bad = present & dates.isna().to_numpy()
@@ -746,7 +793,9 @@ def _typed_input(
     numbers, ambiguous = _to_number(cells, decimal)
     with np.errstate(invalid="ignore"):
         numeric = present & np.isfinite(numbers)
-    if n_present == 0 or numeric.sum() * 2 > n_present:
+    if kind == "number" or (
+        kind is None and (n_present == 0 or (numeric | ambiguous).sum() * 2 >= n_present)
+    ):
         values = pd.Series(np.where(numeric, numbers, np.nan), dtype="float64")
         found: list[tuple[np.ndarray, str, str]] = []
         bad = present & ~numeric & ~ambiguous

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -206,3 +207,40 @@ def test_dataset_into_a_folder_that_does_not_exist(tmp_path, two_centres):
     result = _invoke("dataset", "--store", two_centres["store"], "--out", out)
     assert result.exit_code == 0, result.output
     assert out.exists() and (out.parent / "analysis_flow.csv").exists()
+
+
+def test_run_uses_the_schema_the_data_were_ingested_with(tmp_path):
+    """A field added to the schema is accepted by validate and ingest (--schema) and then by
+    `pooled run` without being named again: the run uses the schema recorded in the store."""
+    from tests.pooled.helpers import schema_with_pgr
+
+    schema = schema_with_pgr(tmp_path)
+    store = tmp_path / "pooled.db"
+    for centre, seed in (("ulm", 1), ("tue", 2), ("fre", 3)):
+        frame = clean_patients(80, seed=seed, prefix=f"{centre.upper()}-")
+        rng = np.random.default_rng(seed)
+        frame["pgr_fmol"] = np.round(rng.gamma(1.2, 20.0, len(frame)), 1)
+        doc = mapping_dict([*FIELDS, "pgr_fmol"], centre=centre)
+        doc["sources"][0]["columns"]["setting"] = {"value": "early"}
+        mapping = tmp_path / f"{centre}.yaml"
+        mapping.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        upload = xlsx_upload(tmp_path / f"{centre}.xlsx", frame[[*FIELDS, "pgr_fmol"]])
+        result = _ingest(upload, mapping, store, "--schema", schema)
+        assert result.exit_code == 0, result.output
+    config = tmp_path / "pgr.yaml"
+    config.write_text(
+        "name: pgr\ncohort: {setting: early}\nendpoints: [os]\n"
+        "exposure: {name: pgr_positive, marker: pgr_fmol, threshold: 10}\n"
+        "covariates: [age, {name: node_positive, expr: 'positive_nodes > 0'}]\n"
+        "models: {cox: {ties: efron}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "run"
+    result = _invoke("run", config, "--store", store, "--out", out)
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(out / "results.csv")
+    assert "pgr_positive" in set(results["term"])
+    # with the consortium's default schema the same config is refused, naming that schema
+    refused = _invoke("run", config, "--store", store, "--out", tmp_path / "run2", "--schema",
+                      Path(__file__).resolve().parent.parent / "configs" / "schema.yaml")  # fmt: skip
+    assert refused.exit_code == 2 and "pgr_fmol" in refused.output and "schema.yaml" in refused.output

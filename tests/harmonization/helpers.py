@@ -63,6 +63,7 @@ HEADERS: dict[str, str] = {
     "death_date": "Tod",
     "death_cause": "Todesursache",
     "os_event": "OS-Status",
+    "pgr_fmol": "PgR (fmol/l)",  # only in schemas that add it (tests of schema extensions)
 }
 #: SPSS variable names (no spaces or signs allowed).
 SAV_HEADERS: dict[str, str] = {

@@ -440,3 +440,62 @@ def test_delivered_durations_from_surgery_convert_to_diagnosis_where_dates_allow
     assert ds.provenance["origin_not_converted"] == {"ulm": 1}
     assert any(issubclass(w.category, PooledWarning) and "ulm (1 patients)" in str(w.message)
                for w in caught)  # fmt: skip
+
+
+# -- derived fields from several columns ----------------------------------------------------
+
+
+def test_relapse_free_survival_derived_from_four_columns(tmp_path):
+    """RFS as a centre defines it: recurrence time if recurrence, else time to death or last
+    contact; event = recurrence or death. A bad input cell is a finding on that cell."""
+    doc = small_mapping(
+        delivers="durations",
+        duration_unit="days",
+        columns={
+            "dfs_months": {"expr": "where(Rezidiv == 'ja', `Tage bis Rezidiv`, `Tage bis Tod`)"},
+            "dfs_event": {"expr": "Rezidiv == 'ja' or Tod == 'ja'"},
+            "os_months": "Tage bis Tod",
+            "os_event": "Tod",
+        },
+    )
+    lines = [
+        "id;age;size;dx;lc;Rezidiv;Tage bis Rezidiv;Tod;Tage bis Tod",
+        "P1;50;1;01.03.2010;;ja;400;nein;1000",
+        "P2;50;1;01.03.2010;;nein;;ja;800",
+        "P3;50;1;01.03.2010;;nein;;nein;1200",
+        "P4;50;1;01.03.2010;;ja;12x;nein;900",  # a bad cell in an input of the expression
+    ]
+    checked = check(write(tmp_path / "rfs.csv", lines), doc)
+    data = checked.tables[0].data
+    days = [400, 800, 1200, np.nan]
+    np.testing.assert_allclose(data["dfs_months"], np.array(days) / 30.4375, rtol=1e-12)
+    assert data["dfs_event"].tolist()[:3] == [True, True, False]
+    f = checked.report.findings
+    bad = f.loc[f["rule"] == "type"]
+    assert bad[["row", "column", "value"]].values.tolist() == [[5, "Tage bis Rezidiv", "12x"]]
+    assert "unmapped_column" not in set(f["rule"])  # columns read by an expression are used
+    assert checked.tables[0].column_of["dfs_months"] == "Rezidiv, Tage bis Rezidiv, Tage bis Tod"
+
+
+def test_an_expression_naming_a_missing_column_is_a_mapping_error(tmp_path):
+    doc = small_mapping(columns={"grade": {"expr": "Grad + 1"}})
+    with pytest.raises(MappingError, match="no column 'Grad'"):
+        check(write(tmp_path / "g.csv", [HEADER, row(1)]), doc)
+
+
+def test_a_forbidden_expression_is_refused_when_the_mapping_loads():
+    with pytest.raises(MappingError, match="not allowed"):
+        CentreMapping.from_dict(small_mapping(columns={"grade": {"expr": "age.__class__"}}))
+
+
+def test_types_say_how_an_expression_reads_a_column(tmp_path):
+    doc = small_mapping(
+        columns={"positive_nodes": {"expr": "Knoten", "types": {"Knoten": "number"}}}
+    )
+    lines = ["id;age;size;dx;lc;Knoten", row(1) + ";3", row(2) + ";viele", row(3) + ";keine"]
+    checked = check(write(tmp_path / "k.csv", lines), doc)
+    assert checked.tables[0].data["positive_nodes"].tolist()[0] == 3
+    f = checked.report.findings
+    assert f.loc[f["rule"] == "type", "row"].tolist() == [3, 4]
+    with pytest.raises(MappingError, match="not a column the expression reads"):
+        CentreMapping.from_dict(small_mapping(columns={"grade": {"expr": "G", "types": {"H": "text"}}}))
