@@ -14,10 +14,13 @@ Signals of another centre's file, each on its own enough to stop:
 - an unmapped column headed like a centre column (``centre``, ``zentrum``, ``site``, ...)
   holds another stored centre's code and not this centre's;
 - the patient identifiers have the shape of another centre's stored identifiers (digits
-  replaced by ``9``, e.g. ``TUE-9999``) and not this centre's own;
-- most patients have the fingerprint (diagnosis and surgery dates, age, tumour size, nodes,
-  grade, receptors) or, for identifiers with letters, the identifier of patients another
-  centre already sent;
+  replaced by ``9``, e.g. ``TUE-9999``) while the centre's own stored version uses another
+  shape (a first upload is not judged by its identifiers' shape: centres of one trial often
+  share a numbering scheme);
+- most patients are patients another centre already sent: the same fingerprint (diagnosis
+  and surgery dates, age, tumour size, nodes, grade, receptors), or the same identifier
+  together with the same age or diagnosis date (an identifier alone says nothing when
+  centres number their patients alike);
 - the upload shares almost no patient identifier with the centre's current version.
 """
 
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -225,8 +229,8 @@ def _shapes(
     if share < 0.8 or not re.search(r"[A-Z]", shape):
         return []  # mixed or purely numeric identifiers say nothing about the centre
     own_shape = _dominant(own["patient_id"].dropna().map(id_shape))[0] if len(own) else ""
-    if own_shape == shape:
-        return []
+    if not own_shape or own_shape == shape:
+        return []  # a first upload, or the centre's own shape
     for other, group in others.groupby("centre"):
         other_shape, other_share = _dominant(group["patient_id"].dropna().map(id_shape))
         if other_shape == shape and other_share >= 0.8:
@@ -245,7 +249,7 @@ def _overlap(
 ) -> list[IngestConcern]:
     out: list[IngestConcern] = []
     prints = _fingerprints(data).dropna()
-    has_letters = ids.str.contains(r"[A-Za-z]", regex=True).mean() > 0.5
+    mine = data.loc[data["patient_id"].notna()].reset_index(drop=True)
     for other, group in others.groupby("centre"):
         reasons: list[str] = []
         if len(prints) >= MIN_PATIENTS:
@@ -256,14 +260,33 @@ def _overlap(
                     f"{matched} of {len(prints)} patients have the dates, age, tumour and "
                     f"receptors of patients centre '{other}' already sent"
                 )
-        if has_letters:
-            theirs_ids = set(group["patient_id"].dropna().astype(str).str.strip())
-            same = int(ids.isin(theirs_ids).sum())
-            if same > SHARE * len(ids):
-                reasons.append(f"{same} of {len(ids)} patient ids are centre '{other}''s")
+        their_keys = {k for part in _key_columns(group) for k in part.dropna()}
+        if their_keys:
+            hit = np.zeros(len(mine), dtype=bool)
+            for key_part in _key_columns(mine):
+                hit |= key_part.isin(their_keys).to_numpy()
+            same = int(hit.sum())
+            if same > SHARE * len(mine):
+                reasons.append(
+                    f"{same} of {len(mine)} patients have the id and the age or diagnosis date "
+                    f"of a patient of centre '{other}'"
+                )
         if reasons:
             out.append(IngestConcern("other_centre", "; ".join(reasons) + "."))
     return out
+
+
+def _key_columns(frame: pd.DataFrame) -> list[pd.Series]:
+    """Identifier + age (rounded) and identifier + diagnosis date, where known."""
+    ids = frame["patient_id"].astype(str).str.strip()
+    parts = []
+    if "age" in frame:
+        age = pd.to_numeric(frame["age"], errors="coerce").round(0)
+        parts.append((ids + "|a" + age.astype(str)).where(age.notna()))
+    if "diagnosis_date" in frame:
+        dx = pd.to_datetime(frame["diagnosis_date"], errors="coerce").dt.strftime("%Y-%m-%d")
+        parts.append((ids + "|d" + dx).where(dx.notna()))
+    return parts
 
 
 def summarise(concerns: Sequence[IngestConcern]) -> str:

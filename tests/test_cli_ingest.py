@@ -244,3 +244,16 @@ def test_run_uses_the_schema_the_data_were_ingested_with(tmp_path):
     refused = _invoke("run", config, "--store", store, "--out", tmp_path / "run2", "--schema",
                       Path(__file__).resolve().parent.parent / "configs" / "schema.yaml")  # fmt: skip
     assert refused.exit_code == 2 and "pgr_fmol" in refused.output and "schema.yaml" in refused.output
+
+
+def test_centres_that_number_patients_alike_are_not_mistaken_for_each_other(tmp_path):
+    """Two centres of one trial share an id scheme (SUC-00001, ...) but not their patients:
+    the second centre's first upload is stored (ids alone prove nothing)."""
+    store = tmp_path / "pooled.db"
+    for centre, seed in (("success_a", 5), ("success_b", 6)):
+        frame = clean_patients(60, seed=seed, prefix="SUC-")
+        upload = _upload(tmp_path, centre, frame)
+        result = _ingest(upload, _mapping(tmp_path, centre), store)
+        assert result.exit_code == 0, result.output
+    with Store(store, read_only=True) as db:
+        assert db.latest_versions() == {"success_a": 1, "success_b": 1}
