@@ -47,11 +47,6 @@ CENTRE_HEADERS: frozenset[str] = frozenset(
         "klinik", "ziekenhuis", "centrum", "institution", "studysite", "centreid", "centerid",
     }
 )  # fmt: skip
-#: Fields of the fingerprint that recognises the same patient at two centres.
-FINGERPRINT = (
-    "diagnosis_date", "surgery_date", "age", "tumour_size_mm", "positive_nodes", "grade",
-    "er_status", "pr_status", "her2_status",
-)  # fmt: skip
 MIN_PATIENTS = 10  # fewer patients than this: too few to judge by shares
 SHARE = 0.5  # share of patients that makes a signal
 
@@ -89,26 +84,13 @@ def _dominant(shapes: pd.Series) -> tuple[str, float]:
 
 
 def _fingerprints(frame: pd.DataFrame) -> pd.Series:
+    """The cross-centre duplicate rule's fingerprint, where diagnosis date and age are known."""
+    from harmonization.validate import fingerprint_keys
+
     usable = pd.Series(True, index=frame.index)
     for name in ("diagnosis_date", "age"):
         usable &= frame[name].notna() if name in frame else False
-    parts = []
-    for name in FINGERPRINT:
-        if name not in frame:
-            parts.append(pd.Series("", index=frame.index))
-            continue
-        column = frame[name]
-        if name.endswith("_date"):
-            text = pd.to_datetime(column, errors="coerce").dt.strftime("%Y-%m-%d")
-        elif name in ("age", "tumour_size_mm"):
-            text = pd.to_numeric(column, errors="coerce").round(1).astype(str)
-        else:
-            text = column.astype(object).astype(str)
-        parts.append(text.fillna(""))
-    key = parts[0]
-    for part in parts[1:]:
-        key = key + "|" + part
-    return key.where(usable)
+    return fingerprint_keys(frame).where(usable)
 
 
 def ingest_concerns(

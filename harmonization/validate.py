@@ -1765,14 +1765,15 @@ def _outlier_rows(pooled: pd.DataFrame, spec: ValidationSpec) -> list[dict[str, 
     return rows
 
 
-def _duplicate_rows(pooled: pd.DataFrame) -> list[dict[str, Any]]:
-    need = pooled["fp_diagnosis_date"].notna() & pooled["fp_age"].notna()
-    if pooled["centre"].nunique() < 2 or not need.any():
-        return []
-    part = pooled.loc[need]
-    key = pd.Series("", index=part.index)
+def fingerprint_keys(frame: pd.DataFrame, *, prefix: str = "") -> pd.Series:
+    """One text key per row from the fingerprint fields (``prefix + field`` columns; a
+    missing column counts as empty): the same key at two centres is probably one patient."""
+    key = pd.Series("", index=frame.index)
     for f in FINGERPRINT_FIELDS:
-        col = part["fp_" + f]
+        if prefix + f not in frame:
+            key = key + "|"
+            continue
+        col = frame[prefix + f]
         if f.endswith("_date"):
             text = pd.to_datetime(col, errors="coerce").dt.strftime("%Y-%m-%d")
         elif f in ("age", "tumour_size_mm"):
@@ -1780,7 +1781,15 @@ def _duplicate_rows(pooled: pd.DataFrame) -> list[dict[str, Any]]:
         else:
             text = col.astype(object).astype(str)
         key = key + "|" + text.fillna("")
-    part = part.assign(_key=key.to_numpy())
+    return key
+
+
+def _duplicate_rows(pooled: pd.DataFrame) -> list[dict[str, Any]]:
+    need = pooled["fp_diagnosis_date"].notna() & pooled["fp_age"].notna()
+    if pooled["centre"].nunique() < 2 or not need.any():
+        return []
+    part = pooled.loc[need]
+    part = part.assign(_key=fingerprint_keys(part, prefix="fp_").to_numpy())
     centres_per_key = part.groupby("_key")["centre"].nunique()
     shared = centres_per_key.index[centres_per_key > 1]
     if not len(shared):

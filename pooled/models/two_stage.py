@@ -352,7 +352,9 @@ def fit_two_stage(data: pd.DataFrame, spec: TwoStageSpec) -> TwoStageResult:
             row["reason"] = "no events"
             continue
         if complete[spec.marker].nunique() <= 1:
-            row["reason"] = f"{spec.marker} constant ({complete[spec.marker].iloc[0]!r})"
+            value = complete[spec.marker].iloc[0]
+            shown = f"{value:g}" if isinstance(value, float | np.floating) else str(value)
+            row["reason"] = f"{spec.marker} constant ({shown} for every patient)"
             continue
         if binary:
             problem = _marker_problem(counts, spec.marker)
