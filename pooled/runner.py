@@ -930,6 +930,8 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
             "store": ds.provenance.get("store", ""),
             "upload_versions": dict(ds.versions),
             "upload_sha256": dict(ds.provenance.get("upload_sha256", {})),
+            "time_origin": ds.provenance.get("origin", "schema default"),
+            "origin_not_converted": dict(ds.provenance.get("origin_not_converted", {})),
             "patients_analysed": int(len(patients)),
             "skipped_models": skipped,
             "packages": _package_versions(),
