@@ -307,6 +307,10 @@ def _format_sheet(sheet: Any, frame: pd.DataFrame, note: str = "") -> None:
     bold = Font(bold=True)
     rule = Border(bottom=Side(style="thin"))
     header_row = 1
+    for cells in sheet.iter_rows():
+        for cell in cells:  # a label starting with '=' (e.g. a centre's arm name) stays text
+            if cell.data_type == "f":
+                cell.data_type = "s"
     for cell in sheet[header_row]:
         cell.font = bold
         cell.border = rule

@@ -117,3 +117,22 @@ def test_format_frame_whole_numbers_and_kinds():
     assert shown["hr"].tolist() == ["1.00", "1.23"]
     assert shown["p_value"].tolist() == ["0.500", "<0.001"]
     assert frame["hr"].iloc[1] == 1.23456  # the input is untouched
+
+
+def test_labels_starting_with_equals_stay_text(run_output, tmp_path):
+    """A label from a centre's data (e.g. a treatment arm '=cmd') is text in tables.xlsx."""
+    from dataclasses import replace
+
+    from openpyxl import load_workbook
+
+    from pooled.report.tables import write_tables_xlsx
+
+    table = run_output.characteristics["by_exposure"].copy()
+    table.loc[0, "characteristic"] = '=HYPERLINK("http://x","arm")'
+    run = replace(run_output, characteristics={**run_output.characteristics, "by_exposure": table})
+    path = write_tables_xlsx(run, tmp_path / "tables.xlsx")
+    book = load_workbook(path)
+    kinds = {c.data_type for sheet in book for row in sheet.iter_rows() for c in row}
+    assert "f" not in kinds
+    values = {c.value for sheet in book for row in sheet.iter_rows() for c in row}
+    assert '=HYPERLINK("http://x","arm")' in values
