@@ -127,9 +127,10 @@ def test_labels_starting_with_equals_stay_text(run_output, tmp_path):
 
     from pooled.report.tables import write_tables_xlsx
 
-    table = run_output.characteristics["by_exposure"].copy()
-    table.loc[0, "characteristic"] = '=HYPERLINK("http://x","arm")'
-    run = replace(run_output, characteristics={**run_output.characteristics, "by_exposure": table})
+    name, table = next(iter(run_output.characteristics.items()))
+    table = table.copy()
+    table.iloc[0, 0] = '=HYPERLINK("http://x","arm")'
+    run = replace(run_output, characteristics={**run_output.characteristics, name: table})
     path = write_tables_xlsx(run, tmp_path / "tables.xlsx")
     book = load_workbook(path)
     kinds = {c.data_type for sheet in book for row in sheet.iter_rows() for c in row}
