@@ -36,3 +36,9 @@ class ConvergenceWarning(PooledWarning):
 
 class SamplingWarning(ConvergenceWarning):
     """Bayesian diagnostics out of bounds: R-hat > 1.01, ESS < 400, or divergences."""
+
+
+class FewClustersWarning(PooledWarning):
+    """A cluster-robust covariance rests on too few clusters for the number of coefficients:
+    it is singular (rank at most clusters - 1), so its tests use a generalised inverse on
+    fewer degrees of freedom."""

@@ -12,7 +12,10 @@ convergence rule on the relative change in log-likelihood).
 
 :func:`fit_cox` works on a DataFrame and a :class:`CoxSpec`: it builds the R-style design,
 drops incomplete rows (counted per centre), fits, adds likelihood-ratio p-values per term and,
-when asked, cluster-robust (sandwich) standard errors exactly as ``coxph(..., cluster = )``.
+when asked, cluster-robust (sandwich) standard errors exactly as ``coxph(..., cluster = )``, with
+the robust Wald and score tests. With ``G`` clusters the sandwich has rank at most ``G - 1``, so
+those tests use a generalised inverse with df = its rank (:func:`generalised_wald`) and a
+:class:`~pooled.errors.FewClustersWarning` says so when ``G <= p``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pandas as pd
 import scipy.linalg
 from scipy import stats
 
-from pooled.errors import ConfigError, ConvergenceWarning, DataError
+from pooled.errors import ConfigError, ConvergenceWarning, DataError, FewClustersWarning
 from pooled.models.design import Design, build_design
 from pooled.results import tidy_frame
 
@@ -41,12 +44,14 @@ __all__ = [
     "cox_score_residuals",
     "effect_within_levels",
     "fit_cox",
+    "generalised_wald",
     "interaction_lr_test",
 ]
 
 Ties = Literal["efron", "breslow"]
 _Z975 = float(stats.norm.ppf(0.975))
 _CHUNK = 1 << 13
+RANK_RTOL = 1e-10  # singular values of a correlation matrix below this x the largest are zero
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +501,12 @@ class CoxArraysResult:
 
     ``loglik_init`` is the log partial likelihood at ``init`` (R's ``loglik[1]``) and
     ``score_test`` the score test there; ``loglik_null`` is at beta = 0.
-    ``robust_covariance`` is the clustered sandwich when ``cluster`` was given.
+    ``robust_covariance`` is the clustered sandwich when ``cluster`` was given; then
+    ``robust_wald_test`` / ``robust_wald_df`` are the Wald test of all coefficients with it and
+    ``robust_score_test`` / ``robust_score_df`` the robust score test at ``init`` (R's
+    ``fit$rscore``), each with a generalised inverse and df = its rank
+    (:func:`generalised_wald`). The robust score test is NaN when its rank equals the number of
+    clusters (``G <= p``): it then equals ``G`` whatever the data.
     """
 
     coefficients: np.ndarray
@@ -514,10 +524,77 @@ class CoxArraysResult:
     n: int
     events: int
     ties: str
+    n_clusters: int | None = None
+    robust_wald_test: float = float("nan")
+    robust_wald_df: int = 0
+    robust_score_test: float = float("nan")
+    robust_score_df: int = 0
 
     @property
     def std_errors(self) -> np.ndarray:
         return np.sqrt(np.diag(self.covariance))
+
+
+def generalised_wald(
+    estimate: np.ndarray, covariance: np.ndarray, *, rtol: float = RANK_RTOL
+) -> tuple[float, int]:
+    """Wald statistic ``b' V^+ b`` with a generalised inverse, and the rank of ``V``.
+
+    ``V`` is first scaled to a correlation matrix (``R = D^-1/2 V D^-1/2``, ``D = diag(V)``)
+    so that neither the statistic nor the rank depends on the units of the coefficients; the
+    statistic is ``z' R^+ z`` with ``z = D^-1/2 b`` and ``R^+`` the Moore-Penrose inverse of
+    ``R`` keeping the singular values above ``rtol`` times the largest. The rank is the number
+    kept, the statistic's degrees of freedom. When ``V`` has full rank this is ``b' V^-1 b``.
+    Coefficients with zero (or non-finite) variance are left out.
+
+    Parameters
+    ----------
+    estimate : ndarray, shape (p,)
+        The coefficients tested (against 0), or a score vector.
+    covariance : ndarray, shape (p, p)
+        Their covariance (symmetric, positive semi-definite), e.g. a cluster-robust sandwich.
+    rtol : float
+        Relative singular-value tolerance of the rank (default ``RANK_RTOL`` = 1e-10).
+
+    Returns
+    -------
+    statistic : float
+    rank : int
+
+    References
+    ----------
+    .. [1] Rao CR, Mitra SK. Generalized Inverse of Matrices and its Applications. Wiley; 1971.
+    .. [2] Cameron AC, Miller DL. A practitioner's guide to cluster-robust inference.
+       J Hum Resour 2015;50:317-72. (Section VI: with few clusters the cluster-robust variance
+       has rank at most G - 1, and a Wald test of more than G - 1 restrictions is not possible.)
+
+    Examples
+    --------
+    >>> v = np.array([[1.0, 1.0], [1.0, 1.0]])  # rank 1
+    >>> stat, rank = generalised_wald(np.array([1.0, 1.0]), v)
+    >>> round(stat, 12), rank
+    (1.0, 1)
+    """
+    b = np.asarray(estimate, dtype=np.float64).ravel()
+    v = np.asarray(covariance, dtype=np.float64)
+    if v.shape != (b.size, b.size):
+        raise DataError(
+            f"generalised_wald: covariance expected shape ({b.size}, {b.size}) for {b.size} "
+            f"estimates; found {v.shape}."
+        )
+    d = np.diag(v).copy()
+    use = np.isfinite(d) & (d > 0) & np.isfinite(b)
+    if not use.any():
+        return float("nan"), 0
+    b, v, d = b[use], v[np.ix_(use, use)], np.sqrt(d[use])
+    corr = v / np.outer(d, d)
+    corr = (corr + corr.T) / 2.0
+    if not np.all(np.isfinite(corr)):
+        return float("nan"), 0
+    vecs, sv, _ = np.linalg.svd(corr, hermitian=True)
+    keep = sv > rtol * sv[0]
+    proj = vecs[:, keep].T @ (b / d)
+    return float(np.sum(proj * proj / sv[keep])), int(keep.sum())
 
 
 def _solve(info: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -561,13 +638,23 @@ def cox_fit_arrays(
     max_iter : int
         Maximum Newton iterations.
     cluster : ndarray, optional
-        Cluster labels: adds the clustered sandwich covariance (R's ``cluster =``).
+        Cluster labels: adds the clustered sandwich covariance (R's ``cluster =``) and the
+        robust Wald and score tests (generalised inverse, df = rank; see
+        :func:`generalised_wald`).
     names : sequence of str, optional
         Column names used in error messages.
 
     Returns
     -------
     CoxArraysResult
+
+    Warns
+    -----
+    FewClustersWarning
+        With ``G`` clusters the robust covariance has rank at most ``G - 1``; when that is
+        below the number of coefficients the robust tests lose degrees of freedom (and the
+        robust score test is NaN when ``G <= p``). The fit and its per-coefficient robust SEs
+        are still returned.
 
     References
     ----------
@@ -662,16 +749,44 @@ def cox_fit_arrays(
             )
     wald = float(beta @ info @ beta)
     robust = None
+    n_clusters: int | None = None
+    robust_wald, wald_rank, robust_score, score_rank = float("nan"), 0, float("nan"), 0
     if cluster is not None:
         cluster = np.asarray(cluster)
         if cluster.shape[0] != rs.n:
             raise DataError(f"cluster expected {rs.n} values; found {cluster.shape[0]}.")
-        resid = rs.score_residuals(pt)
-        dfbeta = resid @ covariance
         _, codes = np.unique(cluster, return_inverse=True)
-        summed = np.zeros((codes.max() + 1, p))
-        np.add.at(summed, codes, dfbeta)
+        codes = codes.reshape(-1)
+        n_clusters = int(codes.max()) + 1
+        summed = np.zeros((n_clusters, p))
+        np.add.at(summed, codes, rs.score_residuals(pt) @ covariance)
         robust = summed.T @ summed
+        # R's fit$rscore: score residuals at init (beta = 0 by default) summed by cluster
+        beta_init = np.zeros(p) if init is None else np.asarray(init, dtype=np.float64)
+        scores = np.zeros((n_clusters, p))
+        np.add.at(scores, codes, rs.score_residuals(rs.parts(beta_init)))
+        robust_wald, wald_rank = generalised_wald(beta, robust)
+        robust_score, score_rank = generalised_wald(scores.sum(axis=0), scores.T @ scores)
+        if score_rank >= n_clusters:
+            robust_score = float("nan")  # identically G: u is the sum of G independent scores
+        if n_clusters <= p or wald_rank < p:
+            warnings.warn(
+                f"The cluster-robust covariance rests on {n_clusters} clusters for {p} "
+                f"coefficients: it has rank {wald_rank} < {p} (at most clusters - 1 = "
+                f"{n_clusters - 1}). The robust Wald test uses a generalised inverse on "
+                f"{wald_rank} df"
+                + (
+                    ", and the robust score test is not defined (it equals the number of "
+                    "clusters whatever the data)"
+                    if np.isnan(robust_score)
+                    else ""
+                )
+                + "; the per-coefficient robust SEs rest on very few clusters. Use more "
+                "clusters than coefficients, fewer coefficients, or the model-based covariance "
+                "(no cluster).",
+                FewClustersWarning,
+                stacklevel=2,
+            )
     return CoxArraysResult(
         coefficients=beta,
         covariance=covariance,
@@ -688,6 +803,11 @@ def cox_fit_arrays(
         n=rs.n,
         events=rs.n_events,
         ties=ties,
+        n_clusters=n_clusters,
+        robust_wald_test=robust_wald,
+        robust_wald_df=wald_rank,
+        robust_score_test=robust_score,
+        robust_score_df=score_rank,
     )
 
 
@@ -810,6 +930,14 @@ class CoxResult:
     present, as R's ``summary.coxph`` does. ``dropped`` counts complete-case losses per centre.
     For multiple imputation, estimates and covariance are Rubin-pooled and ``df`` holds the
     Barnard-Rubin degrees of freedom per term.
+
+    ``wald_test`` is on ``wald_df`` degrees of freedom: the number of coefficients, or with a
+    robust covariance its rank (at most ``n_clusters - 1``; a generalised inverse,
+    :func:`generalised_wald`). R's ``summary.coxph`` prints the robust Wald test on ``p`` df
+    whatever the rank, and with ``G <= p`` clusters its number depends on the column order;
+    here the statistic and its df agree with R when ``G > p``. ``robust_score_test`` is R's
+    robust score test (``fit$rscore``) on ``robust_score_df`` df, NaN without a cluster and
+    when ``G <= p`` (R then prints ``G`` whatever the data).
     """
 
     spec: CoxSpec
@@ -832,6 +960,10 @@ class CoxResult:
     n_imputations: int = 0
     df: np.ndarray | None = None
     per_imputation: pd.DataFrame | None = field(default=None)
+    wald_df: int | None = None
+    robust_score_test: float = float("nan")
+    robust_score_df: int = 0
+    n_clusters: int | None = None
 
     @property
     def vcov(self) -> np.ndarray:
@@ -860,7 +992,16 @@ class CoxResult:
 
     @property
     def wald_p_value(self) -> float:
-        return float(stats.chi2.sf(self.wald_test, self.n_parameters))
+        """p-value of ``wald_test`` on ``wald_df`` df (NaN when the df are 0)."""
+        df = self.n_parameters if self.wald_df is None else self.wald_df
+        return float(stats.chi2.sf(self.wald_test, df)) if df > 0 else float("nan")
+
+    @property
+    def robust_score_p_value(self) -> float:
+        """p-value of ``robust_score_test`` on ``robust_score_df`` df (NaN when undefined)."""
+        if self.robust_score_df < 1 or not np.isfinite(self.robust_score_test):
+            return float("nan")
+        return float(stats.chi2.sf(self.robust_score_test, self.robust_score_df))
 
     @property
     def score_p_value(self) -> float:
@@ -1027,7 +1168,8 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
     -------
     CoxResult
         Coefficients, covariance (and robust covariance), log-likelihoods, global LR / Wald /
-        score tests, per-term LR p-values, dropped-patient counts per centre.
+        score tests (and the robust score test with a cluster), per-term LR p-values,
+        dropped-patient counts per centre.
 
     Raises
     ------
@@ -1035,6 +1177,13 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         A column named in the spec is missing from the data.
     DataError
         No events, a constant covariate, or a singular information matrix (the term is named).
+
+    Warns
+    -----
+    FewClustersWarning
+        ``spec.cluster`` has no more clusters than the model has coefficients: the robust
+        Wald test is on fewer df (the rank of the robust covariance), the robust score test
+        is NaN. The fit is returned.
 
     References
     ----------
@@ -1068,11 +1217,11 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         loglik=fit.loglik,
         loglik_null=fit.loglik_null,
         score_test=fit.score_test,
-        wald_test=(
-            float(fit.coefficients @ np.linalg.solve(fit.robust_covariance, fit.coefficients))
-            if fit.robust_covariance is not None
-            else fit.wald_test
-        ),
+        wald_test=fit.robust_wald_test if fit.robust_covariance is not None else fit.wald_test,
+        wald_df=fit.robust_wald_df if fit.robust_covariance is not None else len(fit.coefficients),
+        robust_score_test=fit.robust_score_test,
+        robust_score_df=fit.robust_score_df,
+        n_clusters=fit.n_clusters,
         iterations=fit.iterations,
         converged=fit.converged,
         n=fit.n,

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from pooled.errors import ConfigError, ConvergenceWarning, DataError
-from pooled.models.cox import CoxResult, CoxSpec, _design, _fit_design
+from pooled.errors import ConfigError, ConvergenceWarning, DataError, FewClustersWarning
+from pooled.models.cox import CoxResult, CoxSpec, _design, _fit_design, generalised_wald
 from pooled.models.design import build_design
 
 __all__ = ["fit_cox_mice", "impute_chained", "nelson_aalen_at_times", "rubin_pool"]
@@ -306,6 +306,7 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
         design = _design(completed, fit_spec)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", FewClustersWarning)  # said once, below
             fit, _ = _fit_design(design, completed, fit_spec)
         names = design.term_names
         estimates.append(fit.coefficients)
@@ -330,7 +331,17 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
     if robust:
         _, robust_total, df = rubin_pool(est, np.array(robust), df_complete)
     vcov = robust_total if robust_total is not None else total
-    wald = float(q @ np.linalg.solve(vcov, q))
+    wald, wald_df = generalised_wald(q, vcov)
+    n_clusters = int(kept[spec.cluster].nunique()) if spec.cluster else None
+    if n_clusters is not None and n_clusters <= len(q):
+        warnings.warn(
+            f"The cluster-robust covariance of each imputation rests on {n_clusters} clusters "
+            f"for {len(q)} coefficients (rank at most {n_clusters - 1}); the pooled robust "
+            f"Wald test uses a generalised inverse on {wald_df} df. Use more clusters than "
+            "coefficients, fewer coefficients, or the model-based covariance (no cluster).",
+            FewClustersWarning,
+            stacklevel=2,
+        )
     return CoxResult(
         spec=spec,
         term_names=names,
@@ -342,6 +353,8 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
         loglik_null=float("nan"),
         score_test=float("nan"),
         wald_test=wald,
+        wald_df=wald_df,
+        n_clusters=n_clusters,
         iterations=0,
         converged=True,
         n=len(kept),

@@ -80,7 +80,7 @@ robust_json <- function(fit, n_clusters) {
   wt <- survival:::coxph.wtest(V, coef(fit), cph_ctl$toler.chol)
   list(formula = paste(deparse(formula(fit), width.cutoff = 500L), collapse = " "),
        n = fit$n, events = fit$nevent, n_clusters = n_clusters, p = length(coef(fit)),
-       coef = coef(fit), naive_se = sqrt(diag(fit$naive.var)), robust_se = d,
+       coef = coef(fit), naive_se = setNames(sqrt(diag(fit$naive.var)), names(coef(fit))), robust_se = d,
        robust_vcov = mat_json(V),
        loglik = fit$loglik, score_test = fit$score,
        wald_test = fit$wald.test, wald_df_summary = unname(s$waldtest["df"]),
