@@ -7,6 +7,13 @@ Q, the prediction interval of ``predict()`` and the study weights. Iterative est
 solved to machine precision (the R reference used ``threshold = tol = 1e-14``): REML and ML by
 metafor's Fisher scoring with step halving, PM by Brent's method on the generalised Q
 equation.
+
+Convergence is judged relative to the scale of the data, not absolutely as metafor does
+(``|tau2_new - tau2_old| <= threshold``): an iteration stops when the change in tau^2 is at
+most ``tol * (tau^2 + min(vi))``. An absolute threshold of 1e-14 is below one ulp of tau^2
+once tau^2 exceeds about 50, so Fisher scoring can cycle between neighbouring doubles forever
+(metafor itself fails on ``dat.normand1999`` by REML at 1e-14); the relative rule does not
+depend on the units of ``yi`` (multiplying ``yi`` by ``c`` multiplies tau^2 by ``c^2``).
 """
 
 from __future__ import annotations
@@ -48,8 +55,11 @@ class MetaSpec:
         The estimates are log ratios (log hazard ratios): the tidy table reports
         ``hr = exp(estimate)`` and the intervals on the ratio scale.
     tol
-        Convergence threshold of the iterative estimators (REML, ML: change in tau^2
-        between Fisher scoring steps; PM: root tolerance).
+        Relative convergence tolerance of the iterative estimators: REML and ML stop when a
+        Fisher scoring step changes tau^2 by at most ``tol * (tau^2 + min(vi))``; PM's root is
+        bracketed to the same width. Relative to the data's own scale (a typical within-study
+        variance or tau^2 itself), so estimates scale exactly with the units of ``yi``;
+        metafor's ``threshold`` is absolute.
     max_iter
         Maximum number of Fisher scoring iterations.
     """
@@ -99,9 +109,11 @@ class MetaResult:
         (``NaN`` for FE).
     i2, h2
         I^2 (percent) and H^2; for FE from Q, otherwise from tau^2 and the typical
-        within-study variance, as metafor.
+        within-study variance, as metafor. With a single study 0 and 1 (metafor's values:
+        no heterogeneity can be seen).
     q, q_df, q_p_value
-        Cochran's Q test of heterogeneity.
+        Cochran's Q test of heterogeneity (with a single study Q = 0 on 0 df and p = 1, as
+        metafor).
     pi_lower, pi_upper
         Prediction interval for the effect in a new study (``predict()``; ``NaN`` for FE).
     k
@@ -223,6 +235,11 @@ def _projection(w: np.ndarray) -> np.ndarray:
     return np.diag(w) - np.outer(w, w) / w.sum()
 
 
+def _converged(change: float, tau2: float, v: np.ndarray, tol: float) -> bool:
+    """The relative rule of :class:`MetaSpec`: ``|change| <= tol * (tau2 + min(v))``."""
+    return abs(change) <= tol * (max(tau2, 0.0) + float(v.min()))
+
+
 def _quad(y: np.ndarray, w: np.ndarray) -> float:
     """y'P y = sum w (y - weighted mean)^2."""
     mu = np.sum(w * y) / np.sum(w)
@@ -232,10 +249,15 @@ def _quad(y: np.ndarray, w: np.ndarray) -> float:
 def _fisher_scoring(
     y: np.ndarray, v: np.ndarray, tau2: float, reml: bool, tol: float, max_iter: int
 ) -> tuple[float, int]:
-    """metafor's Fisher scoring for ML / REML with step halving at tau^2 = 0."""
-    change = tol + 1.0
+    """metafor's Fisher scoring for ML / REML with step halving at tau^2 = 0.
+
+    Stops when a step changes tau^2 by at most ``tol * (tau^2 + min(v))`` (relative; metafor's
+    rule is absolute). ``y`` is centred first, as metafor does (``P`` removes the mean
+    anyway; centring keeps ``P y`` accurate when the mean is large).
+    """
+    y = y - y.mean()
     iterations = 0
-    while change > tol:
+    while True:
         iterations += 1
         old = tau2
         w = 1.0 / (v + tau2)
@@ -250,13 +272,16 @@ def _fisher_scoring(
             adj /= 2.0
         tau2 = tau2 + adj
         change = abs(old - tau2)
-        if iterations > max_iter:
+        if _converged(change, tau2, v, tol):
+            return tau2, iterations
+        if iterations >= max_iter:
             raise ConvergenceError(
                 f"Fisher scoring for the {'REML' if reml else 'ML'} tau^2 did not converge in "
-                f"{max_iter} iterations (last change {change:.3g}). Increase MetaSpec.max_iter "
-                "or use method='PM' or 'DL'."
+                f"{max_iter} iterations: the last step changed tau^2 = {tau2:.6g} by "
+                f"{change:.3g}, more than tol * (tau^2 + min(vi)) = "
+                f"{tol * (tau2 + float(v.min())):.3g}. Increase MetaSpec.max_iter or tol, or "
+                "use method='PM' or 'DL'."
             )
-    return tau2, iterations
 
 
 def _loglik(y: np.ndarray, v: np.ndarray, tau2: float, reml: bool) -> float:
@@ -304,9 +329,11 @@ def _estimate_tau2(y: np.ndarray, v: np.ndarray, spec: MetaSpec) -> tuple[float,
             return tau2, float(se), 0
         reml = method == "REML"
         tau2, iterations = _fisher_scoring(y, v, max(0.0, tau2_he), reml, spec.tol, spec.max_iter)
-        # metafor's check that tau^2 = 0 is not a better (local) maximum
-        if tau2 > spec.tol and _loglik(y, v, 0.0, reml) - _loglik(y, v, tau2, reml) > spec.tol:
-            tau2 = 0.0
+        # metafor's check that tau^2 = 0 is not a better (local) maximum (relative tolerances)
+        if tau2 > spec.tol * float(v.min()):
+            ll_tau2 = _loglik(y, v, tau2, reml)
+            if _loglik(y, v, 0.0, reml) - ll_tau2 > spec.tol * max(1.0, abs(ll_tau2)):
+                tau2 = 0.0
         tau2 = max(0.0, tau2)
         w = 1.0 / (v + tau2)
         if reml:
@@ -336,17 +363,17 @@ def _estimate_tau2(y: np.ndarray, v: np.ndarray, spec: MetaSpec) -> tuple[float,
     if q_minus_target(0.0) < 0.0:
         tau2 = 0.0
     else:
-        upper = max(100.0, 10.0 * float(stats.median_abs_deviation(y, scale="normal")) ** 2)
-        while q_minus_target(upper) > 0.0:
-            upper *= 10.0
-            if upper > 1e12:
-                raise ConvergenceError(
-                    "Paule-Mandel tau^2: Q(tau^2) stays above k - 1 up to tau^2 = 1e12. "
-                    "Check the study variances (are they variances, not standard errors?)."
-                )
+        # Q(t) <= sum (y - mean y)^2 / (v + t) < (k - 1) var(y) / t, so Q(var(y)) < k - 1:
+        # [0, var(y)] brackets the root whatever the units of y
+        upper = float(np.var(y, ddof=1))
         tau2 = float(
             optimize.brentq(
-                q_minus_target, 0.0, upper, xtol=min(spec.tol, 1e-14), rtol=4 * np.finfo(float).eps
+                q_minus_target,
+                0.0,
+                upper,
+                xtol=spec.tol * float(v.min()),
+                rtol=4 * np.finfo(float).eps,
+                maxiter=max(spec.max_iter, 100),
             )
         )
     w = 1.0 / (v + tau2)
@@ -371,7 +398,11 @@ def fit_meta(
 
     Agrees with metafor 3.8-1 ``rma(yi, vi, method = spec.method, test = "knha" if
     spec.knha else "z")`` and ``predict()`` of it: estimate, SE, CI, z/t test, tau^2 and
-    its SE, I^2, H^2, Q and its p-value, prediction interval and weights.
+    its SE, I^2, H^2, Q and its p-value, prediction interval and weights. With a single
+    study, as metafor: tau^2 = 0 for every method (its SE NaN), I^2 = 0, H^2 = 1, Q = 0 with
+    p = 1, the z-test even when ``spec.knha`` (metafor switches to ``test = "z"`` with a
+    warning), and a prediction interval equal to the CI. The iterative estimators converge
+    relative to the data's scale (see :class:`MetaSpec`), where metafor's threshold is absolute.
 
     Parameters
     ----------
@@ -472,7 +503,7 @@ def fit_meta(
     w0 = 1.0 / v
     q = _quad(y, w0)
     q_df = k - 1
-    q_p = float(stats.chi2.sf(q, q_df)) if q_df > 0 else float("nan")
+    q_p = float(stats.chi2.sf(q, q_df)) if q_df > 0 else 1.0  # metafor: QEp = 1 for k = 1
     if k > 1:
         vt = q_df / (w0.sum() - np.sum(w0**2) / w0.sum())
         if spec.method == "FE":
@@ -481,8 +512,8 @@ def fit_meta(
         else:
             i2 = 100.0 * tau2 / (vt + tau2)
             h2 = tau2 / vt + 1.0
-    else:
-        i2 = h2 = float("nan")
+    else:  # one study: no heterogeneity to see; metafor reports I^2 = 0, H^2 = 1
+        i2, h2 = 0.0, 1.0
 
     if spec.method == "FE":
         pi_lower = pi_upper = float("nan")

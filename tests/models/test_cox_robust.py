@@ -30,13 +30,6 @@ COHORT_COVARIATES = ("ctc_positive", "subtype", "age", "node_positive", "grade3"
 
 
 @pytest.fixture(scope="module")
-def estimators_reference(reference_dir) -> dict:
-    import json
-
-    return json.loads((reference_dir / "expected_estimators.json").read_text())
-
-
-@pytest.fixture(scope="module")
 def veteran(reference_dir) -> pd.DataFrame:
     df = pd.read_csv(reference_dir / "veteran.csv")
     df["celltype"] = pd.Categorical(
