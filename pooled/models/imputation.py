@@ -47,11 +47,31 @@ def _dummies(values: pd.Series, levels: list[str]) -> np.ndarray:
     )
 
 
+# The imputation models are solved in the units of the covariates, so every tolerance and
+# ridge is relative: a ridge proportional to each column's mean square, and Newton-Raphson
+# stopping on the Newton decrement relative to the log-likelihood. Rescaling a covariate
+# (age in days instead of years) rescales its coefficient and changes nothing else.
+_NEWTON_RTOL = 1e-12
+_RIDGE_LOGISTIC = 1e-4
+_RIDGE_LINEAR = 1e-8
+
+
+def _column_scale(X: np.ndarray, repeat: int = 1) -> np.ndarray:
+    """Mean square of each column (1 for an all-zero column), tiled ``repeat`` times."""
+    ms = np.mean(X * X, axis=0)
+    return np.tile(np.where(ms > 0, ms, 1.0), repeat)
+
+
+def _newton_done(step: np.ndarray, grad: np.ndarray, loglik: float) -> bool:
+    """Newton decrement ``g' H^-1 g`` (twice the predicted gain) small relative to loglik."""
+    return float(step @ grad) <= _NEWTON_RTOL * (abs(loglik) + 0.1)
+
+
 def _draw_linear(
     X: np.ndarray, y: np.ndarray, X_new: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     n, k = X.shape
-    xtx = X.T @ X + 1e-8 * np.eye(k)
+    xtx = X.T @ X + np.diag(_RIDGE_LINEAR * n * _column_scale(X))
     chol_inv = np.linalg.cholesky(np.linalg.inv(xtx))
     beta = np.linalg.solve(xtx, X.T @ y)
     resid = y - X @ beta
@@ -63,14 +83,17 @@ def _draw_linear(
 def _fit_logistic(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = X.shape[1]
     beta = np.zeros(k)
-    ridge = 1e-4 * np.eye(k)
+    ridge = np.diag(_RIDGE_LOGISTIC * _column_scale(X))
     for _ in range(50):
-        p = special.expit(X @ beta)
+        eta = X @ beta
+        p = special.expit(eta)
         w = p * (1 - p)
         info = (X.T * w) @ X + ridge
-        step = np.linalg.solve(info, X.T @ (y - p) - ridge @ beta)
+        grad = X.T @ (y - p) - ridge @ beta
+        step = np.linalg.solve(info, grad)
+        loglik = float(np.sum(y * eta - np.logaddexp(0.0, eta)) - 0.5 * beta @ ridge @ beta)
         beta += step
-        if np.max(np.abs(step)) < 1e-8:
+        if _newton_done(step, grad, loglik):
             break
     p = special.expit(X @ beta)
     info = (X.T * (p * (1 - p))) @ X + ridge
@@ -96,12 +119,17 @@ def _fit_multinomial(
     j = n_levels - 1
     Y = np.eye(n_levels)[codes][:, 1:]
     B = np.zeros((k, j))
-    ridge = 1e-4 * np.eye(k * j)
+    ridge = np.diag(_RIDGE_LOGISTIC * _column_scale(X, repeat=j))
     hess = ridge
     for _ in range(50):
         logits = np.column_stack([np.zeros(n), X @ B])
+        flat = B.T.reshape(-1)
+        loglik = float(
+            np.sum(logits[np.arange(n), codes] - special.logsumexp(logits, axis=1))
+            - 0.5 * flat @ ridge @ flat
+        )
         P = special.softmax(logits, axis=1)[:, 1:]
-        grad = (X.T @ (Y - P)).T.reshape(-1) - ridge @ B.T.reshape(-1)
+        grad = (X.T @ (Y - P)).T.reshape(-1) - ridge @ flat
         hess = np.empty((k * j, k * j))
         for a in range(j):
             for b in range(a, j):
@@ -112,7 +140,7 @@ def _fit_multinomial(
         hess += ridge
         step = np.linalg.solve(hess, grad)
         B += step.reshape(j, k).T
-        if np.max(np.abs(step)) < 1e-8:
+        if _newton_done(step, grad, loglik):
             break
     return B, np.linalg.inv(hess)
 

@@ -124,3 +124,40 @@ def test_interaction_lr_test_refuses_mice(cohort):
         interaction_lr_test(
             cohort, spec(missing="mice", interactions=(("ctc_positive", "subtype"),))
         )
+
+
+def _imputation_design(n: int = 600, seed: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = np.column_stack(
+        [np.ones(n), rng.normal(60, 10, n), rng.integers(0, 2, n), rng.exponential(1.0, n)]
+    )
+    return X, rng
+
+
+@pytest.mark.parametrize("units", [1e-3, 365.25])
+def test_imputation_models_do_not_depend_on_covariate_units(units):
+    # rescaling a predictor (age in days, or in thousands of years) rescales its coefficient
+    # and changes nothing else: ridges and stopping rules are relative
+    from pooled.models.imputation import _draw_linear, _fit_logistic, _fit_multinomial
+
+    X, rng = _imputation_design()
+    eta = -6 + 0.08 * X[:, 1] + 0.7 * X[:, 2] - 0.4 * X[:, 3]
+    y = (rng.uniform(size=len(eta)) < 1 / (1 + np.exp(-eta))).astype(float)
+    codes = np.minimum((rng.uniform(size=len(eta)) * 3 + 0.02 * (X[:, 1] - 60)).astype(int), 2)
+    codes = np.clip(codes, 0, 2)
+    scale = np.array([1.0, units, 1.0, 1.0])
+    Xs = X * scale
+
+    beta, cov = _fit_logistic(X, y)
+    beta_s, cov_s = _fit_logistic(Xs, y)
+    np.testing.assert_allclose(beta_s * scale, beta, rtol=1e-8)
+    np.testing.assert_allclose(cov_s * np.outer(scale, scale), cov, rtol=1e-7)
+
+    B, _ = _fit_multinomial(X, codes, 3)
+    B_s, _ = _fit_multinomial(Xs, codes, 3)
+    np.testing.assert_allclose(B_s * scale[:, None], B, rtol=1e-8)
+
+    cont = 0.5 * X[:, 1] + rng.normal(size=len(eta))
+    a = _draw_linear(X, cont, X[:20], np.random.default_rng(1))
+    b = _draw_linear(Xs, cont, Xs[:20], np.random.default_rng(1))
+    np.testing.assert_allclose(b, a, rtol=1e-9)
