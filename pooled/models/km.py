@@ -26,9 +26,11 @@ from pooled.errors import ConfigError, DataError
 from pooled.results import tidy_frame
 
 ConfType = Literal["log-log", "log", "plain"]
+Counts = Literal["interval", "cumulative"]
 
 __all__ = [
     "ConfType",
+    "Counts",
     "FollowUpResult",
     "KMResult",
     "KMSpec",
@@ -60,7 +62,7 @@ class KMSpec:
         Column defining the curves (e.g. ``"ctc_positive"``); ``None`` for one curve.
     times
         Times at which survival (with its CI) and the numbers at risk are reported, e.g.
-        ``(12, 24, 36, 60)`` months.
+        ``(12, 24, 36, 60)`` months; sorted and de-duplicated.
     risk_times
         Times of the numbers-at-risk table under a plot; ``None`` uses ``times``.
     level
@@ -70,6 +72,15 @@ class KMSpec:
         (R's default) or ``"plain"``.
     endpoint
         Name of the endpoint, copied into the tidy table (e.g. ``"os"``).
+    counts
+        How ``n_event`` and ``n_censor`` at ``times`` are counted: ``"interval"`` (default, R's
+        ``summary(fit, times = )``: in the interval since the previous requested time, the
+        first interval from the start) or ``"cumulative"`` (everything up to the time).
+    extend
+        ``True`` (default, R's ``summary(fit, times =, extend = TRUE)``): a time after a
+        group's last observed time is reported with the curve carried forward and no one at
+        risk. ``False`` (R's default ``extend = FALSE``): such times are left out for that
+        group. The default keeps one row per group and time, as the report's table expects.
     """
 
     duration: str = "os_months"
@@ -80,6 +91,8 @@ class KMSpec:
     level: float = 0.95
     conf_type: ConfType = "log-log"
     endpoint: str = ""
+    counts: Counts = "interval"
+    extend: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.level < 1.0:
@@ -92,7 +105,18 @@ class KMSpec:
                 "KMSpec.conf_type must be one of 'log-log', 'log', 'plain'; "
                 f"got {self.conf_type!r}."
             )
-        object.__setattr__(self, "times", tuple(float(t) for t in self.times))
+        if self.counts not in ("interval", "cumulative"):
+            raise ConfigError(
+                f"KMSpec.counts must be 'interval' or 'cumulative'; got {self.counts!r}."
+            )
+        if not isinstance(self.extend, bool):
+            raise ConfigError(f"KMSpec.extend must be True or False; got {self.extend!r}.")
+        times = sorted({float(t) for t in self.times})
+        if any(not np.isfinite(t) or t < 0 for t in times):
+            raise ConfigError(
+                f"KMSpec.times must be finite and non-negative; got {list(self.times)}."
+            )
+        object.__setattr__(self, "times", tuple(times))
         if self.risk_times is not None:
             object.__setattr__(self, "risk_times", tuple(float(t) for t in self.risk_times))
 
@@ -116,11 +140,14 @@ class KMResult:
         One row per group: ``group, label, n, events, median, median_lower, median_upper``
         (``NaN`` where the curve, or its band, never reaches 0.5).
     at_times
-        Survival at ``spec.times`` (``summary(fit, times = ...)`` semantics: the value at the
-        last event time on or before ``t``; ``n_risk`` is the number still at risk at ``t``):
-        ``group, label, time, n_risk, n_event, survival, std_err, ci_lower, ci_upper``.
-        ``n_event`` counts the events up to and including ``t``. Times after the last
-        observed time of a group have ``NaN`` survival.
+        Survival at ``spec.times`` as R's ``summary(fit, times = ..., extend = TRUE)``: the
+        value at the last observed time on or before ``t`` (survival 1, SE 0 and limits 1
+        before the first); ``n_risk`` is the number still at risk at ``t`` (0 after the last
+        time): ``group, label, time, n_risk, n_event, n_censor, survival, std_err, ci_lower,
+        ci_upper``. ``n_event`` and ``n_censor`` count the interval since the previous
+        requested time (``spec.counts = "interval"``) or everything up to ``t``
+        (``"cumulative"``). After a group's last observed time the curve is carried forward
+        (``spec.extend``) or the row is left out.
     risk_table
         Numbers at risk at ``spec.risk_times`` (or ``spec.times``): ``group, label, time,
         n_risk``.
@@ -169,7 +196,9 @@ class KMResult:
         """Tidy table: the median survival per group, then survival at each chosen time.
 
         ``term`` is ``"median_survival"`` or ``"survival"``; the extra columns are ``group``,
-        ``time`` (``NaN`` for the median) and ``n_risk``.
+        ``time`` (``NaN`` for the median) and ``n_risk``. For the survival rows ``events`` is
+        ``at_times.n_event``: the events in the interval since the previous time by default
+        (``spec.counts``).
         """
         rows: list[dict[str, Any]] = []
         for rec in self.summary.itertuples(index=False):
@@ -379,18 +408,21 @@ def _grouped_counts(codes: np.ndarray, time: np.ndarray, event: np.ndarray, n_gr
 def _confidence_band(
     surv: np.ndarray, cumhaz_se: np.ndarray, level: float, conf_type: ConfType
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise band exactly as survival's ``survfit_confint`` (no log(0) warnings)."""
+    """Pointwise band exactly as survival's ``survfit_confint`` (no log(0) warnings).
+
+    On the log-log scale the limits are undefined (``NaN``, R's ``NA``) where S is 0 or 1:
+    ``log(-log(S))`` is infinite there.
+    """
     z = stats.norm.ppf(1.0 - (1.0 - level) / 2.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         if conf_type == "log-log":
             special = (surv == 0.0) | (surv == 1.0)
-            fill = np.where(surv == 0.0, np.nan, 1.0)
             xx = np.where(special, 0.1, surv)
             loglog = np.log(-np.log(xx))
             scaled = z * cumhaz_se / np.log(xx)
             # log(S) < 0, so subtracting ``scaled`` moves the curve down
-            lower = np.where(special, fill, np.exp(-np.exp(loglog - scaled)))
-            upper = np.where(special, fill, np.exp(-np.exp(loglog + scaled)))
+            lower = np.where(special, np.nan, np.exp(-np.exp(loglog - scaled)))
+            upper = np.where(special, np.nan, np.exp(-np.exp(loglog + scaled)))
         elif conf_type == "log":
             xx = np.where(surv == 0.0, 1.0, surv)
             lower = np.where(surv == 0.0, np.nan, np.exp(np.log(xx) - z * cumhaz_se))
@@ -589,9 +621,10 @@ def fit_kaplan_meier(data: pd.DataFrame, spec: KMSpec) -> KMResult:
 
     Agrees with R's ``survfit(Surv(duration, event) ~ group, conf.type = "log-log")``: the
     Greenwood variance, the band ``exp(-exp(log(-log S) -/+ z se / log S))`` with
-    ``se`` the standard error of the cumulative hazard, the median and its CI where the curve
-    and its bands cross 0.5 (``quantile.survfit``, midpoint rule on flat stretches), and
-    ``summary(fit, times = ...)`` for survival at fixed times.
+    ``se`` the standard error of the cumulative hazard (``NaN``, R's ``NA``, where S is 1 or
+    0), the median and its CI where the curve and its bands cross 0.5 (``quantile.survfit``,
+    midpoint rule on flat stretches), and ``summary(fit, times = ..., extend = TRUE)`` for
+    survival at fixed times (``spec.counts``, ``spec.extend``).
 
     Parameters
     ----------
@@ -682,6 +715,7 @@ def fit_kaplan_meier(data: pd.DataFrame, spec: KMSpec) -> KMResult:
         ghi = arrays["ci_upper"][s]
         gse = arrays["cumhaz_std_err"][s]
         gev = arrays["n_event"][s]
+        gcens = arrays["n_censor"][s]
         median, m_lo, m_hi = _median_with_ci(gt, gs, glo, ghi)
         summary_rows.append(
             {
@@ -696,27 +730,33 @@ def fit_kaplan_meier(data: pd.DataFrame, spec: KMSpec) -> KMResult:
         )
         sorted_g = sorted_time[gb[g] : gb[g + 1]]
         n_g = sorted_g.shape[0]
-        if times.size:
-            idx = np.searchsorted(gt, times, side="right") - 1
+        # summary.survfit(times =): R prepends a row at time 0 (S = 1, SE 0, limits 1) and
+        # reads each time off the last row at or before it; extend = FALSE drops the times
+        # after the group's last observed time
+        group_times = times if spec.extend else times[times <= gt[-1]]
+        if group_times.size:
+            idx = np.searchsorted(gt, group_times, side="right") - 1
             before = idx < 0
-            beyond = times > gt[-1]
             safe = np.maximum(idx, 0)
             s_t = np.where(before, 1.0, gs[safe])
             se_t = np.where(before, 0.0, gse[safe])
             lo_t = np.where(before, 1.0, glo[safe])
             hi_t = np.where(before, 1.0, ghi[safe])
-            cum_events = np.concatenate(([0.0], np.cumsum(gev)))[idx + 1]
-            for arr in (s_t, se_t, lo_t, hi_t):
-                arr[beyond] = np.nan
-            n_risk_t = n_g - np.searchsorted(sorted_g, times, side="left")
-            for j, t in enumerate(times):
+            events_t = np.concatenate(([0.0], np.cumsum(gev)))[idx + 1]
+            censored_t = np.concatenate(([0.0], np.cumsum(gcens)))[idx + 1]
+            if spec.counts == "interval":
+                events_t = np.diff(events_t, prepend=0.0)
+                censored_t = np.diff(censored_t, prepend=0.0)
+            n_risk_t = n_g - np.searchsorted(sorted_g, group_times, side="left")
+            for j, t in enumerate(group_times):
                 at_rows.append(
                     {
                         "group": level_of[g],
                         "label": label_of[g],
                         "time": float(t),
                         "n_risk": int(n_risk_t[j]),
-                        "n_event": int(cum_events[j]),
+                        "n_event": int(events_t[j]),
+                        "n_censor": int(censored_t[j]),
                         "survival": float(s_t[j]),
                         "std_err": float(np.float64(se_t[j]) * s_t[j])
                         if np.isfinite(se_t[j])
@@ -736,7 +776,7 @@ def fit_kaplan_meier(data: pd.DataFrame, spec: KMSpec) -> KMResult:
                         "n_risk": int(n_risk_r[j]),
                     }
                 )
-    at_columns = ["group", "label", "time", "n_risk", "n_event", "survival", "std_err"]
+    at_columns = ["group", "label", "time", "n_risk", "n_event", "n_censor", "survival", "std_err"]
     return KMResult(
         spec=spec,
         curves=curves,

@@ -286,3 +286,111 @@ class TestMedianFollowup:
         res = median_followup(cohort, "os_months", "os_event", conf_type="log")
         assert res.median == km.summary["median"].iloc[0]
         assert res.to_frame()["term"].iloc[0] == "median_followup"
+
+
+# -- R's conventions: log-log limits where S = 1, summary(fit, times =, extend =) ------------
+# Reference: expected_estimators.json (`km`, make_estimators.R) on km_small.csv (censored
+# before the first event, ties, a curve ending at S = 0) and aml.csv (survival's aml). R's NA
+# is null in the JSON; 1e-12 relative (the same arithmetic).
+
+
+def assert_same(actual, expected, what: str) -> None:
+    expected = np.array([np.nan if e is None else e for e in expected], dtype=float)
+    actual = np.asarray(actual, dtype=float)
+    missing = np.isnan(expected)
+    assert np.array_equal(np.isnan(actual) | np.isinf(actual), missing), what
+    np.testing.assert_allclose(actual[~missing], expected[~missing], rtol=1e-12, err_msg=what)
+
+
+@pytest.fixture(scope="module")
+def km_small(reference_dir) -> pd.DataFrame:
+    return pd.read_csv(reference_dir / "km_small.csv")
+
+
+@pytest.fixture(scope="module")
+def aml(reference_dir) -> pd.DataFrame:
+    return pd.read_csv(reference_dir / "aml.csv")
+
+
+@pytest.mark.parametrize("conf_type", ["log-log", "log", "plain"])
+def test_curve_table_matches_survfit(km_small, estimators_reference, conf_type):
+    ref = estimators_reference["km"]["curves"][f"km_small_{conf_type}"]
+    spec = KMSpec(duration="time", event="status", group="group", conf_type=conf_type)
+    c = fit_kaplan_meier(km_small, spec).curves
+    assert list(c["label"]) == ref["strata"]
+    for col, key in [
+        ("time", "time"),
+        ("n_risk", "n_risk"),
+        ("n_event", "n_event"),
+        ("n_censor", "n_censor"),
+    ]:
+        assert c[col].tolist() == ref[key], col
+    assert_same(c["survival"], ref["surv"], "surv")
+    assert_same(c["cumhaz_std_err"], ref["std_err_cumhaz"], "std.err")
+    assert_same(c["ci_lower"], ref["lower"], "lower")
+    assert_same(c["ci_upper"], ref["upper"], "upper")
+
+
+def test_log_log_limits_are_missing_where_survival_is_one(km_small):
+    c = fit_kaplan_meier(km_small, KMSpec(duration="time", event="status", group="group")).curves
+    at_one = c["survival"] == 1.0
+    assert at_one.sum() == 3
+    assert c.loc[at_one, ["ci_lower", "ci_upper"]].isna().all().all()
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "extend"),
+    [
+        ("aml", "aml_extend", True),
+        ("aml", "aml_no_extend", False),
+        ("km_small", "km_small_extend", True),
+        ("km_small", "km_small_no_extend", False),
+    ],
+)
+def test_survival_at_times_matches_summary_survfit(
+    data, key, extend, aml, km_small, estimators_reference
+):
+    ref = estimators_reference["km"]["at_times"][key]
+    frame, group = (aml, "x") if data == "aml" else (km_small, "group")
+    spec = KMSpec(
+        duration="time",
+        event="status",
+        group=group,
+        times=tuple(ref["times_requested"]),
+        extend=extend,
+    )
+    at = fit_kaplan_meier(frame, spec).at_times
+    assert list(at["label"]) == ref["strata"]
+    assert at["time"].tolist() == ref["time"]
+    assert at["n_risk"].tolist() == ref["n_risk"]
+    assert at["n_event"].tolist() == ref["n_event"]
+    assert at["n_censor"].tolist() == ref["n_censor"]
+    assert_same(at["survival"], ref["surv"], "surv")
+    assert_same(at["std_err"], ref["std_err"], "std.err")
+    assert_same(at["ci_lower"], ref["lower"], "lower")
+    assert_same(at["ci_upper"], ref["upper"], "upper")
+
+
+def test_cumulative_counts_add_up_the_intervals(aml, estimators_reference):
+    ref = estimators_reference["km"]["at_times"]["aml_extend"]
+    times = tuple(ref["times_requested"])
+    interval = fit_kaplan_meier(
+        aml, KMSpec(duration="time", event="status", group="x", times=times)
+    ).at_times
+    cumulative = fit_kaplan_meier(
+        aml, KMSpec(duration="time", event="status", group="x", times=times, counts="cumulative")
+    ).at_times
+    for col in ("n_event", "n_censor"):
+        summed = interval.groupby("label")[col].cumsum()
+        assert cumulative[col].tolist() == summed.tolist()
+    # everything up to 200 months: all events and censorings of each arm
+    last = cumulative.groupby("label").tail(1)
+    assert last["n_event"].tolist() == [7, 11] and last["n_censor"].tolist() == [4, 1]
+
+
+def test_times_are_sorted_and_options_checked():
+    assert KMSpec(times=(24, 12, 24)).times == (12.0, 24.0)
+    with pytest.raises(ConfigError, match="counts"):
+        KMSpec(counts="total")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="non-negative"):
+        KMSpec(times=(-1.0,))
