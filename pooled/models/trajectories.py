@@ -12,8 +12,10 @@ per group). The model is fitted by EM from many seeded starts (random initial me
 R's ``flexmix`` does), vectorised over starts, with a Newton step (with step halving, so EM
 stays monotone) for the regression part of each M-step; the best starts are then run on to
 the optimum by L-BFGS-B with the analytic score (EM crawls where groups overlap). Standard
-errors come from the observed information. The number of groups is chosen by BIC with ``n`` = patients (as ``flexmix`` with a grouping
-variable does) or AIC.
+errors come from the observed information. The number of groups is chosen by BIC (or AIC).
+BIC's ``n`` is the number of patients by default, as in the group-based trajectory literature;
+``TrajectorySpec(bic_n="samples")`` gives ``flexmix``'s ``BIC()``, which counts samples (rows)
+even with a grouping variable. Each result states the ``n`` it used (``bic_n``).
 
 Public API: :class:`TrajectorySpec`, :func:`fit_trajectories` -> :class:`TrajectoryResult`,
 :func:`select_trajectories` -> :class:`TrajectorySelection`.
@@ -44,6 +46,7 @@ from pooled.results import tidy_frame
 Family = Literal["poisson", "negbin", "zip"]
 OrderBy = Literal["intercept", "mean"]
 Criterion = Literal["bic", "aic"]
+BicN = Literal["patients", "samples"]
 
 _FAMILIES: tuple[str, ...] = ("poisson", "negbin", "zip")
 _DEFAULT_LABELS: dict[int, tuple[str, ...]] = {
@@ -110,6 +113,16 @@ class TrajectorySpec:
         ``undetectable, low, intermediate, high``).
     criterion
         Information criterion :func:`select_trajectories` minimises.
+    bic_n
+        The ``n`` of BIC = ``-2 loglik + log(n) df``: ``"patients"`` (default) or
+        ``"samples"``. The patients are the independent units of the model: the mixture is
+        over patients, all samples of a patient share one group, and the likelihood is a
+        product over patients. The group-based trajectory literature uses the number of
+        subjects (Jones, Nagin and Roeder 2001; Nagin 2005, ch. 4, who discusses both
+        choices; PROC TRAJ prints both), so that is the default. ``"samples"`` reproduces R
+        ``flexmix``'s ``BIC()``, whose ``nobs`` is the number of rows even with a grouping
+        variable (``y ~ x | patient``); it penalises each parameter more (log 1,815 against
+        log 400 on ``serial_ctc.csv``) and so tends to choose fewer groups.
     min_group_share
         :func:`select_trajectories` only chooses a ``K`` whose smallest group (by modal
         assignment) holds at least this share of patients.
@@ -140,6 +153,7 @@ class TrajectorySpec:
     order_by: OrderBy = "intercept"
     labels: tuple[str, ...] | None = None
     criterion: Criterion = "bic"
+    bic_n: BicN = "patients"
     min_group_share: float = 0.0
     min_prior: float = 0.0
     compute_se: bool = True
@@ -180,6 +194,10 @@ class TrajectorySpec:
             raise ConfigError(
                 f"TrajectorySpec.criterion must be 'bic' or 'aic'; got {self.criterion!r}."
             )
+        if self.bic_n not in ("patients", "samples"):
+            raise ConfigError(
+                f"TrajectorySpec.bic_n must be 'patients' or 'samples'; got {self.bic_n!r}."
+            )
         if self.reference_volume_ml <= 0:
             raise ConfigError(
                 f"TrajectorySpec.reference_volume_ml must be positive; "
@@ -214,7 +232,9 @@ class TrajectoryResult:
     df : int
         Free parameters: coefficients, dispersions, ``K - 1`` mixing proportions.
     aic, bic : float
-        ``-2 loglik + 2 df`` and ``-2 loglik + log(n_patients) df``.
+        ``-2 loglik + 2 df`` and ``-2 loglik + log(bic_n) df``.
+    bic_n : int
+        The ``n`` of the BIC: ``n_patients`` or ``n_samples`` (``spec.bic_n``).
     n_patients, n_samples, n_dropped : int
         Patients and samples used, rows dropped for a missing count, time or volume.
     relative_entropy : float
@@ -257,6 +277,7 @@ class TrajectoryResult:
     converged: bool
     iterations: int
     covariance: np.ndarray = field(repr=False)
+    bic_n: int
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -294,7 +315,7 @@ class TrajectoryResult:
         ``estimate`` is on the log-rate scale (log theta, logit zero-inflation for the extra
         parameter; the mixing proportion itself for ``prior`` rows), ``ci_lower/ci_upper`` are
         Wald 95 % limits, ``n`` the patients assigned to the group. Extra columns: ``group,
-        label, n_groups, family, loglik, df, aic, bic``.
+        label, n_groups, family, loglik, df, aic, bic, bic_n``.
         """
         model = f"{self.spec.family} trajectory mixture, K={self.n_groups}"
         z = stats.norm.ppf(0.975)
@@ -309,6 +330,7 @@ class TrajectoryResult:
             "df": self.df,
             "aic": self.aic,
             "bic": self.bic,
+            "bic_n": self.bic_n,
         }
         rows = []
         for row in self.coefficients.to_dict("records"):
@@ -350,7 +372,7 @@ class TrajectorySelection:
     ----------
     spec : TrajectorySpec
     table : pandas.DataFrame
-        One row per ``K``: ``n_groups, loglik, df, aic, bic, relative_entropy,
+        One row per ``K``: ``n_groups, loglik, df, aic, bic, bic_n, relative_entropy,
         smallest_group_n, smallest_group_share, n_starts_converged, chosen``.
     chosen : int
         The ``K`` with the lowest ``spec.criterion`` among those whose smallest group holds at
@@ -1064,13 +1086,15 @@ def _result(
     else:
         entropy = float("nan")
     df = spec.n_parameters(n_groups)
+    bic_n = d.n_patients if spec.bic_n == "patients" else len(d.y)
     return TrajectoryResult(
         spec=spec,
         n_groups=n_groups,
         loglik=loglik,
         df=df,
         aic=-2 * loglik + 2 * df,
-        bic=-2 * loglik + math.log(d.n_patients) * df,
+        bic=-2 * loglik + math.log(bic_n) * df,
+        bic_n=bic_n,
         n_patients=d.n_patients,
         n_samples=len(d.y),
         n_dropped=d.n_dropped,
@@ -1222,13 +1246,17 @@ def select_trajectories(
     Returns
     -------
     TrajectorySelection
-        The comparison table (loglik, df, AIC, BIC with n = patients, relative entropy,
-        smallest group) and the chosen ``K``.
+        The comparison table (loglik, df, AIC, BIC with ``n`` = ``spec.bic_n``, patients by
+        default, and that ``n``, relative entropy, smallest group) and the chosen ``K``.
 
     References
     ----------
     .. [1] Nagin DS. Group-based modeling of development. Harvard University Press; 2005.
     .. [2] Schwarz G. Estimating the dimension of a model. Ann Stat 1978;6:461-4.
+    .. [3] Jones BL, Nagin DS, Roeder K. A SAS procedure based on mixture models for
+       estimating developmental trajectories. Sociol Methods Res 2001;29:374-93.
+    .. [4] Grün B, Leisch F. FlexMix version 2: finite mixtures with concomitant variables and
+       varying and constant parameters. J Stat Softw 2008;28(4):1-35.
 
     Examples
     --------
@@ -1254,6 +1282,7 @@ def select_trajectories(
                 "df": fit.df,
                 "aic": fit.aic,
                 "bic": fit.bic,
+                "bic_n": fit.bic_n,
                 "relative_entropy": fit.relative_entropy,
                 "smallest_group_n": int(fit.groups["n_patients"].min()),
                 "smallest_group_share": float(fit.groups["share"].min()),

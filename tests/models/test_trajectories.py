@@ -312,3 +312,52 @@ def test_standard_errors_match_a_numerical_hessian_of_the_likelihood(flexmix_fit
             ) / (4 * steps[i] * steps[j])
     se = np.sqrt(np.diag(np.linalg.inv(-hess)))[:9]
     np.testing.assert_allclose(fit.coefficients["std_error"], se, rtol=1e-4)
+
+
+# -- flexmix's BIC counts samples ---------------------------------------------------------------
+# Reference: expected_estimators.json (`flexmix_bic`, make_estimators.R): flexmix 2.3-18, best of
+# 20 seeded starts at tolerance 1e-12. BIC() of a flexmix fit uses nobs = 1,815 samples, not the
+# 400 patients, even with the grouping `| patient_id`.
+
+
+@pytest.fixture(scope="module")
+def sample_bic_selection(serial_ctc: pd.DataFrame):
+    spec = TrajectorySpec(
+        count="ctc_count",
+        time="months",
+        volume="blood_volume_ml",
+        patient="patient_id",
+        seed=20,
+        bic_n="samples",
+    )
+    return select_trajectories(serial_ctc, spec, k_range=range(1, 4))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_bic_with_samples_matches_flexmix_bic(sample_bic_selection, estimators_reference, k):
+    ref = estimators_reference["flexmix_bic"][str(k)]
+    fit = sample_bic_selection.fits[k]
+    assert ref["nobs"] == ref["n_samples"] == fit.n_samples == fit.bic_n == 1815
+    assert fit.loglik == pytest.approx(ref["loglik"], rel=1e-9)
+    assert fit.df == ref["df"]
+    assert fit.bic == pytest.approx(ref["bic"], rel=1e-9)
+    assert fit.aic == pytest.approx(ref["aic"], rel=1e-9)
+    row = sample_bic_selection.table.set_index("n_groups").loc[k]
+    assert row["bic_n"] == 1815 and row["bic"] == fit.bic
+    assert fit.to_frame()["bic_n"].eq(1815).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_default_bic_counts_patients_and_says_so(flexmix_fits, estimators_reference, k):
+    ref = estimators_reference["flexmix_bic"][str(k)]
+    fit = flexmix_fits[k]
+    assert fit.spec.bic_n == "patients" and fit.bic_n == fit.n_patients == ref["n_patients"]
+    assert fit.bic == pytest.approx(ref["bic_patients"], rel=1e-9)
+    assert fit.bic == pytest.approx(
+        ref["bic"] - (math.log(1815) - math.log(400)) * ref["df"], rel=1e-9
+    )
+
+
+def test_bic_n_is_checked():
+    with pytest.raises(ConfigError, match="bic_n"):
+        TrajectorySpec(bic_n="observations")  # type: ignore[arg-type]
