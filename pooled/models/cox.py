@@ -15,7 +15,10 @@ drops incomplete rows (counted per centre), fits, adds likelihood-ratio p-values
 when asked, cluster-robust (sandwich) standard errors exactly as ``coxph(..., cluster = )``, with
 the robust Wald and score tests. With ``G`` clusters the sandwich has rank at most ``G - 1``, so
 those tests use a generalised inverse with df = its rank (:func:`generalised_wald`) and a
-:class:`~pooled.errors.FewClustersWarning` says so when ``G <= p``.
+:class:`~pooled.errors.FewClustersWarning` says so when ``G <= p``. With ``missing = "mice"``
+:func:`fit_cox_mice` fits each data set completed by :mod:`pooled.models.imputation` (which
+knows nothing of the Cox model) and pools them. The complete-case design comes from
+:func:`pooled.models.design.build_spec_design`, shared with the PH test.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import scipy.linalg
 from scipy import stats
 
 from pooled.errors import ConfigError, ConvergenceWarning, DataError, FewClustersWarning
-from pooled.models.design import Design, build_design
+from pooled.models.design import Design, build_design, build_spec_design
+from pooled.models.imputation import impute_chained, rubin_pool
 from pooled.results import tidy_frame
 
 __all__ = [
@@ -44,6 +48,8 @@ __all__ = [
     "cox_score_residuals",
     "effect_within_levels",
     "fit_cox",
+    "fit_cox_design",
+    "fit_cox_mice",
     "generalised_wald",
     "interaction_lr_test",
 ]
@@ -1064,14 +1070,6 @@ class CoxResult:
         return tidy_frame(rows)
 
 
-def _centre_column(data: pd.DataFrame, spec: CoxSpec) -> str | None:
-    if "centre" in data.columns:
-        return "centre"
-    if spec.cluster:
-        return spec.cluster
-    return spec.strata[0] if spec.strata else None
-
-
 def _outcome_arrays(
     data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -1097,20 +1095,30 @@ def _outcome_arrays(
     return time, event, strata, cluster
 
 
-def _design(data: pd.DataFrame, spec: CoxSpec) -> Design:
-    return build_design(
-        data,
-        spec.covariates,
-        categorical=spec.categorical,
-        interactions=spec.interactions,
-        required=spec.required_columns,
-        centre=_centre_column(data, spec),
-    )
-
-
-def _fit_design(
+def fit_cox_design(
     design: Design, data: pd.DataFrame, spec: CoxSpec
 ) -> tuple[CoxArraysResult, np.ndarray | None]:
+    """Fit the Cox model of ``spec`` on a design built from ``data`` (complete cases).
+
+    ``design`` comes from :func:`pooled.models.design.build_spec_design` (or a subset of its
+    columns); the outcome, strata and cluster are read from ``data`` at ``design.rows``.
+    Returns the array fit and, when ``spec.term_lr_tests``, the likelihood-ratio p-value of
+    each coefficient (one refit without it, same patients).
+
+    References
+    ----------
+    .. [1] Therneau TM, Grambsch PM. Modeling Survival Data: Extending the Cox Model.
+       Springer; 2000.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"t": [5, 8, 3, 9, 2, 7, 4, 6], "e": [1, 0, 1, 1, 1, 0, 1, 1],
+    ...                    "x": [1, 0, 1, 0, 1, 0, 0, 1], "centre": list("AABBAABB")})
+    >>> spec = CoxSpec(duration="t", event="e", covariates=("x",), strata=())
+    >>> fit, lr_p = fit_cox_design(build_spec_design(df, spec), df, spec)
+    >>> fit.n, lr_p.shape
+    (8, (1,))
+    """
     time, event, strata, cluster = _outcome_arrays(data, spec, design.rows)
     if not np.any(event == 1):
         raise DataError(
@@ -1202,11 +1210,9 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
     ('x',)
     """
     if spec.missing == "mice":
-        from pooled.models.imputation import fit_cox_mice
-
         return fit_cox_mice(data, spec)
-    design = _design(data, spec)
-    fit, lr_p = _fit_design(design, data, spec)
+    design = build_spec_design(data, spec)
+    fit, lr_p = fit_cox_design(design, data, spec)
     return CoxResult(
         spec=spec,
         term_names=design.term_names,
@@ -1229,6 +1235,115 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         dropped=design.dropped,
         levels=design.levels,
         lr_p_values=lr_p,
+    )
+
+
+def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> CoxResult:
+    """Cox model with missing covariates multiply imputed (``CoxSpec(missing="mice")``).
+
+    Patients missing the outcome, strata or cluster are dropped (and counted per centre);
+    missing covariates are imputed ``spec.n_imputations`` times by chained equations that
+    include the event indicator and the Nelson-Aalen cumulative hazard; the Cox fits are pooled
+    with Rubin's rules. ``loglik``-based statistics are NaN (not defined after pooling); the
+    Wald test uses the total covariance (robust when ``spec.cluster`` is set; a generalised
+    inverse with df = its rank, :func:`generalised_wald`); ``df`` holds Barnard-Rubin degrees
+    of freedom (complete-data df = events - parameters) and the tidy table uses t quantiles
+    with them. The imputations are drawn by :func:`pooled.models.imputation.impute_chained`.
+
+    References
+    ----------
+    .. [1] White IR, Royston P. Imputing missing covariate values for the Cox model.
+       Stat Med 2009;28:1982-98.
+    .. [2] Rubin DB. Multiple Imputation for Nonresponse in Surveys. Wiley; 1987.
+    .. [3] Barnard J, Rubin DB. Small-sample degrees of freedom with multiple imputation.
+       Biometrika 1999;86:948-55.
+
+    Examples
+    --------
+    >>> # fit_cox(cohort, CoxSpec(..., missing="mice", n_imputations=20, seed=1))
+    """
+    if spec.missing != "mice":
+        raise ConfigError("fit_cox_mice expected CoxSpec(missing='mice').")
+    # rows must have the outcome, strata and cluster; covariates may be missing
+    base = build_design(
+        data,
+        (),
+        required=spec.required_columns,
+        centre="centre" if "centre" in data.columns else None,
+    )
+    absent = [c for c in spec.covariates if c not in data.columns]
+    if absent:
+        raise ConfigError(f"Covariates {absent} expected in the data; check the spec.")
+    kept = data.iloc[base.rows].reset_index(drop=True)
+    fit_spec = replace(spec, missing="complete_case", term_lr_tests=False)
+    root = np.random.default_rng(spec.seed)
+    estimates, covariances, robust, rows = [], [], [], []
+    names: tuple[str, ...] = ()
+    design = None
+    for k, child in enumerate(root.spawn(spec.n_imputations)):
+        completed = impute_chained(kept, spec, n_cycles=n_cycles, rng=child)
+        design = build_spec_design(completed, fit_spec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", FewClustersWarning)  # said once, below
+            fit, _ = fit_cox_design(design, completed, fit_spec)
+        names = design.term_names
+        estimates.append(fit.coefficients)
+        covariances.append(fit.covariance)
+        if fit.robust_covariance is not None:
+            robust.append(fit.robust_covariance)
+        for j, term in enumerate(names):
+            rows.append(
+                {
+                    "imputation": k + 1,
+                    "term": term,
+                    "estimate": fit.coefficients[j],
+                    "std_error": float(np.sqrt(fit.covariance[j, j])),
+                }
+            )
+    assert design is not None
+    est = np.array(estimates)
+    events = int(kept[spec.event].sum())
+    df_complete = float(max(events - est.shape[1], 1))
+    q, total, df = rubin_pool(est, np.array(covariances), df_complete)
+    robust_total = None
+    if robust:
+        _, robust_total, df = rubin_pool(est, np.array(robust), df_complete)
+    vcov = robust_total if robust_total is not None else total
+    wald, wald_df = generalised_wald(q, vcov)
+    n_clusters = int(kept[spec.cluster].nunique()) if spec.cluster else None
+    if n_clusters is not None and n_clusters <= len(q):
+        warnings.warn(
+            f"The cluster-robust covariance of each imputation rests on {n_clusters} clusters "
+            f"for {len(q)} coefficients (rank at most {n_clusters - 1}); the pooled robust "
+            f"Wald test uses a generalised inverse on {wald_df} df. Use more clusters than "
+            "coefficients, fewer coefficients, or the model-based covariance (no cluster).",
+            FewClustersWarning,
+            stacklevel=2,
+        )
+    return CoxResult(
+        spec=spec,
+        term_names=names,
+        term_sources=design.term_sources,
+        coefficients=q,
+        covariance=total,
+        robust_covariance=robust_total,
+        loglik=float("nan"),
+        loglik_null=float("nan"),
+        score_test=float("nan"),
+        wald_test=wald,
+        wald_df=wald_df,
+        n_clusters=n_clusters,
+        iterations=0,
+        converged=True,
+        n=len(kept),
+        events=events,
+        dropped=base.dropped,
+        levels=design.levels,
+        lr_p_values=None,
+        n_imputations=spec.n_imputations,
+        df=df,
+        per_imputation=pd.DataFrame(rows),
     )
 
 
@@ -1293,8 +1408,8 @@ def interaction_lr_test(data: pd.DataFrame, spec: CoxSpec) -> InteractionTestRes
             "missing='complete_case' (a pooled LR test across imputations is not implemented)."
         )
     full_spec = replace(spec, term_lr_tests=False, cluster=None)
-    design = _design(data, full_spec)
-    full, _ = _fit_design(design, data, full_spec)
+    design = build_spec_design(data, full_spec)
+    full, _ = fit_cox_design(design, data, full_spec)
     keep = [j for j, s in enumerate(design.term_sources) if ":" not in s]
     reduced_design = Design(
         matrix=np.ascontiguousarray(design.matrix[:, keep]),
@@ -1305,7 +1420,7 @@ def interaction_lr_test(data: pd.DataFrame, spec: CoxSpec) -> InteractionTestRes
         levels=design.levels,
         n_input=design.n_input,
     )
-    reduced, _ = _fit_design(reduced_design, data, full_spec)
+    reduced, _ = fit_cox_design(reduced_design, data, full_spec)
     chisq = 2.0 * (full.loglik - reduced.loglik)
     df = design.matrix.shape[1] - len(keep)
     return InteractionTestResult(

@@ -10,13 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from pooled.errors import ConfigError, DataError
 
-__all__ = ["Design", "build_design", "categorical_levels"]
+__all__ = ["Design", "DesignSpec", "build_design", "build_spec_design", "categorical_levels"]
+
+
+class DesignSpec(Protocol):
+    """What :func:`build_spec_design` reads from a model spec (e.g. ``CoxSpec``)."""
+
+    @property
+    def covariates(self) -> tuple[str, ...]: ...
+
+    @property
+    def categorical(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def interactions(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def strata(self) -> tuple[str, ...]: ...
+
+    @property
+    def cluster(self) -> str | None: ...
+
+    @property
+    def required_columns(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,4 +287,55 @@ def build_design(
         dropped=dropped,
         levels=tuple(levels),
         n_input=len(data),
+    )
+
+
+def _centre_column(data: pd.DataFrame, spec: DesignSpec) -> str | None:
+    """The column dropped patients are counted by: ``centre``, else the cluster or stratum."""
+    if "centre" in data.columns:
+        return "centre"
+    if spec.cluster:
+        return spec.cluster
+    return spec.strata[0] if spec.strata else None
+
+
+def build_spec_design(data: pd.DataFrame, spec: DesignSpec) -> Design:
+    """The complete-case design of a model spec (covariates, categorical levels, interactions).
+
+    Rows need every covariate and the spec's ``required_columns`` (outcome, strata, cluster);
+    dropped patients are counted per ``centre`` (or per cluster / first stratum when the data
+    have no ``centre`` column). Shared by the Cox fit, its multiple imputation and its
+    proportional-hazards test, so all of them analyse the same rows.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per patient.
+    spec : DesignSpec
+        A model spec with ``covariates, categorical, interactions, strata, cluster`` and
+        ``required_columns`` (``CoxSpec``).
+
+    Returns
+    -------
+    Design
+
+    References
+    ----------
+    .. [1] Chambers JM, Hastie TJ. Statistical Models in S. Wadsworth; 1992. Chapter 2.
+
+    Examples
+    --------
+    >>> from pooled.models.cox import CoxSpec
+    >>> df = pd.DataFrame({"t": [5, 8, 3], "e": [1, 0, 1], "x": [1.0, None, 0.0],
+    ...                    "centre": ["A", "A", "B"]})
+    >>> build_spec_design(df, CoxSpec(duration="t", event="e", covariates=("x",))).n
+    2
+    """
+    return build_design(
+        data,
+        spec.covariates,
+        categorical=spec.categorical,
+        interactions=spec.interactions,
+        required=spec.required_columns,
+        centre=_centre_column(data, spec),
     )

@@ -4,24 +4,44 @@ Each incomplete covariate is imputed from all the other covariates, the strata (
 the event indicator and the Nelson-Aalen cumulative hazard at the patient's time (White and
 Royston 2009), with proper draws of the imputation-model parameters: Bayesian normal linear
 regression for continuous covariates, logistic regression for 0/1 covariates, multinomial
-logistic regression for categorical ones. The Cox model is fitted to each completed dataset
-and the estimates are pooled with Rubin's rules (Barnard-Rubin degrees of freedom).
+logistic regression for categorical ones. Rubin's rules pool the fits (Barnard-Rubin degrees
+of freedom).
+
+This module knows nothing of the Cox model: :func:`pooled.models.cox.fit_cox` with
+``CoxSpec(missing="mice")`` (:func:`pooled.models.cox.fit_cox_mice`) draws the completed data
+sets here, fits each and pools them with :func:`rubin_pool`.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import replace
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from pooled.errors import ConfigError, ConvergenceWarning, DataError, FewClustersWarning
-from pooled.models.cox import CoxResult, CoxSpec, _design, _fit_design, generalised_wald
-from pooled.models.design import build_design
+from pooled.errors import DataError
 
-__all__ = ["fit_cox_mice", "impute_chained", "nelson_aalen_at_times", "rubin_pool"]
+__all__ = ["ImputationSpec", "impute_chained", "nelson_aalen_at_times", "rubin_pool"]
+
+
+class ImputationSpec(Protocol):
+    """What :func:`impute_chained` reads from a model spec (e.g. ``CoxSpec``)."""
+
+    @property
+    def duration(self) -> str: ...
+
+    @property
+    def event(self) -> str: ...
+
+    @property
+    def covariates(self) -> tuple[str, ...]: ...
+
+    @property
+    def categorical(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def strata(self) -> tuple[str, ...]: ...
 
 
 def nelson_aalen_at_times(time: np.ndarray, event: np.ndarray) -> np.ndarray:
@@ -160,7 +180,7 @@ def _draw_categorical(
 
 def impute_chained(
     data: pd.DataFrame,
-    spec: CoxSpec,
+    spec: ImputationSpec,
     *,
     n_cycles: int = 10,
     rng: np.random.Generator,
@@ -287,110 +307,3 @@ def rubin_pool(
     else:
         df = df_old
     return q, total, df
-
-
-def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> CoxResult:
-    """Cox model with missing covariates multiply imputed (``CoxSpec(missing="mice")``).
-
-    Patients missing the outcome, strata or cluster are dropped (and counted per centre);
-    missing covariates are imputed ``spec.n_imputations`` times by chained equations that
-    include the event indicator and the Nelson-Aalen cumulative hazard; the Cox fits are pooled
-    with Rubin's rules. ``loglik``-based statistics are NaN (not defined after pooling); the
-    Wald test uses the total covariance; ``df`` holds Barnard-Rubin degrees of freedom
-    (complete-data df = events - parameters) and the tidy table uses t quantiles with them.
-
-    References
-    ----------
-    .. [1] White IR, Royston P. Imputing missing covariate values for the Cox model.
-       Stat Med 2009;28:1982-98.
-    .. [2] Rubin DB. Multiple Imputation for Nonresponse in Surveys. Wiley; 1987.
-    .. [3] Barnard J, Rubin DB. Small-sample degrees of freedom with multiple imputation.
-       Biometrika 1999;86:948-55.
-
-    Examples
-    --------
-    >>> # fit_cox(cohort, CoxSpec(..., missing="mice", n_imputations=20, seed=1))
-    """
-    if spec.missing != "mice":
-        raise ConfigError("fit_cox_mice expected CoxSpec(missing='mice').")
-    # rows must have the outcome, strata and cluster; covariates may be missing
-    base = build_design(
-        data,
-        (),
-        required=spec.required_columns,
-        centre="centre" if "centre" in data.columns else None,
-    )
-    absent = [c for c in spec.covariates if c not in data.columns]
-    if absent:
-        raise ConfigError(f"Covariates {absent} expected in the data; check the spec.")
-    kept = data.iloc[base.rows].reset_index(drop=True)
-    fit_spec = replace(spec, missing="complete_case", term_lr_tests=False)
-    root = np.random.default_rng(spec.seed)
-    estimates, covariances, robust, rows = [], [], [], []
-    names: tuple[str, ...] = ()
-    design = None
-    for k, child in enumerate(root.spawn(spec.n_imputations)):
-        completed = impute_chained(kept, spec, n_cycles=n_cycles, rng=child)
-        design = _design(completed, fit_spec)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.simplefilter("ignore", FewClustersWarning)  # said once, below
-            fit, _ = _fit_design(design, completed, fit_spec)
-        names = design.term_names
-        estimates.append(fit.coefficients)
-        covariances.append(fit.covariance)
-        if fit.robust_covariance is not None:
-            robust.append(fit.robust_covariance)
-        for j, term in enumerate(names):
-            rows.append(
-                {
-                    "imputation": k + 1,
-                    "term": term,
-                    "estimate": fit.coefficients[j],
-                    "std_error": float(np.sqrt(fit.covariance[j, j])),
-                }
-            )
-    assert design is not None
-    est = np.array(estimates)
-    events = int(kept[spec.event].sum())
-    df_complete = float(max(events - est.shape[1], 1))
-    q, total, df = rubin_pool(est, np.array(covariances), df_complete)
-    robust_total = None
-    if robust:
-        _, robust_total, df = rubin_pool(est, np.array(robust), df_complete)
-    vcov = robust_total if robust_total is not None else total
-    wald, wald_df = generalised_wald(q, vcov)
-    n_clusters = int(kept[spec.cluster].nunique()) if spec.cluster else None
-    if n_clusters is not None and n_clusters <= len(q):
-        warnings.warn(
-            f"The cluster-robust covariance of each imputation rests on {n_clusters} clusters "
-            f"for {len(q)} coefficients (rank at most {n_clusters - 1}); the pooled robust "
-            f"Wald test uses a generalised inverse on {wald_df} df. Use more clusters than "
-            "coefficients, fewer coefficients, or the model-based covariance (no cluster).",
-            FewClustersWarning,
-            stacklevel=2,
-        )
-    return CoxResult(
-        spec=spec,
-        term_names=names,
-        term_sources=design.term_sources,
-        coefficients=q,
-        covariance=total,
-        robust_covariance=robust_total,
-        loglik=float("nan"),
-        loglik_null=float("nan"),
-        score_test=float("nan"),
-        wald_test=wald,
-        wald_df=wald_df,
-        n_clusters=n_clusters,
-        iterations=0,
-        converged=True,
-        n=len(kept),
-        events=events,
-        dropped=base.dropped,
-        levels=design.levels,
-        lr_p_values=None,
-        n_imputations=spec.n_imputations,
-        df=df,
-        per_imputation=pd.DataFrame(rows),
-    )

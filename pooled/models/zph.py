@@ -28,10 +28,10 @@ from pooled.models.cox import (
     CoxResult,
     CoxSpec,
     Ties,
-    _design,
     _outcome_arrays,
     _RiskSets,
 )
+from pooled.models.design import build_spec_design
 from pooled.results import tidy_frame
 
 __all__ = ["ProportionalHazardsResult", "proportional_hazards_arrays", "proportional_hazards_test"]
@@ -543,7 +543,7 @@ def proportional_hazards_test(
             "result. Refit with missing='complete_case' to check proportional hazards."
         )
     spec = result.spec
-    design = _design(data, spec)
+    design = build_spec_design(data, spec)
     if design.n != result.n or design.term_names != result.term_names:
         raise DataError(
             f"The data give {design.n} patients and terms {list(design.term_names)}; the fit "

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pooled.errors import ConfigError
-from pooled.models.cox import CoxSpec, fit_cox
-from pooled.models.imputation import fit_cox_mice, nelson_aalen_at_times, rubin_pool
+from pooled.models.cox import CoxSpec, fit_cox, fit_cox_mice
+from pooled.models.imputation import nelson_aalen_at_times, rubin_pool
 
 COVARIATES = ("ctc_positive", "subtype", "age", "node_positive", "grade3")
 
