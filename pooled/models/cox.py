@@ -542,7 +542,11 @@ class CoxArraysResult:
 
 
 def generalised_wald(
-    estimate: np.ndarray, covariance: np.ndarray, *, rtol: float = RANK_RTOL
+    estimate: np.ndarray,
+    covariance: np.ndarray,
+    *,
+    rtol: float = RANK_RTOL,
+    max_rank: int | None = None,
 ) -> tuple[float, int]:
     """Wald statistic ``b' V^+ b`` with a generalised inverse, and the rank of ``V``.
 
@@ -550,8 +554,9 @@ def generalised_wald(
     so that neither the statistic nor the rank depends on the units of the coefficients; the
     statistic is ``z' R^+ z`` with ``z = D^-1/2 b`` and ``R^+`` the Moore-Penrose inverse of
     ``R`` keeping the singular values above ``rtol`` times the largest. The rank is the number
-    kept, the statistic's degrees of freedom. When ``V`` has full rank this is ``b' V^-1 b``.
-    Coefficients with zero (or non-finite) variance are left out.
+    kept (at most ``max_rank``), the statistic's degrees of freedom; with rank 0 the statistic
+    is NaN. When ``V`` has full rank this is ``b' V^-1 b``. Coefficients with zero (or
+    non-finite) variance are left out.
 
     Parameters
     ----------
@@ -561,6 +566,9 @@ def generalised_wald(
         Their covariance (symmetric, positive semi-definite), e.g. a cluster-robust sandwich.
     rtol : float
         Relative singular-value tolerance of the rank (default ``RANK_RTOL`` = 1e-10).
+    max_rank : int, optional
+        A known bound on the rank (``G - 1`` for a cluster-robust covariance at the MLE); the
+        largest singular values are kept.
 
     Returns
     -------
@@ -597,10 +605,15 @@ def generalised_wald(
     corr = (corr + corr.T) / 2.0
     if not np.all(np.isfinite(corr)):
         return float("nan"), 0
-    vecs, sv, _ = np.linalg.svd(corr, hermitian=True)
+    vecs, sv, _ = np.linalg.svd(corr, hermitian=True)  # singular values in descending order
     keep = sv > rtol * sv[0]
+    if max_rank is not None:
+        keep[max(max_rank, 0) :] = False
+    rank = int(keep.sum())
+    if rank == 0:
+        return float("nan"), 0
     proj = vecs[:, keep].T @ (b / d)
-    return float(np.sum(proj * proj / sv[keep])), int(keep.sum())
+    return float(np.sum(proj * proj / sv[keep])), rank
 
 
 def _solve(info: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -771,7 +784,8 @@ def cox_fit_arrays(
         beta_init = np.zeros(p) if init is None else np.asarray(init, dtype=np.float64)
         scores = np.zeros((n_clusters, p))
         np.add.at(scores, codes, rs.score_residuals(rs.parts(beta_init)))
-        robust_wald, wald_rank = generalised_wald(beta, robust)
+        # the clusters' dfbeta sum to about 0 at the MLE: rank at most G - 1
+        robust_wald, wald_rank = generalised_wald(beta, robust, max_rank=n_clusters - 1)
         robust_score, score_rank = generalised_wald(scores.sum(axis=0), scores.T @ scores)
         if score_rank >= n_clusters:
             robust_score = float("nan")  # identically G: u is the sum of G independent scores

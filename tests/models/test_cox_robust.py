@@ -222,3 +222,21 @@ def test_multiple_imputation_with_few_clusters_keeps_the_fit(cohort_levels):
     stat, rank = direct_rank_wald(res.coefficients, res.robust_covariance)
     assert res.wald_df == rank and res.wald_test == pytest.approx(stat, rel=1e-10)
     assert np.all(np.isfinite(res.std_errors)) and res.n_clusters == 8
+
+
+def test_a_single_cluster_leaves_no_robust_test(veteran):
+    with pytest.warns(FewClustersWarning, match="1 clusters for 8 coefficients"):
+        res = veteran_fit(veteran, 1)
+    assert res.wald_df == 0 and np.isnan(res.wald_test) and np.isnan(res.wald_p_value)
+    assert np.isnan(res.robust_score_test) and res.n_clusters == 1
+    assert np.all(np.isfinite(res.coefficients))
+
+
+def test_generalised_wald_respects_a_known_rank_bound():
+    # eigenvalues 1.9 (along (1, 1, 0)), 1 (along (0, 0, 1)) and 0.1 (along (1, -1, 0))
+    v = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    b = np.array([1.0, -1.0, 0.5])
+    stat, rank = generalised_wald(b, v)
+    assert rank == 3 and stat == pytest.approx(0.25 + 2.0 / 0.1)
+    stat, rank = generalised_wald(b, v, max_rank=2)  # drops the smallest direction
+    assert rank == 2 and stat == pytest.approx(0.25)
