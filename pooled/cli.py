@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from rich.console import Console
 
 from harmonization.errors import HarmonizationError
+from pooled.cli_common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_UNUSABLE,
+    console,
+    err_console,
+    friendly,
+)
 from pooled.cli_store import store_app
-from pooled.errors import OutputExistsError, PooledError
+from pooled.errors import OutputExistsError
 
 app = typer.Typer(
     name="pooled",
@@ -31,44 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(store_app, name="store")
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
-
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE, EXIT_BUG = 0, 1, 2, 3
-
-
-def _friendly(func: F) -> F:
-    """Turn expected failures (bad file, bad mapping/config) into one line and exit code 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (HarmonizationError, PooledError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-            raise typer.Exit(EXIT_UNUSABLE) from None
-        except KeyboardInterrupt:  # pragma: no cover
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, SystemExit, typer.BadParameter):
-            raise
-        except Exception as exc:  # a bug: one line here, the traceback in a file
-            import tempfile
-            import traceback
-
-            with tempfile.NamedTemporaryFile(
-                "w", prefix="pooled-error-", suffix=".txt", delete=False, encoding="utf-8"
-            ) as handle:
-                traceback.print_exc(file=handle)
-            err_console.print(
-                f"[bold red]internal error[/] ({type(exc).__name__}: {exc}); this is a bug in "
-                f"pooled, not in your data. Please report it with {handle.name}.",
-                soft_wrap=True,
-            )
-            raise typer.Exit(EXIT_BUG) from None
-
-    return wrapper  # type: ignore[return-value]
+_friendly = friendly  # the decorator every command wears (pooled.cli_common)
 
 
 def _parse_day(value: str | None) -> _dt.date | None:

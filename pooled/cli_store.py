@@ -10,13 +10,13 @@ with a one-line reason and never a traceback. These commands never create a stor
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
+
+from pooled.cli_common import EXIT_FINDINGS, EXIT_OK, EXIT_UNUSABLE, console, err_console, friendly
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -31,8 +31,6 @@ store_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2  # as in pooled.cli
 StoreOption = Annotated[
     Path, typer.Option("--store", "-s", help="The store (DuckDB file); never created here.")
 ]
@@ -40,29 +38,15 @@ _STATUS_STYLE = {"accepted": "green", "rejected": "bold red"}
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def _friendly(func: F) -> F:
-    """:func:`pooled.cli._friendly` (one line, exit 2), looked up when the command runs so
-    this module can be imported before or after :mod:`pooled.cli`."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pooled.cli import _friendly as friendly
-
-        return friendly(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+_friendly = friendly
 
 
 def _console() -> Console:
-    from pooled.cli import console
-
     return console
 
 
 def _refuse(message: str) -> typer.Exit:
-    """Print a one-line reason the way :func:`pooled.cli._friendly` does; exit code 2."""
-    from pooled.cli import err_console
-
+    """Print a one-line reason the way :func:`pooled.cli_common.friendly` does; exit code 2."""
     err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(EXIT_UNUSABLE)
 
