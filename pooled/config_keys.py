@@ -270,8 +270,8 @@ def _identifier(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> st
 def _expression_text(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ctx.error(
-            keys, f"'{_label(keys)}' must be an expression in quotes, e.g. 'age >= 18'; got "
-            f"{value!r}.",
+            keys,
+            f"'{_label(keys)}' must be an expression in quotes, e.g. 'age >= 18'; got {value!r}.",
         )
     return value.strip()
 
@@ -354,7 +354,9 @@ def _choices(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> tuple
     return out
 
 
-def _versions(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> tuple[tuple[str, int], ...]:
+def _versions(
+    value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys
+) -> tuple[tuple[str, int], ...]:
     if value == "latest" or value is None:
         return ()
     if isinstance(value, dict):
@@ -379,7 +381,9 @@ def _window(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> tuple[
     return first, last
 
 
-def _pairs(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> tuple[tuple[str, str], ...]:
+def _pairs(
+    value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys
+) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -408,7 +412,9 @@ def _section(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> dict[
     return ctx.section(value, key.path, keys)
 
 
-def _switch(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> tuple[bool, dict[str, Any]]:
+def _switch(
+    value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys
+) -> tuple[bool, dict[str, Any]]:
     if value is False:
         return False, {}
     if value is None or value is True:
@@ -446,8 +452,7 @@ VALUE_TYPES: Mapping[str, ValueType] = {
         "list of expressions (see Expressions)", _list_of(_expression_text, "expressions")
     ),
     "numeric field": ValueType(
-        "name of an integer or number field of the patients table, or a derived numeric "
-        "column",
+        "name of an integer or number field of the patients table, or a derived numeric column",
         _identifier,
     ),
     "section": ValueType("mapping of the keys below", _section),
@@ -521,8 +526,6 @@ def yaml_value(value: Any) -> str:
     if value is None or value == "":
         return '""'
     return str(value)
-
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,9 +153,7 @@ def _plan(registry: Registry, ctx: AnalysisContext) -> list[tuple[Step, str]]:
     def flush() -> None:
         for endpoint in ctx.endpoints:
             here = ctx.at(endpoint=endpoint)
-            plan.extend(
-                (s, endpoint) for s in block if s.enabled(_section(ctx.config, s), here)
-            )
+            plan.extend((s, endpoint) for s in block if s.enabled(_section(ctx.config, s), here))
         block.clear()
 
     for step in registry:

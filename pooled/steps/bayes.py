@@ -111,7 +111,9 @@ def runs_at(section: BayesSection, ctx: AnalysisContext) -> bool:
     return bool(section) and (not section.endpoints or ctx.endpoint in section.endpoints)
 
 
-def run_bayes(cohort: AnalysisDataset, section: BayesSection, ctx: AnalysisContext) -> list[ModelOutput]:
+def run_bayes(
+    cohort: AnalysisDataset, section: BayesSection, ctx: AnalysisContext
+) -> list[ModelOutput]:
     """The endpoint's Bayesian model (:func:`_bayes_outputs` on the cohort)."""
     patients = cohort.patients
     return _bayes_outputs(

@@ -156,7 +156,9 @@ def select_cohort(
     return prepare_cohort(ds, ctx.section(COHORT.name), ctx)
 
 
-def _categorical_as_text(patients: pd.DataFrame, covariates: tuple[CovariateSpec, ...]) -> pd.DataFrame:
+def _categorical_as_text(
+    patients: pd.DataFrame, covariates: tuple[CovariateSpec, ...]
+) -> pd.DataFrame:
     """Categorical covariates stored as numbers (grade 1-3) become their text labels ("1")."""
     out = patients.copy()
     for cov in covariates:

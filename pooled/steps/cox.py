@@ -124,7 +124,9 @@ def cox_flow(
     )
 
 
-def run_cox(cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext) -> list[ModelOutput]:
+def run_cox(
+    cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext
+) -> list[ModelOutput]:
     """The univariable (exposure only) and the adjusted stratified Cox model of the endpoint."""
     from pooled.models.cox import fit_cox
 

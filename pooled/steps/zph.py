@@ -13,7 +13,9 @@ from pooled.steps.base import AnalysisContext, Step, endpoint_frame
 from pooled.steps.cox import COX, CoxSection
 
 
-def run_zph(cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext) -> list[ModelOutput]:
+def run_zph(
+    cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext
+) -> list[ModelOutput]:
     """The PH test of the adjusted Cox model of the endpoint (KM-transformed time)."""
     from pooled.models.zph import proportional_hazards_test
 

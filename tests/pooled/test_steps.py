@@ -71,7 +71,9 @@ def parse_toy(section: SectionReader) -> ToySection:
     return ToySection(enabled=section.enabled, level=level)
 
 
-def run_toy(cohort: AnalysisDataset, section: ToySection, ctx: AnalysisContext) -> list[ModelOutput]:
+def run_toy(
+    cohort: AnalysisDataset, section: ToySection, ctx: AnalysisContext
+) -> list[ModelOutput]:
     if ctx.endpoint == "dfs":
         raise DataError("the toy cannot use dfs")
     data = endpoint_frame(cohort.patients, ctx.endpoint)
@@ -85,7 +87,9 @@ def run_toy(cohort: AnalysisDataset, section: ToySection, ctx: AnalysisContext) 
     return [ModelOutput(f"toy_{ctx.endpoint}", "toy", ctx.endpoint, result, "Toy model")]  # type: ignore[arg-type]
 
 
-def run_after_toy(cohort: AnalysisDataset, section: ToySection, ctx: AnalysisContext) -> list[ModelOutput]:
+def run_after_toy(
+    cohort: AnalysisDataset, section: ToySection, ctx: AnalysisContext
+) -> list[ModelOutput]:
     toy = ctx.output(f"toy_{ctx.endpoint}")
     assert toy is not None
     return [ModelOutput(f"after_toy_{ctx.endpoint}", "toy", ctx.endpoint, toy.result)]  # type: ignore[arg-type]
@@ -126,9 +130,13 @@ def test_its_key_is_checked_with_the_file_and_line() -> None:
             _text(models={"toy": {"level": "high"}}), path="toy.yaml", registry=TOY_STEPS
         )
     with pytest.raises(ConfigError, match=r"toy.yaml line \d+: 'level' must lie between 0 and 1"):
-        parse_analysis_config(_text(models={"toy": {"level": 2}}), path="toy.yaml", registry=TOY_STEPS)
+        parse_analysis_config(
+            _text(models={"toy": {"level": 2}}), path="toy.yaml", registry=TOY_STEPS
+        )
     with pytest.raises(ConfigError, match="unknown key 'levl'; did you mean 'level'"):
-        parse_analysis_config(_text(models={"toy": {"levl": 0.5}}), path="toy.yaml", registry=TOY_STEPS)
+        parse_analysis_config(
+            _text(models={"toy": {"levl": 0.5}}), path="toy.yaml", registry=TOY_STEPS
+        )
 
 
 def test_a_registered_step_is_documented() -> None:
