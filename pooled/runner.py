@@ -101,11 +101,11 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
     """
     registry = cfg.registry
     ctx = AnalysisContext(cfg, progress=progress)
+    cohort = ds
     prepared: dict[str, list[ModelOutput]] = {}
     for step in registry:
         if step.prepare is not None:
-            ds, prepared[step.name] = step.prepare(ds, _section(cfg, step), ctx)
-    cohort = ds
+            cohort, prepared[step.name] = step.prepare(cohort, _section(cfg, step), ctx)
     cohort.flow.check(cohort.patients)
     patients = cohort.patients
     check_against_data(cfg, patients)
