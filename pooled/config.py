@@ -1,8 +1,14 @@
 """Analysis configs: YAML parsed once into a frozen, validated :class:`AnalysisConfig`.
 
-Every key a config may hold is declared once, in :data:`CONFIG_KEYS` (path, type, default,
-allowed values, an example and its meaning). The parser takes the keys it accepts, their
-defaults, allowed values and type checks from that registry, and
+Every key a config may hold is declared once, as a :class:`~pooled.config_keys.ConfigKey`
+(path, type, default, allowed values, an example and its meaning): the top-level keys here
+(name, data, endpoints, exposure, covariates, strata, ... and the ``models`` mapping), each
+analysis step's section in its module under :mod:`pooled.steps` (``models.cox.*`` in
+:mod:`pooled.steps.cox`, ``cohort.*`` in :mod:`pooled.steps.cohort`, ...). This module
+assembles them, with the steps of a :class:`~pooled.steps.base.Registry` (by default
+:data:`pooled.steps.registry.STEPS`), into one registry, :data:`CONFIG_KEYS`. The parser takes
+the keys it accepts, their defaults, allowed values and type checks from that registry and
+hands each step's section to the step's parser (:class:`~pooled.config_keys.SectionReader`);
 ``docs/config_reference.md`` is generated from it (``python -m pooled.config``), so the
 reference cannot drift from the parser.
 
@@ -31,48 +37,89 @@ Example (``configs/analyses/paddy.yaml``)::
 from __future__ import annotations
 
 import hashlib
-import re
 import sys
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import yaml
 
-from harmonization.errors import ExpressionError, SchemaError
+from harmonization.errors import SchemaError
 from harmonization.schema import Schema, did_you_mean, load_schema
 from harmonization.yamlio import YamlProblem, load_yaml, read_yaml_text
+from pooled.config_keys import (
+    DERIVED_COLUMNS,
+    NUMERIC_TYPES,
+    REQUIRED,
+    VALUE_TYPES,
+    ConfigKey,
+    Keys,
+    Located,
+    ParseContext,
+    SectionReader,
+    ValueType,
+    compile_config_expression,
+    compose_lines,
+    one_of,
+    patient_columns,
+    schema_values,
+    sentence,
+    shown_path,
+    yaml_value,
+)
+from pooled.config_keys import section_keys as _keys_in
 from pooled.errors import ConfigError
+from pooled.exposures import (
+    CTC_MARKERS,
+    EXPOSURE_KINDS,
+    SERIAL_KINDS,
+    THRESHOLD_KINDS,
+    CovariateSpec,
+    ExposureKind,
+    ExposureSpec,
+)
+from pooled.steps.base import Registry
+from pooled.steps.registry import STEPS
 
-ExposureKind = Literal[
-    "threshold",  # a numeric field >= threshold (CTC per 7.5 ml, DTC, a receptor in fmol/l)
-    "expression",  # a logical expression on patient fields (expr)
-    "her2_ctc",  # at least `threshold` HER2-positive CTC (DETECT)
-    "phenotype_score",  # formula on CTC counts, >= threshold (DETECT endocrine responsiveness)
-    "change_category",  # baseline -> follow-up CTC+/- (b2CTC)
-    "trajectory_group",  # latent CTC trajectory group (tCTC)
-    "risk_concordance",  # clinical risk vs CTC risk (STIC CTC)
+__all__ = [
+    "CONFIG_KEYS",
+    "CTC_MARKERS",
+    "DERIVED_COLUMNS",
+    "EXPOSURE_KINDS",
+    "KEYS",
+    "NUMERIC_TYPES",
+    "REFERENCE_PATH",
+    "REQUIRED",
+    "SECTIONS",
+    "SERIAL_KINDS",
+    "THRESHOLD_KINDS",
+    "VALUE_TYPES",
+    "AnalysisConfig",
+    "ConfigKey",
+    "CovariateSpec",
+    "DataSpec",
+    "ExposureKind",
+    "ExposureSpec",
+    "Located",
+    "ModelsView",
+    "ParseContext",
+    "SectionReader",
+    "ValueType",
+    "assemble_keys",
+    "check_against_data",
+    "config_reference",
+    "load_analysis_config",
+    "parse_analysis_config",
+    "schema_values",
+    "section_keys",
+    "shown_path",
+    "yaml_value",
 ]
-EXPOSURE_KINDS: tuple[str, ...] = (
-    "threshold", "expression", "her2_ctc", "phenotype_score", "change_category",
-    "trajectory_group", "risk_concordance",
-)  # fmt: skip
-SERIAL_KINDS = ("change_category", "trajectory_group")
-THRESHOLD_KINDS = ("threshold", "her2_ctc", "phenotype_score", "risk_concordance")
-MetaMethod = Literal["FE", "DL", "REML", "PM", "ML", "HE", "SJ"]
-META_METHODS: tuple[str, ...] = ("FE", "DL", "REML", "PM", "ML", "HE", "SJ")
-Ties = Literal["efron", "breslow"]
-TIES: tuple[str, ...] = ("efron", "breslow")
+
 Origin = Literal["diagnosis", "surgery", "sample"]
 ORIGINS: tuple[str, ...] = ("diagnosis", "surgery", "sample")
-MODEL_NAMES: tuple[str, ...] = ("km", "cox", "two_stage", "bayes", "trajectory")
-CTC_MARKERS = ("ctc_count", "ctc_per_7_5ml")
-# Columns the analysis dataset has beyond the schema's patient fields (harmonization.derive),
-# with their type; usable as markers, covariates, strata, subgroups and in expressions.
-DERIVED_COLUMNS: Mapping[str, str] = {"ctc_per_7_5ml": "number"}
-NUMERIC_TYPES = ("integer", "number")
 REFERENCE_PATH = Path(__file__).resolve().parent.parent / "docs" / "config_reference.md"
 
 
@@ -91,99 +138,46 @@ class DataSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class CohortSpec:
-    """Inclusion and exclusion rules (expressions on the analysis dataset's patient fields).
+class ModelsView:
+    """``cfg.models``: the sections of the models, by step name, and their flat names.
 
-    A patient whose ``include`` rule is missing (e.g. ``age >= 18`` with age unknown) is
-    excluded; one whose ``exclude`` rule is missing is kept.
+    ``cfg.models.cox`` is the Cox step's section, true when the model runs. The flat names
+    the config had before its sections belonged to the steps still read the sections:
+    ``cfg.models.ties`` (the primary ties), ``cfg.models.meta_method``, ... (each section's
+    ``aliases``) and ``cfg.models.<step>_<field>`` (``cfg.models.bayes_draws``).
     """
 
-    setting: str | None = None
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    sections: tuple[tuple[str, Any], ...] = ()
 
-
-@dataclass(frozen=True, slots=True)
-class ExposureSpec:
-    """The marker exposure of the analysis, derived into a column named ``name``."""
-
-    name: str
-    kind: ExposureKind = "threshold"
-    marker: str = "ctc_count"
-    threshold: float = 1.0
-    per_7_5ml: bool = True
-    formula: str = ""  # phenotype_score: an expression on patient columns
-    expr: str = ""  # expression: a logical (or 0/1) expression on patient columns
-    follow_up_window: tuple[float, float] = (22.0, 36.0)  # change_category: days
-    levels: tuple[str, ...] = ()  # categorical exposures: level order, first = reference
-
-
-@dataclass(frozen=True, slots=True)
-class CovariateSpec:
-    """A covariate: a column of the analysis dataset, or derived from an expression."""
-
-    name: str
-    categorical: bool = False
-    reference: str | None = None
-    expr: str = ""  # derived covariate: computed on the cohort before the models
-
-    @property
-    def derived(self) -> bool:
-        return bool(self.expr)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelsSpec:
-    """Which models to run and their options (raw numbers, validated).
-
-    ``cox_ties`` and ``meta_methods`` hold the primary analysis first; further values are
-    sensitivity analyses.
-    """
-
-    km: bool = True
-    km_times: tuple[float, ...] = (12.0, 24.0, 36.0, 60.0)
-    cox: bool = True
-    cox_ties: tuple[Ties, ...] = ("efron",)
-    robust: bool = False
-    two_stage: bool = True
-    meta_methods: tuple[MetaMethod, ...] = ("REML",)
-    knha: bool = False
-    two_stage_ties: Ties = "efron"
-    bayes: bool = False
-    bayes_endpoints: tuple[str, ...] = ()
-    bayes_draws: int = 1000
-    bayes_tune: int = 1000
-    bayes_chains: int = 4
-    bayes_intervals: int = 10
-    bayes_prior: str = "weakly_informative"
-    bayes_thresholds: tuple[float, ...] = (1.0,)
-    bayes_interaction: bool = True
-    trajectory: bool = False
-    trajectory_groups: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
-    trajectory_starts: int = 20
-    trajectory_family: Literal["poisson", "negbin", "zip"] = "poisson"
-
-    @property
-    def ties(self) -> Ties:
-        """Ties of the primary one-stage Cox models."""
-        return self.cox_ties[0]
-
-    @property
-    def meta_method(self) -> MetaMethod:
-        """tau^2 estimator of the primary two-stage analysis."""
-        return self.meta_methods[0]
-
-
-@dataclass(frozen=True, slots=True)
-class SensitivitySpec:
-    leave_one_centre_out: bool = False
-    thresholds: tuple[float, ...] = ()
-    missing: tuple[Literal["complete_case", "mice"], ...] = ()
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "sections":
+            raise AttributeError(name)
+        sections = dict(self.sections)
+        if name in sections:
+            return sections[name]
+        for section in sections.values():
+            target = getattr(type(section), "aliases", {}).get(name)
+            if target:
+                return getattr(section, target)
+        for step, section in sections.items():
+            attribute = name.removeprefix(f"{step}_")
+            if attribute != name and hasattr(section, attribute):
+                return getattr(section, attribute)
+        raise AttributeError(
+            f"cfg.models has no {name!r}; the models are {', '.join(sections)} "
+            "(cfg.models.<model>.<option>)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class AnalysisConfig:
     """A validated analysis config; build with :func:`load_analysis_config`.
+
+    The top-level keys are attributes (``cfg.endpoints``, ``cfg.exposure``, ...); each
+    step's section is ``cfg.section(step)`` (``cfg.section("cox").ties``), the models' also
+    ``cfg.models.<step>`` (:class:`ModelsView`), and ``cfg.cohort`` and ``cfg.sensitivity``
+    are the cohort's and the sensitivity analyses' sections. ``registry`` holds the steps
+    the config was parsed with, which the runner walks.
 
     ``schema_path`` is the schema the config names with its ``schema:`` key (resolved
     against the config's folder; ``""`` when it names none); ``schema`` is the schema the
@@ -192,15 +186,13 @@ class AnalysisConfig:
 
     name: str
     data: DataSpec
-    cohort: CohortSpec
     endpoints: tuple[str, ...]
     exposure: ExposureSpec
     covariates: tuple[CovariateSpec, ...]
     strata: tuple[str, ...] = ("centre",)
     interactions: tuple[tuple[str, str], ...] = ()
     subgroups: tuple[str, ...] = ()
-    models: ModelsSpec = field(default_factory=ModelsSpec)
-    sensitivity: SensitivitySpec = field(default_factory=SensitivitySpec)
+    sections: tuple[tuple[str, Any], ...] = ()
     origin: Origin | None = None
     seed: int = 2026
     output: str = ""
@@ -212,6 +204,33 @@ class AnalysisConfig:
     schema: Schema | None = field(default=None, compare=False, repr=False)
     keys_given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     lines: dict[tuple[Any, ...], int] = field(default_factory=dict, compare=False, repr=False)
+    registry: Registry = field(default=STEPS, compare=False, repr=False)
+
+    def section(self, step: str) -> Any:
+        """The parsed config section of the step named ``step``."""
+        for name, section in self.sections:
+            if name == step:
+                return section
+        raise KeyError(
+            f"no config section of step {step!r}; sections: "
+            f"{', '.join(name for name, _ in self.sections)}"
+        )
+
+    @property
+    def models(self) -> ModelsView:
+        """The models' sections (``cfg.models.cox``), see :class:`ModelsView`."""
+        models = {s.name for s in self.registry if s.is_model}
+        return ModelsView(tuple((n, s) for n, s in self.sections if n in models))
+
+    @property
+    def cohort(self) -> Any:
+        """The cohort step's section (:class:`pooled.steps.cohort.CohortSpec`)."""
+        return self.section("cohort")
+
+    @property
+    def sensitivity(self) -> Any:
+        """The sensitivity analyses' section (:class:`pooled.steps.sensitivity.SensitivitySpec`)."""
+        return self.section("sensitivity")
 
     @property
     def categorical(self) -> tuple[tuple[str, str], ...]:
@@ -224,67 +243,16 @@ class AnalysisConfig:
         return tuple(c for c in self.covariates if c.derived)
 
     def where(self, *keys: Any) -> str:
-        return _Located(self.path or "<config>", self.lines).where(*keys)
+        return Located(self.path or "<config>", self.lines).where(*keys)
 
 
 # ---------------------------------------------------------------------------------------------
-# The key registry
+# The key registry: the top-level keys here, the sections' keys from the steps
 # ---------------------------------------------------------------------------------------------
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-
-SchemaSet = Literal["", "settings", "endpoints", "numeric_fields"]
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigKey:
-    """One key of the analysis-config language.
-
-    Attributes
-    ----------
-    path : dotted path; ``[]`` marks the items of a list (``covariates[].expr``).
-    type : a name of :data:`VALUE_TYPES` (checked by the parser, shown in the reference).
-    meaning : one paragraph for the reference.
-    example : a YAML fragment of a config using the key (parsed by the tests).
-    default : the value when the key is absent (:data:`REQUIRED` when it must be given;
-        ``None`` when the default depends on other keys, described by ``default_text``).
-    allowed : allowed values of a choice.
-    allowed_from : allowed values taken from the schema (``settings``, ``endpoints``,
-        ``numeric_fields``).
-    default_text : the default in words, when it depends on other keys.
-    """
-
-    path: str
-    type: str
-    meaning: str
-    example: str
-    default: Any = None
-    allowed: tuple[str, ...] = ()
-    allowed_from: SchemaSet = ""
-    default_text: str = ""
-
-    @property
-    def section(self) -> str:
-        return self.path.rpartition(".")[0]
-
-    @property
-    def leaf(self) -> str:
-        return self.path.rpartition(".")[2]
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
 
 _EXPOSURE_EXAMPLE = "exposure: {name: ctc_positive, marker: ctc_count, threshold: 1}"
 
-CONFIG_KEYS: tuple[ConfigKey, ...] = (
+TOP_LEVEL_KEYS: tuple[ConfigKey, ...] = (
     # -- top level ----------------------------------------------------------------------------
     ConfigKey(
         "name", "non-empty text",
@@ -360,31 +328,6 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "data.centres", "centres",
         "`all`, or the list of centre codes to analyse.",
         "data: {centres: [ulm, paris, tuebingen]}", default=(), default_text="`all`",
-    ),
-    # -- cohort -------------------------------------------------------------------------------
-    ConfigKey(
-        "cohort", "section",
-        "Which patients form the analysis cohort. Each rule is a step of the exclusion flow.",
-        "cohort: {setting: early, include: ['age >= 18'], exclude: ['tumour_size_mm > 100']}",
-        default={},
-    ),
-    ConfigKey(
-        "cohort.setting", "choice",
-        "Keep only patients of this disease setting.",
-        "cohort: {setting: metastatic}", allowed_from="settings", default_text="every setting",
-    ),
-    ConfigKey(
-        "cohort.include", "list of expressions",
-        "Inclusion rules: logical expressions on patient fields (see Expressions); a patient "
-        "is kept when every rule is true. A rule that is missing for a patient (a field it "
-        "uses is unknown) excludes the patient.",
-        "cohort: {include: ['age >= 18 and age < 80', 'notna(tumour_size_mm)']}", default=(),
-    ),
-    ConfigKey(
-        "cohort.exclude", "list of expressions",
-        "Exclusion rules: logical expressions on patient fields; a patient for whom a rule "
-        "is true is excluded. A rule that is missing for a patient keeps the patient.",
-        "cohort: {exclude: ['positive_nodes > 30']}", default=(),
     ),
     # -- exposure -----------------------------------------------------------------------------
     ConfigKey(
@@ -532,582 +475,65 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "exposure groups, checked before any model runs.",
         "subgroups: [subtype]", default=(),
     ),
-    # -- models -------------------------------------------------------------------------------
-    ConfigKey(
-        "models", "section",
-        "Which models run, each with its options. A model runs when its key is present "
-        "(`cox:` or `cox: {ties: breslow}`) and not `false`. When the whole `models` key is "
-        "absent, `km`, `cox` and `two_stage` run with their defaults.",
-        "models: {km: {times: [12, 36, 60]}, cox: {ties: efron}, two_stage: {method: REML}}",
-        default={}, default_text="{km: {}, cox: {}, two_stage: {}}",
-    ),
-    ConfigKey(
-        "models.km", "model switch",
-        "Kaplan-Meier curves by exposure per endpoint, with numbers at risk, and the log-rank "
-        "test stratified by `strata`.",
-        "models: {km: {times: [12, 24, 60]}}", default=False,
-        default_text="off (on when `models` is absent)",
-    ),
-    ConfigKey(
-        "models.km.times", "list of numbers",
-        "Times (months) at which survival and the numbers at risk are reported.",
-        "models: {km: {times: [0, 12, 36, 60]}}", default=(12.0, 24.0, 36.0, 60.0),
-    ),
-    ConfigKey(
-        "models.cox", "model switch",
-        "One-stage Cox models per endpoint: univariable, adjusted for the covariates, the "
-        "interactions, and the proportional-hazards test.",
-        "models: {cox: {ties: efron}}", default=False,
-        default_text="off (on when `models` is absent)",
-    ),
-    ConfigKey(
-        "models.cox.ties", "choice or list of choices",
-        "Handling of tied event times in the one-stage Cox models. A list: the first is the "
-        "primary analysis; each further value adds a row to the sensitivity table of the "
-        "primary endpoint (the exposure's HR in the adjusted model under those ties).",
-        "models: {cox: {ties: [efron, breslow]}}", default=("efron",), allowed=TIES,
-    ),
-    ConfigKey(
-        "models.cox.robust", "boolean",
-        "Robust (sandwich) standard errors clustered by centre.",
-        "models: {cox: {robust: true}}", default=False,
-    ),
-    ConfigKey(
-        "models.two_stage", "model switch",
-        "Two-stage IPD meta-analysis per endpoint: the adjusted Cox model within each centre, "
-        "then the centres' log HRs of the exposure pooled by random effects. Not run for "
-        "serial exposures.",
-        "models: {two_stage: {method: REML, knha: true}}", default=False,
-        default_text="off (on when `models` is absent)",
-    ),
-    ConfigKey(
-        "models.two_stage.method", "choice or list of choices",
-        "Estimator of the between-centre variance tau^2 (FE = fixed effect). A list: the "
-        "first is the primary analysis; each further method adds a row to the endpoint's "
-        "two-stage sensitivity table (the pooled estimate under that method, same centres).",
-        "models: {two_stage: {method: [REML, DL]}}", default=("REML",), allowed=META_METHODS,
-    ),
-    ConfigKey(
-        "models.two_stage.knha", "boolean",
-        "Hartung-Knapp(-Sidik-Jonkman) adjustment of the pooled estimate's interval and test "
-        "(t with k - 1 degrees of freedom); applies to every method.",
-        "models: {two_stage: {knha: true}}", default=False,
-    ),
-    ConfigKey(
-        "models.two_stage.ties", "choice",
-        "Handling of tied event times in the within-centre Cox models of the two-stage "
-        "analysis.",
-        "models: {cox: {ties: efron}, two_stage: {ties: breslow}}", allowed=TIES,
-        default_text="the first of models.cox.ties",
-    ),
-    ConfigKey(
-        "models.bayes", "model switch",
-        "Bayesian hierarchical piecewise-exponential model (random centre effects on the "
-        "exposure's log HR).",
-        "models: {bayes: {endpoints: [os], draws: 1000, chains: 4}}", default=False,
-    ),
-    ConfigKey(
-        "models.bayes.endpoints", "list of choices",
-        "Endpoints with a Bayesian model (each must be among `endpoints`).",
-        "models: {bayes: {endpoints: [os]}}", default=(), allowed_from="endpoints",
-        default_text="every endpoint",
-    ),
-    ConfigKey(
-        "models.bayes.draws", "integer >= 1", "Posterior draws per chain.",
-        "models: {bayes: {draws: 2000}}", default=1000,
-    ),
-    ConfigKey(
-        "models.bayes.tune", "integer >= 1", "Tuning (warm-up) draws per chain.",
-        "models: {bayes: {tune: 1000}}", default=1000,
-    ),
-    ConfigKey(
-        "models.bayes.chains", "integer >= 1", "Number of chains.",
-        "models: {bayes: {chains: 4}}", default=4,
-    ),
-    ConfigKey(
-        "models.bayes.intervals", "integer >= 1",
-        "Number of intervals of the piecewise-constant baseline hazard.",
-        "models: {bayes: {intervals: 8}}", default=10,
-    ),
-    ConfigKey(
-        "models.bayes.prior", "choice", "Prior set of the model parameters.",
-        "models: {bayes: {prior: vague}}", default="weakly_informative",
-        allowed=("weakly_informative", "vague"),
-    ),
-    ConfigKey(
-        "models.bayes.thresholds", "list of numbers",
-        "HR thresholds t for which the posterior probability P(HR > t) is reported.",
-        "models: {bayes: {thresholds: [1.5, 2]}}", default=(1.0,),
-    ),
-    ConfigKey(
-        "models.bayes.interaction", "boolean",
-        "Include the exposure x subtype interaction when `interactions` has one.",
-        "models: {bayes: {interaction: false}}", default=True,
-    ),
-    ConfigKey(
-        "models.trajectory", "model switch",
-        "Latent trajectory groups of the serial CTC counts (selected by BIC); needed by "
-        "serial exposures and run for them anyway.",
-        "models: {trajectory: {groups: [1, 2, 3, 4], starts: 10}}", default=False,
-    ),
-    ConfigKey(
-        "models.trajectory.groups", "list of integers >= 1",
-        "Numbers of groups compared by BIC.",
-        "models: {trajectory: {groups: [1, 2, 3, 4, 5, 6]}}", default=(1, 2, 3, 4, 5, 6),
-    ),
-    ConfigKey(
-        "models.trajectory.starts", "integer >= 1",
-        "Random starts of the EM algorithm per number of groups.",
-        "models: {trajectory: {starts: 20}}", default=20,
-    ),
-    ConfigKey(
-        "models.trajectory.family", "choice", "Count distribution within a group.",
-        "models: {trajectory: {family: negbin}}", default="poisson",
-        allowed=("poisson", "negbin", "zip"),
-    ),
-    # -- sensitivity --------------------------------------------------------------------------
-    ConfigKey(
-        "sensitivity", "section",
-        "Sensitivity analyses of the primary endpoint's adjusted Cox model: one row each in "
-        "the sensitivity table (an analysis the data cannot support is a row with a note).",
-        "sensitivity: {leave_one_centre_out: true, thresholds: [2, 3], missing: [mice]}",
-        default={},
-    ),
-    ConfigKey(
-        "sensitivity.leave_one_centre_out", "boolean",
-        "Refit without each centre in turn.",
-        "sensitivity: {leave_one_centre_out: true}", default=False,
-    ),
-    ConfigKey(
-        "sensitivity.thresholds", "list of numbers",
-        "Other cut-offs of the exposure (kinds threshold, her2_ctc, phenotype_score, "
-        "risk_concordance).",
-        "sensitivity: {thresholds: [2, 3]}", default=(),
-    ),
-    ConfigKey(
-        "sensitivity.missing", "list of choices",
-        "Missing-covariate handling: complete cases (the primary analysis) or multiple "
-        "imputation by chained equations.",
-        "sensitivity: {missing: [mice]}", default=(), allowed=("complete_case", "mice"),
-    ),
 )  # fmt: skip
-
-KEYS: Mapping[str, ConfigKey] = {k.path: k for k in CONFIG_KEYS}
-SECTIONS: tuple[str, ...] = ("", "data", "cohort", "exposure", "covariates[]", "models") + tuple(
-    f"models.{m}" for m in MODEL_NAMES
-) + ("sensitivity",)
-SECTION_TITLES: Mapping[str, str] = {
+MODELS_EXAMPLE = (
+    "models: {km: {times: [12, 36, 60]}, cox: {ties: efron}, two_stage: {method: REML}}"
+)
+TITLES: Mapping[str, str] = {
     "": "General",
     "data": "Data (`data`)",
-    "cohort": "Cohort (`cohort`)",
     "exposure": "Exposure (`exposure`)",
     "covariates[]": "Covariates (`covariates`, `strata`, `interactions`, `subgroups`)",
     "models": "Models (`models`)",
-    "sensitivity": "Sensitivity analyses (`sensitivity`)",
 }
 
 
-def section_keys(section: str) -> tuple[str, ...]:
-    """The keys allowed directly in ``section`` (``""`` = top level), in registry order."""
-    return tuple(k.leaf for k in CONFIG_KEYS if k.section == section)
-
-
-# ---------------------------------------------------------------------------------------------
-# Locations and checks
-# ---------------------------------------------------------------------------------------------
-
-Keys = tuple[Any, ...]
-
-
-class _Located:
-    """Line numbers of the YAML nodes by key path, for error messages."""
-
-    def __init__(self, path: str, lines: dict[tuple[Any, ...], int]) -> None:
-        self.path = path
-        self.lines = lines
-
-    def where(self, *keys: Any) -> str:
-        for depth in range(len(keys), -1, -1):
-            line = self.lines.get(tuple(keys[:depth]))
-            if line is not None:
-                return f"{self.path} line {line}"
-        return self.path
-
-    def error(self, keys: Keys, message: str) -> ConfigError:
-        return ConfigError(f"{self.where(*keys)}: {message}")
-
-
-def _compose_lines(
-    node: yaml.Node, prefix: tuple[Any, ...], out: dict[tuple[Any, ...], int]
-) -> None:
-    out.setdefault(prefix, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            out[prefix + (key,)] = key_node.start_mark.line + 1
-            _compose_lines(value_node, prefix + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _compose_lines(item, prefix + (index,), out)
-
-
-def shown_path(path: str | Path) -> str:
-    """A path as messages show it: relative to the working directory when below it."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return str(p)
-
-
-class _Context:
-    """What the parser needs while reading one config: lines, schema, keys seen."""
-
-    def __init__(self, loc: _Located, schema: Schema) -> None:
-        self.loc = loc
-        self.schema = schema
-        self.given: set[str] = set()
-
-    @property
-    def schema_name(self) -> str:
-        return shown_path(self.schema.path) if self.schema.path else "the schema"
-
-    def error(self, keys: Keys, message: str) -> ConfigError:
-        return self.loc.error(keys, _sentence(message))
-
-    def allowed(self, key: ConfigKey) -> tuple[str, ...]:
-        if key.allowed_from:
-            return schema_values(self.schema, key.allowed_from)
-        return key.allowed
-
-    def section(self, raw: Any, section: str, keys: Keys) -> dict[str, Any]:
-        """``raw`` as a mapping whose keys are all registered under ``section``."""
-        if raw is None:
-            return {}
-        label = section.rpartition(".")[2] or "the config"
-        if not isinstance(raw, dict):
-            raise self.error(keys, f"'{label}' must be a mapping of options; got {raw!r}.")
-        allowed = section_keys(section)
-        for key in raw:
-            if key not in allowed:
-                raise self.error(
-                    keys + (key,),
-                    f"unknown key '{key}'{did_you_mean(str(key), allowed)}; allowed keys here: "
-                    f"{', '.join(allowed)}.",
-                )
-        return raw
-
-    def value(self, raw: Mapping[str, Any], path: str, keys: Keys) -> Any:
-        """The value of registered key ``path`` in the mapping ``raw`` (at ``keys``), checked
-        and converted by the key's type; its default when absent."""
-        key = KEYS[path]  # a KeyError here is a bug: the parser reads an unregistered key
-        if key.leaf not in raw:
-            if key.required:
-                raise self.error(
-                    keys,
-                    f"missing the required key '{key.leaf}'"
-                    + (f" in '{key.section}'" if key.section else "")
-                    + f"; for example: {key.example}",
-                )
-            return key.default
-        self.given.add(path)
-        return VALUE_TYPES[key.type].check(raw[key.leaf], key, self, keys + (key.leaf,))
-
-
-def schema_values(schema: Schema, which: str) -> tuple[str, ...]:
-    """Allowed values a key takes from the schema."""
-    patients = schema.table("patients")
-    if which == "settings":
-        return patients.field("setting").codes if "setting" in patients.fields else ()
-    if which == "endpoints":
-        return schema.endpoint_names
-    if which == "numeric_fields":
-        numeric = [n for n, f in patients.fields.items() if f.type in NUMERIC_TYPES]
-        return tuple(numeric) + tuple(n for n, t in DERIVED_COLUMNS.items() if t in NUMERIC_TYPES)
-    raise ValueError(which)
-
-
-# ---------------------------------------------------------------------------------------------
-# Value types
-# ---------------------------------------------------------------------------------------------
-
-Check = Callable[[Any, ConfigKey, _Context, Keys], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ValueType:
-    """A type of config value: what the reference calls it and how the parser checks it."""
-
-    description: str
-    check: Check
-
-
-def _label(keys: Keys) -> str:
-    last = [k for k in keys if isinstance(k, str)]
-    return last[-1] if last else "value"
-
-
-def _text(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ctx.error(keys, f"'{_label(keys)}' must be a text; got {value!r}.")
-    return str(value)
-
-
-def _nonempty_text(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ctx.error(keys, f"'{_label(keys)}' must be a non-empty text; got {value!r}.")
-    return value.strip()
-
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _identifier(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
-        raise ctx.error(
-            keys,
-            f"'{_label(keys)}' must be a column name (letters, digits and underscores, not "
-            f"starting with a digit); got {value!r}.",
-        )
-    return value
-
-
-def _expression_text(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ctx.error(
-            keys, f"'{_label(keys)}' must be an expression in quotes, e.g. 'age >= 18'; got "
-            f"{value!r}.",
-        )
-    return value.strip()
-
-
-def _boolean(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> bool:
-    if not isinstance(value, bool):
-        raise ctx.error(keys, f"'{_label(keys)}' must be true or false; got {value!r}.")
-    return value
-
-
-def _number(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ctx.error(keys, f"'{_label(keys)}' must be a number; got {value!r}.")
-    return float(value)
-
-
-def _whole(minimum: int) -> Check:
-    def check(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ctx.error(
-                keys, f"'{_label(keys)}' must be a whole number >= {minimum}; got {value!r}."
-            )
-        return value
-
-    return check
-
-
-def _choice(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> str:
-    source = (
-        f" (the {key.allowed_from.replace('_', ' ')} of {ctx.schema_name})"
-        if key.allowed_from
-        else ""
-    )
-    return _one_of(value, ctx.allowed(key), ctx, keys, source)
-
-
-def _one_of(value: Any, allowed: Collection[str], ctx: _Context, keys: Keys, source: str) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ctx.error(
-            keys,
-            f"'{_label(keys)}' must be one of {', '.join(allowed)}{source}; got {value!r}"
-            f"{_suggest(str(value), allowed)}",
-        )
-    return value
-
-
-def _suggest(value: str, allowed: Collection[str]) -> str:
-    """A did-you-mean that also catches a value written in the wrong case (``reml``)."""
-    same = [a for a in allowed if a.lower() == value.lower()]
-    return f"; did you mean '{same[0]}'?" if same else did_you_mean(value, allowed)
-
-
-def _items(value: Any, ctx: _Context, keys: Keys, what: str) -> list[Any]:
-    """A list value; a single scalar counts as a list of one."""
-    if value is None:
-        return []
-    if isinstance(value, str | int | float):
-        return [value]
-    if not isinstance(value, list):
-        raise ctx.error(keys, f"'{_label(keys)}' must be a list of {what}; got {value!r}.")
-    return value
-
-
-def _list_of(item: Check, what: str) -> Check:
-    def check(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[Any, ...]:
-        values = _items(value, ctx, keys, what)
-        out = tuple(item(v, key, ctx, keys + (i,)) for i, v in enumerate(values))
-        return out
-
-    return check
-
-
-def _choices(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[str, ...]:
-    values = _items(value, ctx, keys, "choices")
-    if not values:
-        raise ctx.error(keys, f"'{_label(keys)}' needs at least one of {', '.join(key.allowed)}.")
-    out = tuple(_choice(v, key, ctx, keys + (i,)) for i, v in enumerate(values))
-    if len(set(out)) != len(out):
-        raise ctx.error(keys, f"'{_label(keys)}' names a value twice: {list(out)}.")
-    return out
-
-
-def _versions(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[tuple[str, int], ...]:
-    if value == "latest" or value is None:
-        return ()
-    if isinstance(value, dict):
-        return tuple((str(c), _whole(1)(v, key, ctx, keys + (c,))) for c, v in value.items())
-    raise ctx.error(
-        keys, f"'versions' must be 'latest' or a mapping centre: version; got {value!r}."
-    )
-
-
-def _centres(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[str, ...]:
-    if value in ("all", None):
-        return ()
-    return tuple(str(c) for c in _items(value, ctx, keys, "centre codes"))
-
-
-def _window(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[float, float]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise ctx.error(keys, f"expected [first_day, last_day]; got {value!r}.")
-    first, last = (_number(v, key, ctx, keys) for v in value)
-    if first > last:
-        raise ctx.error(keys, f"expected first_day <= last_day; got [{first:g}, {last:g}].")
-    return first, last
-
-
-def _pairs(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise ctx.error(keys, f"'interactions' must be a list of pairs [a, b]; got {value!r}.")
-    out = []
-    for i, pair in enumerate(value):
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise ctx.error(keys + (i,), f"an interaction is a pair [a, b]; got {pair!r}.")
-        out.append((str(pair[0]), str(pair[1])))
-    return tuple(out)
-
-
-def _covariate_items(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[Any, ...]:
-    items = _items(value, ctx, keys, "covariates")
-    for i, item in enumerate(items):
-        if not isinstance(item, str | dict):
-            raise ctx.error(
-                keys + (i,),
-                "a covariate is a column name or a mapping such as {name: grade3, expr: "
-                f"'grade == 3'}}; got {item!r}.",
-            )
-    return tuple(items)
-
-
-def _section(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> dict[str, Any]:
-    return ctx.section(value, key.path, keys)
-
-
-def _switch(value: Any, key: ConfigKey, ctx: _Context, keys: Keys) -> tuple[bool, dict[str, Any]]:
-    if value is False:
-        return False, {}
-    if value is None or value is True:
-        return True, {}
-    return True, ctx.section(value, key.path, keys)
-
-
-VALUE_TYPES: Mapping[str, ValueType] = {
-    "text": ValueType("text", _text),
-    "non-empty text": ValueType("non-empty text", _nonempty_text),
-    "path": ValueType("path (text), relative to the config file", _text),
-    "identifier": ValueType(
-        "column name (letters, digits, underscores; not starting with a digit)", _identifier
-    ),
-    "boolean": ValueType("true or false", _boolean),
-    "number": ValueType("number", _number),
-    "integer >= 0": ValueType("whole number >= 0", _whole(0)),
-    "integer >= 1": ValueType("whole number >= 1", _whole(1)),
-    "choice": ValueType("one of the allowed values", _choice),
-    "choice or list of choices": ValueType(
-        "one allowed value, or a list of them (the first is the primary analysis)", _choices
-    ),
-    "list of choices": ValueType("list of allowed values", _list_of(_choice, "choices")),
-    "list of numbers": ValueType("list of numbers", _list_of(_number, "numbers")),
-    "list of integers >= 1": ValueType(
-        "list of whole numbers >= 1", _list_of(_whole(1), "whole numbers")
-    ),
-    "list of text": ValueType("list of texts", _list_of(_text, "texts")),
-    "list of columns": ValueType(
-        "list of column names (schema fields, derived columns, derived covariates)",
-        _list_of(_text, "column names"),
-    ),
-    "expression": ValueType("expression (text; see Expressions)", _expression_text),
-    "list of expressions": ValueType(
-        "list of expressions (see Expressions)", _list_of(_expression_text, "expressions")
-    ),
-    "numeric field": ValueType(
-        "name of an integer or number field of the patients table, or a derived numeric "
-        "column",
-        _identifier,
-    ),
-    "section": ValueType("mapping of the keys below", _section),
-    "model switch": ValueType("true, false, or a mapping of the model's options", _switch),
-    "versions": ValueType("`latest`, or a mapping centre: version (whole number >= 1)", _versions),
-    "centres": ValueType("`all`, or a list of centre codes", _centres),
-    "day window": ValueType("[first_day, last_day] (numbers)", _window),
-    "list of pairs": ValueType("list of pairs [a, b] of column names", _pairs),
-    "list of covariates": ValueType(
-        "list; each a column name or a mapping with the keys below", _covariate_items
-    ),
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Expressions
-# ---------------------------------------------------------------------------------------------
-
-
-def _compile_expression(
-    text: str,
-    allowed: Collection[str],
-    ctx: _Context,
-    keys: Keys,
-    *,
-    what: str,
-) -> Any:
-    """Compile an expression of the config, checking its names against ``allowed``.
-
-    Raises :class:`ConfigError` naming the file and line (and the schema, for an unknown
-    name).
+def _listed(items: list[str]) -> str:
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
+def models_key(registry: Registry) -> ConfigKey:
+    """The ``models`` mapping: one model switch per model step of ``registry``."""
+    on = [step.section.partition(".")[2] for step in registry if step.default_on]
+    return ConfigKey(
+        "models", "section",
+        "Which models run, each with its options. A model runs when its key is present "
+        "(`cox:` or `cox: {ties: breslow}`) and not `false`. When the whole `models` key is "
+        f"absent, {_listed([f'`{m}`' for m in on])} run with their defaults.",
+        MODELS_EXAMPLE,
+        default={}, default_text="{" + ", ".join(f"{m}: {{}}" for m in on) + "}",
+    )  # fmt: skip
+
+
+def assemble_keys(registry: Registry) -> tuple[ConfigKey, ...]:
+    """The registry of keys: the top-level keys, then each step's keys in the steps' order
+    (the ``models`` mapping before the first model).
+
+    Raises ``ValueError`` when a key path is declared twice.
     """
-    from harmonization.expressions import FUNCTIONS, compile_expression
-
-    where = ctx.loc.where(*keys)
-    try:
-        expression = compile_expression(text, allowed_names=None, where=where)
-    except ExpressionError as exc:
-        raise ConfigError(_at(where, str(exc))) from None
-    unknown = sorted(set(expression.names) - set(allowed) - set(FUNCTIONS))
-    if unknown:
-        name = unknown[0]
-        raise ConfigError(
-            f"{where}: {what} ({text!r}) uses {name!r}, which is not a field of table "
-            f"'patients' in {ctx.schema_name}, a derived column or an earlier derived covariate"
-            + _sentence(did_you_mean(name, allowed) or ".")
-        )
-    return expression
+    models = models_key(registry)
+    keys: list[ConfigKey] = list(TOP_LEVEL_KEYS)
+    for key in registry.keys:
+        if key.path.startswith("models.") and models not in keys:
+            keys.append(models)
+        keys.append(key)
+    if models not in keys:
+        keys.append(models)
+    paths = [k.path for k in keys]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"config keys declared twice: {', '.join(twice)}")
+    return tuple(keys)
 
 
-def _at(where: str, message: str) -> str:
-    message = message.rstrip()
-    if not message.endswith((".", "?", "!")):
-        message += "."
-    return message if message.startswith(where) else f"{where}: {message}"
+CONFIG_KEYS: tuple[ConfigKey, ...] = assemble_keys(STEPS)
+KEYS: Mapping[str, ConfigKey] = {k.path: k for k in CONFIG_KEYS}
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.section for k in CONFIG_KEYS))
+
+
+def section_keys(section: str, keys: Iterable[ConfigKey] = CONFIG_KEYS) -> tuple[str, ...]:
+    """The keys allowed directly in ``section`` (``""`` = top level), in registry order."""
+    return _keys_in(tuple(keys), section)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1120,20 +546,16 @@ def _read_document(text: str, path: str) -> tuple[Any, dict[tuple[Any, ...], int
         doc = load_yaml(text)
     except YamlProblem as exc:
         line = f" line {exc.line}" if exc.line else ""
-        raise ConfigError(f"{path}{line}: {_sentence(str(exc))}") from None
+        raise ConfigError(f"{path}{line}: {sentence(str(exc))}") from None
     lines: dict[tuple[Any, ...], int] = {}
     node = yaml.compose(text)
     if node is not None:
-        _compose_lines(node, (), lines)
+        compose_lines(node, (), lines)
     return doc, lines
 
 
-def _sentence(message: str) -> str:
-    return message if message.endswith((".", "?", "!")) else message + "."
-
-
 def _resolve_schema(
-    declared: str, path: str, schema: Schema | None, loc: _Located
+    declared: str, path: str, schema: Schema | None, loc: Located
 ) -> tuple[Schema, str]:
     if not declared:
         return (schema if schema is not None else load_schema()), ""
@@ -1149,23 +571,33 @@ def _resolve_schema(
 
 
 def parse_analysis_config(
-    text: str, *, path: str = "<config>", schema: Schema | None = None
+    text: str,
+    *,
+    path: str = "<config>",
+    schema: Schema | None = None,
+    registry: Registry | None = None,
 ) -> AnalysisConfig:
-    """Parse and validate a config's YAML text (see :func:`load_analysis_config`)."""
+    """Parse and validate a config's YAML text (see :func:`load_analysis_config`).
+
+    ``registry``: the steps whose sections the config may hold (default
+    :data:`pooled.steps.registry.STEPS`); the config keeps it for the run.
+    """
+    registry = STEPS if registry is None else registry
+    keys = {k.path: k for k in assemble_keys(registry)}
     doc, lines = _read_document(text, path)
-    loc = _Located(path, lines)
+    loc = Located(path, lines)
     if not isinstance(doc, dict):
         raise loc.error((), "expected a mapping with at least 'name', 'endpoints' and 'exposure'.")
-    bootstrap = _Context(loc, schema or load_schema())
+    bootstrap = ParseContext(loc, schema or load_schema(), keys)
     bootstrap.section(doc, "", ())
     declared = bootstrap.value(doc, "schema", ())
     used_schema, schema_path = _resolve_schema(declared, path, schema, loc)
-    ctx = _Context(loc, used_schema)
+    ctx = ParseContext(loc, used_schema, keys)
     ctx.given |= bootstrap.given
     for required in ("name", "endpoints", "exposure"):
         if required not in doc:
             raise loc.error((), f"missing the required key '{required}'; for example: "
-                            f"{KEYS[required].example}")
+                            f"{keys[required].example}")
 
     data_raw = ctx.value(doc, "data", ())
     data = DataSpec(
@@ -1173,25 +605,7 @@ def parse_analysis_config(
         versions=ctx.value(data_raw, "data.versions", ("data",)),
         centres=ctx.value(data_raw, "data.centres", ("data",)),
     )
-
-    patients = used_schema.table("patients")
-    fields = patients.fields
-    columns = set(fields) | set(DERIVED_COLUMNS)
-
-    cohort_raw = ctx.value(doc, "cohort", ())
-    include = ctx.value(cohort_raw, "cohort.include", ("cohort",))
-    exclude = ctx.value(cohort_raw, "cohort.exclude", ("cohort",))
-    for rule_key, rules in (("include", include), ("exclude", exclude)):
-        for i, rule in enumerate(rules):
-            keys = ("cohort", rule_key, i) if isinstance(cohort_raw.get(rule_key), list) else (
-                "cohort", rule_key
-            )
-            _compile_expression(rule, columns, ctx, keys, what=f"cohort rule ({rule_key})")
-    cohort = CohortSpec(
-        setting=ctx.value(cohort_raw, "cohort.setting", ("cohort",)),
-        include=include,
-        exclude=exclude,
-    )
+    columns = set(patient_columns(used_schema))
 
     endpoints = ctx.value(doc, "endpoints", ())
     if not endpoints:
@@ -1223,21 +637,16 @@ def parse_analysis_config(
         if s not in known:
             raise ctx.error(("subgroups", i), _unknown_column("subgroup column", s, known, ctx))
 
-    models = _models(ctx, doc, endpoints)
-    sensitivity = _sensitivity(ctx, doc, exposure)
-    return AnalysisConfig(
+    shared = AnalysisConfig(
         name=ctx.value(doc, "name", ()),
         description=ctx.value(doc, "description", ()),
         data=data,
-        cohort=cohort,
         endpoints=endpoints,
         exposure=exposure,
         covariates=covariates,
         strata=strata,
         interactions=interactions,
         subgroups=subgroups,
-        models=models,
-        sensitivity=sensitivity,
         origin=ctx.value(doc, "origin", ()),
         seed=ctx.value(doc, "seed", ()),
         output=ctx.value(doc, "output", ()),
@@ -1246,23 +655,61 @@ def parse_analysis_config(
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         schema_path=schema_path,
         schema=used_schema,
-        keys_given=frozenset(ctx.given),
         lines=lines,
+        registry=registry,
     )
+    sections = _sections(ctx, doc, shared)
+    return replace(shared, sections=sections, keys_given=frozenset(ctx.given))
 
 
-def _unknown_column(what: str, name: str, known: Collection[str], ctx: _Context) -> str:
+def _sections(
+    ctx: ParseContext, doc: Mapping[str, Any], shared: AnalysisConfig
+) -> tuple[tuple[str, Any], ...]:
+    """Each step's section, parsed by the step in registry order.
+
+    A model's section is its switch under ``models`` (off: its options' defaults); when the
+    config has no ``models`` key the models marked ``default_on`` run with their defaults.
+    Each parser sees the config parsed so far (``reader.config``: the top-level keys and the
+    earlier steps' sections).
+    """
+    registry = shared.registry
+    if "models" in doc:
+        models = ctx.value(doc, "models", ())
+    else:
+        models = {s.section.partition(".")[2]: None for s in registry if s.default_on}
+    parsed: list[tuple[str, Any]] = []
+    for step in registry:
+        if not step.section or step.parse is None:
+            continue
+        if step.is_model:
+            found = ctx.value(models, step.section, ("models",))
+            enabled, options = found if isinstance(found, tuple) else (bool(found), {})
+            raw = options if enabled else {}
+            at: Keys = ("models", step.section.partition(".")[2])
+        else:
+            raw, enabled, at = ctx.value(doc, step.section, ()), True, (step.section,)
+        reader = SectionReader(
+            ctx, step.section, raw, at, enabled=enabled,
+            config=replace(shared, sections=tuple(parsed)),
+        )  # fmt: skip
+        parsed.append((step.name, step.parse(reader)))
+    if "models" not in doc:  # the default models were not written in the config
+        ctx.given -= {k for k in ctx.given if k.startswith("models.")}
+    return tuple(parsed)
+
+
+def _unknown_column(what: str, name: str, known: Collection[str], ctx: ParseContext) -> str:
     return (
         f"unknown {what} {name!r}: not a field of table 'patients' in {ctx.schema_name}, a "
         f"derived column, the exposure or a derived covariate{did_you_mean(name, known)}"
     )
 
 
-def _exposure(ctx: _Context, raw: dict[str, Any], columns: set[str]) -> ExposureSpec:
+def _exposure(ctx: ParseContext, raw: dict[str, Any], columns: set[str]) -> ExposureSpec:
     keys: Keys = ("exposure",)
     if not raw:
         raise ctx.error(keys, f"the exposure needs at least a 'name'; for example: "
-                        f"{KEYS['exposure'].example}")
+                        f"{ctx.keys['exposure'].example}")
     name = ctx.value(raw, "exposure.name", keys)
     fields = ctx.schema.table("patients").fields
     if name in fields or name in DERIVED_COLUMNS:
@@ -1303,13 +750,13 @@ def _exposure(ctx: _Context, raw: dict[str, Any], columns: set[str]) -> Exposure
     if kind == "phenotype_score":
         if not formula:
             raise ctx.error(keys, "a phenotype_score exposure needs a 'formula'; for example: "
-                            f"{KEYS['exposure.formula'].example}")
-        _compile_expression(formula, columns, ctx, keys + ("formula",), what="formula")
+                            f"{ctx.keys['exposure.formula'].example}")
+        compile_config_expression(formula, columns, ctx, keys + ("formula",), what="formula")
     if kind == "expression":
         if not expr:
             raise ctx.error(keys, "an expression exposure needs 'expr'; for example: "
-                            f"{KEYS['exposure.expr'].example}")
-        _compile_expression(expr, columns, ctx, keys + ("expr",), what="exposure")
+                            f"{ctx.keys['exposure.expr'].example}")
+        compile_config_expression(expr, columns, ctx, keys + ("expr",), what="exposure")
     return ExposureSpec(
         name=name,
         kind=kind,
@@ -1323,7 +770,7 @@ def _exposure(ctx: _Context, raw: dict[str, Any], columns: set[str]) -> Exposure
     )
 
 
-def _check_marker(ctx: _Context, marker: str, keys: Keys) -> None:
+def _check_marker(ctx: ParseContext, marker: str, keys: Keys) -> None:
     fields = ctx.schema.table("patients").fields
     numeric = schema_values(ctx.schema, "numeric_fields")
     if marker in numeric:
@@ -1345,7 +792,7 @@ def _check_marker(ctx: _Context, marker: str, keys: Keys) -> None:
 
 
 def _covariates(
-    ctx: _Context, doc: Mapping[str, Any], exposure: ExposureSpec, columns: set[str]
+    ctx: ParseContext, doc: Mapping[str, Any], exposure: ExposureSpec, columns: set[str]
 ) -> tuple[CovariateSpec, ...]:
     fields = ctx.schema.table("patients").fields
     out: list[CovariateSpec] = []
@@ -1376,7 +823,7 @@ def _covariates(
                     name_keys, f"derived covariate {name!r} has the exposure's name; rename it."
                 )
             earlier = {c.name for c in out if c.derived}
-            _compile_expression(
+            compile_config_expression(
                 expr, columns | earlier, ctx, keys + ("expr",), what=f"covariate {name!r}"
             )
         elif name not in columns and name != exposure.name:
@@ -1399,7 +846,7 @@ def _covariates(
         if categorical and reference is None and spec is not None and spec.codes and not expr:
             reference = spec.codes[0]
         if categorical and reference is not None and spec is not None and spec.codes and not expr:
-            _one_of(
+            one_of(
                 reference, spec.codes, ctx, keys + ("reference",),
                 f" (the codes of {name!r} in {ctx.schema_name})",
             )  # fmt: skip
@@ -1407,72 +854,6 @@ def _covariates(
             CovariateSpec(name=name, categorical=categorical, reference=reference, expr=expr)
         )
     return tuple(out)
-
-
-def _models(ctx: _Context, doc: Mapping[str, Any], endpoints: tuple[str, ...]) -> ModelsSpec:
-    if "models" in doc:
-        raw = ctx.value(doc, "models", ())
-    else:
-        raw = {"km": None, "cox": None, "two_stage": None}
-    keys: Keys = ("models",)
-    options: dict[str, Any] = {}
-    for name in MODEL_NAMES:
-        found = ctx.value(raw, f"models.{name}", keys)
-        enabled, opts = found if isinstance(found, tuple) else (bool(found), {})
-        options[name] = enabled
-        raw_options = opts if enabled else {}
-        here = keys + (name,)
-
-        def get(
-            key: str, section: dict[str, Any] = raw_options, at: Keys = here, model: str = name
-        ) -> Any:
-            return ctx.value(section, f"models.{model}.{key}", at)
-
-        if name == "km":
-            options["km_times"] = get("times")
-        elif name == "cox":
-            options["cox_ties"] = get("ties")
-            options["robust"] = get("robust")
-        elif name == "two_stage":
-            options["meta_methods"] = get("method")
-            options["knha"] = get("knha")
-            options["two_stage_ties"] = get("ties")
-        elif name == "bayes":
-            for key in ("endpoints", "draws", "tune", "chains", "intervals", "prior",
-                        "thresholds", "interaction"):  # fmt: skip
-                options[f"bayes_{key}"] = get(key)
-            for i, endpoint in enumerate(options["bayes_endpoints"]):
-                if endpoint not in endpoints:
-                    raise ctx.error(
-                        here + ("endpoints", i),
-                        f"bayes endpoint {endpoint!r} is not among the analysis endpoints "
-                        f"{', '.join(endpoints)}.",
-                    )
-        elif name == "trajectory":
-            for key in ("groups", "starts", "family"):
-                options[f"trajectory_{key}"] = get(key)
-    if options["two_stage_ties"] is None:
-        options["two_stage_ties"] = options["cox_ties"][0]
-    if "models" not in doc:  # the default models were not written in the config
-        ctx.given -= {k for k in ctx.given if k.startswith("models.")}
-    return ModelsSpec(**options)
-
-
-def _sensitivity(ctx: _Context, doc: Mapping[str, Any], exposure: ExposureSpec) -> SensitivitySpec:
-    keys: Keys = ("sensitivity",)
-    raw = ctx.value(doc, "sensitivity", ())
-    thresholds = ctx.value(raw, "sensitivity.thresholds", keys)
-    if thresholds and exposure.kind not in THRESHOLD_KINDS:
-        raise ctx.error(
-            keys + ("thresholds",),
-            f"'thresholds' needs an exposure with a cut-off (kind {', '.join(THRESHOLD_KINDS)});"
-            f" the exposure is of kind {exposure.kind!r}. Remove 'thresholds'.",
-        )
-    return SensitivitySpec(
-        leave_one_centre_out=ctx.value(raw, "sensitivity.leave_one_centre_out", keys),
-        thresholds=thresholds,
-        missing=ctx.value(raw, "sensitivity.missing", keys),
-    )
 
 
 def load_analysis_config(path: str | Path, *, schema: Schema | None = None) -> AnalysisConfig:
@@ -1512,7 +893,7 @@ def load_analysis_config(path: str | Path, *, schema: Schema | None = None) -> A
     except OSError as exc:
         raise ConfigError(f"cannot read the analysis config {path}: {exc.strerror}.") from None
     except YamlProblem as exc:
-        raise ConfigError(f"{path}: {_sentence(str(exc))}") from None
+        raise ConfigError(f"{path}: {sentence(str(exc))}") from None
     return parse_analysis_config(text, path=str(path), schema=schema)
 
 
@@ -1521,7 +902,7 @@ def check_against_data(cfg: AnalysisConfig, patients: pd.DataFrame) -> None:
 
     Raises :class:`ConfigError` naming the config line before any model runs.
     """
-    loc = _Located(cfg.path or "<config>", cfg.lines)
+    loc = Located(cfg.path or "<config>", cfg.lines)
     if len(patients) == 0:
         raise loc.error(("cohort",), "the cohort has no patients after the inclusion rules.")
     for i, cov in enumerate(cfg.covariates):
@@ -1577,26 +958,12 @@ def check_against_data(cfg: AnalysisConfig, patients: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _yaml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
-    if value is None or value == "":
-        return '""'
-    return str(value)
-
-
 def _default_text(key: ConfigKey) -> str:
     if key.required:
         return "required"
     if key.default_text:
         return key.default_text
-    return f"`{_yaml_value(key.default)}`"
+    return f"`{yaml_value(key.default)}`"
 
 
 def _allowed_text(key: ConfigKey, schema: Schema) -> str:
@@ -1639,24 +1006,31 @@ def _function_doc(name: str, function: Any) -> tuple[str, str]:
     return signature, " ".join(doc.split("\n\n")[0].split())
 
 
-def config_reference(schema: Schema | None = None) -> str:
-    """The Markdown reference of the config language, generated from :data:`CONFIG_KEYS`.
+def config_reference(schema: Schema | None = None, *, registry: Registry | None = None) -> str:
+    """The Markdown reference of the config language, generated from the key registry.
 
-    ``docs/config_reference.md`` holds this text; ``python -m pooled.config`` rewrites it.
+    The registry is :data:`CONFIG_KEYS` (the top-level keys and the sections of
+    :data:`pooled.steps.registry.STEPS`), or that of ``registry``. ``docs/config_reference.md``
+    holds this text; ``python -m pooled.config`` rewrites it.
     """
     from harmonization.expressions import FUNCTIONS
 
     schema = schema or load_schema()
+    registry = STEPS if registry is None else registry
+    all_keys = assemble_keys(registry)
+    titles = {**TITLES, **{s.section: s.title for s in registry if s.title}}
     out = [
         "# Analysis config reference",
         "",
-        "<!-- Generated from the key registry in pooled/config.py (CONFIG_KEYS). Do not edit by "
-        "hand: run `python -m pooled.config` to regenerate this file. -->",
+        "<!-- Generated from the key registry assembled in pooled/config.py (CONFIG_KEYS). Do "
+        "not edit by hand: run `python -m pooled.config` to regenerate this file. -->",
         "",
-        "This file is **generated** from the key registry `CONFIG_KEYS` in `pooled/config.py`, "
-        "the same registry the parser takes its keys, defaults, allowed values and type checks "
-        "from. Regenerate it with `python -m pooled.config` (or `python -m pooled.config "
-        "--check` to see whether it is current); a test fails when it is out of date.",
+        "This file is **generated** from the key registry `CONFIG_KEYS`, assembled in "
+        "`pooled/config.py` from the top-level keys declared there and the keys each analysis "
+        "step declares for its section (`pooled/steps/`), the same registry the parser takes "
+        "its keys, defaults, allowed values and type checks from. Regenerate it with `python "
+        "-m pooled.config` (or `python -m pooled.config --check` to see whether it is "
+        "current); a test fails when it is out of date.",
         "",
         "An analysis config is a YAML file (`configs/analyses/<name>.yaml`, UTF-8, no key "
         "written twice) parsed once by `pooled.config.load_analysis_config`. A misspelt key, a "
@@ -1666,11 +1040,9 @@ def config_reference(schema: Schema | None = None) -> str:
         "was found. Paths below use `.` for nesting and `[]` for the items of a list.",
         "",
     ]
-    for section in SECTIONS:
-        keys = [k for k in CONFIG_KEYS if _section_of(k) == section]
-        if not keys:
-            continue
-        title = SECTION_TITLES.get(section, f"`{section}`")
+    for section in dict.fromkeys(_section_of(k) for k in all_keys):
+        keys = [k for k in all_keys if _section_of(k) == section]
+        title = titles.get(section, f"`{section}`")
         out += [f"## {title}", ""]
         for key in keys:
             out += [f"### `{key.path}`", ""]
@@ -1725,9 +1097,9 @@ def _section_of(key: ConfigKey) -> str:
     """The reference section a key is listed under."""
     if key.path in ("strata", "interactions", "subgroups", "covariates"):
         return "covariates[]"
-    if key.section.startswith("models"):
+    if key.section.startswith("models") or key.path == "models":
         return "models"
-    if key.section == "" and key.path in ("data", "cohort", "exposure", "models", "sensitivity"):
+    if key.section == "" and key.type == "section":
         return key.path
     return key.section
 

@@ -6,7 +6,9 @@ fmol/l), a logical expression on patient fields, HER2-positive CTC (DETECT), a C
 score from the ER- and HER2-positive CTC counts with the formula in the config (DETECT's
 endocrine responsiveness score), clinical-risk vs CTC-risk concordance (STIC CTC). The serial
 exposures (change category, trajectory group) come from ``pooled.models.serial`` and
-``pooled.models.trajectories`` and are attached by the runner.
+``pooled.models.trajectories`` and are attached by the cohort step
+(:mod:`pooled.steps.cohort`). The specs of the exposure and the covariates, as the config
+(:mod:`pooled.config`) parses them, are defined here.
 
 Expressions (exposure ``expr``, phenotype ``formula``, derived covariates, cohort rules) are
 evaluated by the safe evaluator of :mod:`harmonization.expressions`, never by ``eval``.
@@ -15,16 +17,77 @@ evaluated by the safe evaluator of :mod:`harmonization.expressions`, never by ``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from harmonization.errors import ExpressionError
-from pooled.config import CovariateSpec, ExposureSpec
 from pooled.errors import ConfigError
 
 REFERENCE_VOLUME_ML = 7.5
 CONCORDANCE_LEVELS = ("low_low", "low_high", "high_low", "high_high")  # clinical_ctc
+ExposureKind = Literal[
+    "threshold",  # a numeric field >= threshold (CTC per 7.5 ml, DTC, a receptor in fmol/l)
+    "expression",  # a logical expression on patient fields (expr)
+    "her2_ctc",  # at least `threshold` HER2-positive CTC (DETECT)
+    "phenotype_score",  # formula on CTC counts, >= threshold (DETECT endocrine responsiveness)
+    "change_category",  # baseline -> follow-up CTC+/- (b2CTC)
+    "trajectory_group",  # latent CTC trajectory group (tCTC)
+    "risk_concordance",  # clinical risk vs CTC risk (STIC CTC)
+]
+EXPOSURE_KINDS: tuple[str, ...] = (
+    "threshold", "expression", "her2_ctc", "phenotype_score", "change_category",
+    "trajectory_group", "risk_concordance",
+)  # fmt: skip
+SERIAL_KINDS = ("change_category", "trajectory_group")
+THRESHOLD_KINDS = ("threshold", "her2_ctc", "phenotype_score", "risk_concordance")
+CTC_MARKERS = ("ctc_count", "ctc_per_7_5ml")
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureSpec:
+    """The marker exposure of the analysis, derived into a column named ``name``."""
+
+    name: str
+    kind: ExposureKind = "threshold"
+    marker: str = "ctc_count"
+    threshold: float = 1.0
+    per_7_5ml: bool = True
+    formula: str = ""  # phenotype_score: an expression on patient columns
+    expr: str = ""  # expression: a logical (or 0/1) expression on patient columns
+    follow_up_window: tuple[float, float] = (22.0, 36.0)  # change_category: days
+    levels: tuple[str, ...] = ()  # categorical exposures: level order, first = reference
+
+
+@dataclass(frozen=True, slots=True)
+class CovariateSpec:
+    """A covariate: a column of the analysis dataset, or derived from an expression."""
+
+    name: str
+    categorical: bool = False
+    reference: str | None = None
+    expr: str = ""  # derived covariate: computed on the cohort before the models
+
+    @property
+    def derived(self) -> bool:
+        return bool(self.expr)
+
+
+def exposure_reference(exposure: ExposureSpec) -> str:
+    """Reference level of a categorical exposure: the config's first level, else the lowest.
+
+    Examples
+    --------
+    >>> exposure_reference(ExposureSpec("tCTC", kind="trajectory_group"))
+    'undetectable'
+    """
+    if exposure.levels:
+        return exposure.levels[0]
+    return {"trajectory_group": "undetectable", "change_category": "CTC-/CTC-"}.get(
+        exposure.kind, ""
+    )
 
 
 def ctc_per_7_5ml(patients: pd.DataFrame) -> pd.Series:
@@ -141,7 +204,7 @@ def derive_exposure(
         label = clinical.astype(str).str.cat(ctc_level.astype(str), sep="_")
         return label.where(clinical.notna() & ctc_high.notna()).rename(spec.name)
     raise ConfigError(
-        f"exposure kind {spec.kind!r} is derived from serial samples by the runner, not here."
+        f"exposure kind {spec.kind!r} is derived from serial samples by the cohort step, not here."
     )
 
 

@@ -1,6 +1,7 @@
 """What one analysis run produces: the hand-over from the runner to the report.
 
-The runner (``pooled.runner``) fits models and returns a :class:`RunOutput`; the report
+The runner (``pooled.runner``) walks the analysis steps (``pooled.steps``), which fit models
+and return :class:`ModelOutput` s, and returns a :class:`RunOutput`; the report
 (``pooled.report``) renders it and never goes back to the data. A run folder keeps the
 pickled :class:`RunOutput` (``run.pkl``) so ``pooled report DIR`` rebuilds the report
 without refitting.
@@ -22,7 +23,7 @@ from pooled.results import tidy_frame
 
 OutputKind = Literal[
     "cox",  # CoxResult (one-stage, stratified)
-    "interaction",  # InteractionTestResult + effect_within_levels frame (subgroup forest)
+    "interaction",  # InteractionOutput: the fit, its LR test, the HR per level (subgroup forest)
     "two_stage",  # TwoStageResult (per-centre Cox + MetaResult)
     "km",  # KMResult (+ LogrankResult in `extra`)
     "logrank",  # LogrankResult
@@ -33,7 +34,7 @@ OutputKind = Literal[
     "trajectory",  # TrajectorySelection / TrajectoryResult
     "comparison",  # exposure comparison (AIC table)
     "clearance",  # CTC clearance result
-    "sensitivity",  # a frame of sensitivity estimates (leave-one-centre-out, cut-offs, ...)
+    "sensitivity",  # SensitivityResult: HR per sensitivity analysis (leave-one-centre-out, ...)
 ]
 RUN_PICKLE = "run.pkl"
 
@@ -65,6 +66,32 @@ class ModelOutput:
             frame.insert(0, "output", self.name)
             return frame
         return tidy_frame([])
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionOutput:
+    """A marker x subgroup interaction: the fit, its LR test and the marker's HR per level."""
+
+    fit: Any
+    test: Any
+    within: pd.DataFrame
+    marker: str
+    by: str
+
+    def to_frame(self) -> pd.DataFrame:
+        """Within-level HRs (the subgroup forest rows), then the interaction LR test row."""
+        test = self.test.to_frame().assign(model="interaction_lr_test")
+        return pd.concat([self.within, test], ignore_index=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SensitivityResult:
+    """A tidy table of the marker's HR under each sensitivity analysis."""
+
+    table: pd.DataFrame
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,10 @@ harmonised truth table. Scenarios: ``paddy``, ``epac``, ``early-ctc``, ``traject
 (``docs/scenarios.md``).
 """
 
-from pooled.simulate.consortium import SimulationResult, simulate_consortium
+from pooled.simulate.consortium import simulate_consortium
 from pooled.simulate.scenarios import SCENARIOS, ScenarioSpec, get_scenario
 from pooled.simulate.truth import scenario_estimands
+from pooled.simulate.writers import SimulationResult
 
 __all__ = [
     "SCENARIOS",

@@ -17,18 +17,12 @@ centre, whose ``.sav`` is written at once). Same seed, same bytes.
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pooled.errors import ConfigError, OutputExistsError
-from pooled.results import tidy_frame
 from pooled.simulate.cohort import delivered_fields, simulate_patients
 from pooled.simulate.profiles import Profile, get_profile, header
 from pooled.simulate.scenarios import (
@@ -38,9 +32,11 @@ from pooled.simulate.scenarios import (
     centre_sizes,
     get_scenario,
 )
+from pooled.simulate.trajectory import simulate_trajectory_consortium
 from pooled.simulate.truth import generating_parameters, scenario_estimands
 from pooled.simulate.uploads import (
     CATEGORY_CODES,
+    MIN_ERRORS_PER_KIND,
     PlantedError,
     UploadWriter,
     dump_yaml,
@@ -48,75 +44,15 @@ from pooled.simulate.uploads import (
     mapping_document,
     plant_errors,
 )
+from pooled.simulate.writers import (
+    ParquetWriter,
+    Progress,
+    SimulationResult,
+    finish_simulation,
+)
 
 CHUNK_ROWS = 50_000
 ERROR_RATE = 0.005
-MIN_ERRORS_PER_KIND = 3
-
-
-@dataclass(frozen=True, slots=True)
-class SimulationResult:
-    """What :func:`simulate_consortium` wrote, with the truth it knows.
-
-    Attributes
-    ----------
-    scenario, seed, n_patients : what was simulated.
-    out_dir : the output folder.
-    centres : per-centre table (``centre, file, profile, n_patients, n_planted, marker_positive``,
-        events per endpoint).
-    uploads, mappings : centre -> path.
-    truth_path, truth_patients_path, truth_samples_path : the truth files.
-    planted : every planted error (``centre, file, sheet, row, column, kind, field, value``).
-    truth : the content of ``truth.json`` without the planted errors.
-    """
-
-    scenario: str
-    seed: int
-    n_patients: int
-    out_dir: Path
-    centres: pd.DataFrame
-    uploads: MappingProxyType[str, Path]
-    mappings: MappingProxyType[str, Path]
-    truth_path: Path
-    truth_patients_path: Path
-    truth_samples_path: Path | None
-    planted: pd.DataFrame
-    truth: MappingProxyType[str, Any]
-
-    def to_frame(self) -> pd.DataFrame:
-        """The true values as a tidy table (one row per endpoint and estimand)."""
-        rows = []
-        for endpoint, values in self.truth.get("estimands", {}).get("endpoints", {}).items():
-            for model in ("adjusted", "unadjusted"):
-                if model not in values:
-                    continue
-                est = values[model]
-                rows.append(
-                    {
-                        "analysis": self.scenario,
-                        "endpoint": endpoint,
-                        "model": f"stratified_cox_{model}_limit",
-                        "term": "marker_positive",
-                        "estimate": est["log_hr"],
-                        "std_error": est["se"],
-                        "hr": est["hr"],
-                        "n": self.truth["estimands"]["n_draw"],
-                        "events": values.get("events"),
-                    }
-                )
-        for endpoint, groups in self.truth.get("trajectory_hazard_ratios", {}).items():
-            for group, hr in groups.items():
-                rows.append(
-                    {
-                        "analysis": self.scenario,
-                        "endpoint": endpoint,
-                        "model": "generating_weibull_ph",
-                        "term": f"group[{group}]",
-                        "estimate": math.log(hr),
-                        "hr": hr,
-                    }
-                )
-        return tidy_frame(rows)
 
 
 def refuse_existing_consortium(out: Path) -> None:
@@ -202,12 +138,10 @@ def simulate_consortium(
     (out / "uploads").mkdir(parents=True, exist_ok=True)
     (out / "mappings").mkdir(parents=True, exist_ok=True)
     if spec.name == "trajectory":
-        from pooled.simulate.trajectory import simulate_trajectory_consortium
-
         return simulate_trajectory_consortium(spec, seed=seed, out=out, n=n, progress=progress)
     sizes = centre_sizes([c.weight for c in spec.centres], n)
-    bar = _Progress(progress, n, f"simulating {spec.name}")
-    truth_writer = _ParquetWriter(out / "truth_patients.parquet")
+    bar = Progress(progress, n, f"simulating {spec.name}")
+    truth_writer = ParquetWriter(out / "truth_patients.parquet")
     planted: list[PlantedError] = []
     summaries = []
     uploads: dict[str, Path] = {}
@@ -239,7 +173,7 @@ def simulate_consortium(
         "estimands": _estimands_doc(spec, estimands),
         "centres": summaries,
     }
-    return _finish(spec, seed, n, out, truth, planted, summaries, uploads, mappings, None)
+    return finish_simulation(spec, seed, n, out, truth, planted, summaries, uploads, mappings, None)
 
 
 def _estimands_doc(spec: ScenarioSpec, estimands: dict[str, Any]) -> dict[str, Any]:
@@ -256,52 +190,6 @@ def _estimands_doc(spec: ScenarioSpec, estimands: dict[str, Any]) -> dict[str, A
         "metastatic disease)."
     )
     return doc
-
-
-def _finish(
-    spec: ScenarioSpec,
-    seed: int,
-    n: int,
-    out: Path,
-    truth: dict[str, Any],
-    planted: list[PlantedError],
-    summaries: list[dict[str, Any]],
-    uploads: dict[str, Path],
-    mappings: dict[str, Path],
-    samples_path: Path | None,
-) -> SimulationResult:
-    doc = dict(truth)
-    doc["planted_errors"] = [p.to_dict() for p in planted]
-    (out / "truth.json").write_text(
-        json.dumps(doc, indent=1, ensure_ascii=False, default=_json_default) + "\n",
-        encoding="utf-8",
-    )
-    columns = ["centre", "file", "sheet", "row", "column", "kind", "field", "value"]
-    planted_frame = pd.DataFrame([p.to_dict() for p in planted], columns=columns)
-    return SimulationResult(
-        scenario=spec.name,
-        seed=int(seed),
-        n_patients=n,
-        out_dir=out,
-        centres=pd.DataFrame(summaries),
-        uploads=MappingProxyType(uploads),
-        mappings=MappingProxyType(mappings),
-        truth_path=out / "truth.json",
-        truth_patients_path=out / "truth_patients.parquet",
-        truth_samples_path=samples_path,
-        planted=planted_frame,
-        truth=MappingProxyType(truth),
-    )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, tuple | MappingProxyType):
-        return list(value) if isinstance(value, tuple) else dict(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def value_labels(profile: Profile, fields: tuple[str, ...]) -> dict[str, dict[float, str]]:
@@ -327,8 +215,8 @@ def _write_centre(
     index: int,
     seed: int,
     out: Path,
-    truth_writer: _ParquetWriter,
-    bar: _Progress,
+    truth_writer: ParquetWriter,
+    bar: Progress,
 ) -> tuple[dict[str, Any], list[PlantedError]]:
     profile = get_profile(centre.profile)
     fields = delivered_fields(spec, profile)
@@ -421,64 +309,3 @@ def _minimum(size: int) -> int:
     if size >= 200:
         return MIN_ERRORS_PER_KIND
     return 1 if size >= 8 else 0
-
-
-class _ParquetWriter:
-    """Appends DataFrame chunks to one parquet file with a stable schema."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer: Any = None
-        self._schema: Any = None
-
-    def write(self, frame: pd.DataFrame) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self._writer is None:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            fields = [
-                pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f
-                for f in table.schema
-            ]
-            self._schema = pa.schema(fields).remove_metadata()
-            self._writer = pq.ParquetWriter(self.path, self._schema)
-        table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
-        self._writer.write_table(table)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-class _Progress:
-    """A rich progress bar, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self._progress: Any = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(label, total=total)
-
-    def advance(self, k: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, k)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()

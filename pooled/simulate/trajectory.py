@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +20,7 @@ from pooled.simulate.profiles import Profile, get_profile, header
 from pooled.simulate.scenarios import ScenarioSpec
 from pooled.simulate.trajectory_model import SCHEDULE, simulate_trajectory_cohort
 from pooled.simulate.uploads import (
+    MIN_ERRORS_PER_KIND,
     PlantedError,
     UploadWriter,
     dump_yaml,
@@ -28,6 +28,7 @@ from pooled.simulate.uploads import (
     mapping_document,
     plant_errors,
 )
+from pooled.simulate.writers import ParquetWriter, Progress, SimulationResult, finish_simulation
 
 STUDY_START = np.datetime64("2008-09-01", "D")
 TIMEPOINTS = {label: i for i, (label, _, _) in enumerate(SCHEDULE)}
@@ -125,25 +126,18 @@ def harmonised_trajectory(
 
 def simulate_trajectory_consortium(
     spec: ScenarioSpec, *, seed: int, out: Path, n: int, progress: bool = False
-) -> Any:
+) -> SimulationResult:
     """Write the trajectory consortium (called by :func:`simulate_consortium`)."""
-    from pooled.simulate.consortium import (
-        MIN_ERRORS_PER_KIND,
-        _finish,
-        _ParquetWriter,
-        _Progress,
-    )
-
     names = [c.name for c in spec.centres]
     patients, samples, model_truth = simulate_trajectory_cohort(n, seed, n_centres=len(names))
     frame, sample_frame = harmonised_trajectory(patients, samples, names, seed)
-    bar = _Progress(progress, n, "simulating trajectory")
+    bar = Progress(progress, n, "simulating trajectory")
     planted: list[PlantedError] = []
     summaries = []
     uploads: dict[str, Path] = {}
     mappings: dict[str, Path] = {}
-    truth_p = _ParquetWriter(out / "truth_patients.parquet")
-    truth_s = _ParquetWriter(out / "truth_samples.parquet")
+    truth_p = ParquetWriter(out / "truth_patients.parquet")
+    truth_s = ParquetWriter(out / "truth_samples.parquet")
     for index, centre in enumerate(spec.centres):
         profile = get_profile(centre.profile)
         part = frame[frame["centre"] == centre.name].reset_index(drop=True)
@@ -257,5 +251,5 @@ def simulate_trajectory_consortium(
         },
         "centres": summaries,
     }
-    return _finish(spec, seed, n, out, truth, planted, summaries, uploads, mappings,
+    return finish_simulation(spec, seed, n, out, truth, planted, summaries, uploads, mappings,
                    out / "truth_samples.parquet")  # fmt: skip

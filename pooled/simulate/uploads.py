@@ -31,6 +31,7 @@ from pooled.simulate.profiles import Profile, header
 
 FIXED_TIME = dt.datetime(2024, 1, 1, 0, 0, 0)
 EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+MIN_ERRORS_PER_KIND = 3  # planted errors of each kind in a centre of >= 200 patients
 
 NUMBER_FIELDS = {
     "age", "tumour_size_mm", "er_percent", "pr_percent", "ki67_percent", "ctc_blood_volume_ml",

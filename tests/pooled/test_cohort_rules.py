@@ -17,7 +17,7 @@ import yaml
 from pooled.config import parse_analysis_config
 from pooled.errors import ConfigError
 from pooled.exposures import derive_exposure
-from pooled.runner import apply_cohort_rules, cohort_rule, select_cohort
+from pooled.steps.cohort import apply_cohort_rules, cohort_rule, select_cohort
 from tests.pooled.helpers import dataset, small_cohort
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_cohort_rules_select_the_same_patients_as_before(path: Path, rules: bool
     cfg = parse_analysis_config(text, path=str(path))
     patients = small_cohort(seed=3)
     assert patients[["age", "positive_nodes", "grade"]].isna().any().all()
-    got = apply_cohort_rules(dataset(patients), cfg)
+    got = apply_cohort_rules(dataset(patients), cfg.cohort, cfg.where)
     expected = _old_rules(patients, cfg)
     assert got.patients["patient_id"].tolist() == expected["patient_id"].tolist()
     assert len(expected) < len(patients)

@@ -133,10 +133,10 @@ def test_every_key_the_parser_accepts_is_documented(section: str) -> None:
 )  # fmt: skip
 def test_a_default_is_what_the_parser_makes_of_it_written_out(key) -> None:
     """The default the parser returns for an absent key equals its parse when written out."""
-    from pooled.config import _Context, _Located, _yaml_value
+    from pooled.config import Located, ParseContext, yaml_value
 
-    ctx = _Context(_Located("t.yaml", {}), load_schema())
-    written = yaml.safe_load(f"value: {_yaml_value(key.default)}")["value"]
+    ctx = ParseContext(Located("t.yaml", {}), load_schema())
+    written = yaml.safe_load(f"value: {yaml_value(key.default)}")["value"]
     assert VALUE_TYPES[key.type].check(written, key, ctx, (key.leaf,)) == key.default
 
 

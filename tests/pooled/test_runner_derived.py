@@ -20,7 +20,8 @@ from pooled.errors import PooledWarning
 from pooled.model_flow import REASON_CENTRE_NOT_ESTIMABLE, REASON_LEFT_OUT
 from pooled.models.cox import CoxSpec, fit_cox
 from pooled.models.meta import MetaSpec, fit_meta
-from pooled.runner import run_analysis, select_cohort
+from pooled.runner import run_analysis
+from pooled.steps.cohort import select_cohort
 from tests.pooled.helpers import dataset, schema_with_pgr, small_cohort
 
 CONFIG = """\

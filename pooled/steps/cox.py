@@ -1,0 +1,229 @@
+"""One-stage Cox models: univariable and adjusted per endpoint, and the interactions.
+
+Section ``models.cox``: the ties (the first is the primary analysis; further values are
+sensitivity analyses, :mod:`pooled.steps.sensitivity`) and robust standard errors. The
+one-stage Cox spec built here (:func:`cox_spec`) is shared by the two-stage model and the
+sensitivity analyses; :func:`cox_flow` attributes what a Cox fit dropped over the cohort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+
+from pooled.config_keys import ConfigKey, SectionReader
+from pooled.dataset import AnalysisDataset
+from pooled.exposures import SERIAL_KINDS, exposure_reference
+from pooled.model_flow import ModelFlow, account_for_model
+from pooled.run_output import InteractionOutput, ModelOutput
+from pooled.steps.base import AnalysisContext, ModelSection, Step, endpoint_frame, per_centre
+
+Ties = Literal["efron", "breslow"]
+TIES: tuple[str, ...] = ("efron", "breslow")
+
+KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey(
+        "models.cox", "model switch",
+        "One-stage Cox models per endpoint: univariable, adjusted for the covariates, the "
+        "interactions, and the proportional-hazards test.",
+        "models: {cox: {ties: efron}}", default=False,
+        default_text="off (on when `models` is absent)",
+    ),
+    ConfigKey(
+        "models.cox.ties", "choice or list of choices",
+        "Handling of tied event times in the one-stage Cox models. A list: the first is the "
+        "primary analysis; each further value adds a row to the sensitivity table of the "
+        "primary endpoint (the exposure's HR in the adjusted model under those ties).",
+        "models: {cox: {ties: [efron, breslow]}}", default=("efron",), allowed=TIES,
+    ),
+    ConfigKey(
+        "models.cox.robust", "boolean",
+        "Robust (sandwich) standard errors clustered by centre.",
+        "models: {cox: {robust: true}}", default=False,
+    ),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CoxSection(ModelSection):
+    """``models.cox``: ``ties`` holds the primary analysis first."""
+
+    ties: tuple[Ties, ...] = ("efron",)
+    robust: bool = False
+    aliases: ClassVar[dict[str, str]] = {"ties": "primary_ties", "robust": "robust"}
+
+    @property
+    def primary_ties(self) -> Ties:
+        """Ties of the primary one-stage Cox models."""
+        return self.ties[0]
+
+
+def parse_cox(section: SectionReader) -> CoxSection:
+    return CoxSection(
+        enabled=section.enabled, ties=section.get("ties"), robust=section.get("robust")
+    )
+
+
+def cox_spec(ctx: AnalysisContext, endpoint: str, *, interactions: bool, **changes: Any) -> Any:
+    """The one-stage Cox spec of ``endpoint``: the exposure first, then the covariates,
+    stratified by the config's strata, with the primary ties; ``changes`` replace fields."""
+    from pooled.models.cox import CoxSpec
+
+    cox: CoxSection = ctx.section("cox")
+    exposure = ctx.exposure
+    covariates = (exposure.name,) + tuple(c.name for c in ctx.covariates if c.name != exposure.name)
+    categorical = ctx.categorical
+    if exposure.kind in SERIAL_KINDS:
+        categorical = ((exposure.name, exposure_reference(exposure)),) + categorical
+    spec = CoxSpec(
+        duration=f"{endpoint}_months",
+        event=f"{endpoint}_event",
+        covariates=covariates,
+        categorical=categorical,
+        interactions=ctx.interactions if interactions else (),
+        strata=ctx.strata,
+        ties=cox.primary_ties,
+        cluster="centre" if cox.robust else None,
+        seed=ctx.seed,
+        analysis=ctx.name,
+        endpoint=endpoint,
+    )
+    return replace(spec, **changes) if changes else spec
+
+
+def cox_flow(
+    cohort: pd.DataFrame,
+    data: pd.DataFrame,
+    result: Any,
+    model: str,
+    **left_out: Any,
+) -> ModelFlow:
+    """The flow of a Cox fit on ``data`` (rows of the cohort): what the fit dropped, per centre,
+    from its own record (``CoxResult.dropped``), attributed over the cohort."""
+    spec = result.spec
+    dropped = result.dropped
+    lost = (
+        dropped.assign(centre=dropped["centre"].astype(str)).groupby("centre")["n_dropped"].sum()
+        if len(dropped)
+        else pd.Series(dtype=float)
+    )
+    analysed = per_centre(data).sub(lost, fill_value=0)
+    needed = [] if spec.missing == "mice" else list(spec.covariates)
+    needed += list(spec.strata) + ([spec.cluster] if spec.cluster else [])
+    return account_for_model(
+        cohort,
+        model=model,
+        endpoint=spec.endpoint,
+        analysed=analysed,
+        reported_n=result.n,
+        required=(spec.duration, spec.event),
+        covariates=needed,
+        **left_out,
+    )
+
+
+def run_cox(
+    cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext
+) -> list[ModelOutput]:
+    """The univariable (exposure only) and the adjusted stratified Cox model of the endpoint."""
+    from pooled.models.cox import fit_cox
+
+    endpoint, exposure = ctx.endpoint, ctx.exposure.name
+    patients = cohort.patients
+    data = endpoint_frame(patients, endpoint)
+    outputs = []
+    univariable = fit_cox(
+        data,
+        cox_spec(
+            ctx,
+            endpoint,
+            interactions=False,
+            covariates=(exposure,),
+            categorical=tuple(
+                pair
+                for pair in cox_spec(ctx, endpoint, interactions=False).categorical
+                if pair[0] == exposure
+            ),
+            analysis=f"{ctx.name}: univariable",
+        ),
+    )
+    name = f"cox_{endpoint}_univariable"
+    outputs.append(
+        ModelOutput(
+            name,
+            "cox",
+            endpoint,
+            univariable,
+            f"Stratified Cox, {endpoint.upper()}, univariable",
+            flow=cox_flow(patients, data, univariable, name),
+        )
+    )
+    adjusted = fit_cox(data, cox_spec(ctx, endpoint, interactions=False))
+    name = f"cox_{endpoint}_adjusted"
+    outputs.append(
+        ModelOutput(
+            name,
+            "cox",
+            endpoint,
+            adjusted,
+            f"Stratified Cox, {endpoint.upper()}, adjusted",
+            flow=cox_flow(patients, data, adjusted, name),
+        )
+    )
+    return outputs
+
+
+def run_interactions(
+    cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext
+) -> list[ModelOutput]:
+    """Each interaction of the config: the model with ``a * b``, its LR test, the HR per level."""
+    from pooled.models.cox import effect_within_levels, fit_cox, interaction_lr_test
+
+    endpoint = ctx.endpoint
+    patients = cohort.patients
+    data = endpoint_frame(patients, endpoint)
+    outputs = []
+    for a, b in ctx.interactions:
+        marker, by = (a, b) if a == ctx.exposure.name else (b, a)
+        spec = cox_spec(ctx, endpoint, interactions=True, term_lr_tests=False)
+        fit = fit_cox(data, spec)
+        result = InteractionOutput(
+            fit=fit,
+            test=interaction_lr_test(data, spec),
+            within=effect_within_levels(fit, marker=marker, by=by),
+            marker=marker,
+            by=by,
+        )
+        name = f"interaction_{endpoint}_{by}"
+        outputs.append(
+            ModelOutput(
+                name,
+                "interaction",
+                endpoint,
+                result,
+                f"{marker} x {by}, {endpoint.upper()}",
+                flow=cox_flow(patients, data, fit, name),
+            )
+        )
+    return outputs
+
+
+COX = Step(
+    name="cox",
+    label="Cox",
+    run=run_cox,
+    section="models.cox",
+    keys=KEYS,
+    parse=parse_cox,
+    default_on=True,
+)
+INTERACTIONS = Step(
+    name="interactions",
+    label="interactions",
+    run=run_interactions,
+    uses="cox",
+    requires="cox",
+    enabled=lambda section, ctx: bool(section) and bool(ctx.interactions),
+)

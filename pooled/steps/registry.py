@@ -1,0 +1,38 @@
+"""The analysis steps, in order: :data:`STEPS`.
+
+The order is the report's: the follow-up, the cohort (with the serial exposures' outputs),
+then per endpoint Kaplan-Meier, Cox, the PH test, the interactions, two-stage, Bayes and the
+sensitivity analyses, then the exposure comparison. The cohort step prepares the cohort before
+any other step runs. The config is parsed with the same registry (each step's section in this
+order) and ``docs/config_reference.md`` is generated from it. To add a step, see
+``pooled/steps/README.md``.
+"""
+
+from __future__ import annotations
+
+from pooled.steps.base import Registry
+from pooled.steps.bayes import BAYES
+from pooled.steps.cohort import COHORT
+from pooled.steps.cox import COX, INTERACTIONS
+from pooled.steps.descriptives import FOLLOWUP
+from pooled.steps.km import KM
+from pooled.steps.sensitivity import SENSITIVITY
+from pooled.steps.serial import COMPARISON, TRAJECTORY
+from pooled.steps.two_stage import TWO_STAGE
+from pooled.steps.zph import ZPH
+
+STEPS = Registry(
+    (
+        FOLLOWUP,
+        COHORT,
+        KM,
+        COX,
+        ZPH,
+        INTERACTIONS,
+        TWO_STAGE,
+        BAYES,
+        TRAJECTORY,
+        SENSITIVITY,
+        COMPARISON,
+    )
+)
