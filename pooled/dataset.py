@@ -238,6 +238,18 @@ def build_analysis_dataset(
         if schema is None and hasattr(store, "schema_for"):
             schema = store.schema_for(chosen)
         patients, not_converted = recompute_endpoints(patients, origin, schema=schema)
+    origins = time_origins(patients)
+    if origin is None and len({o for per in origins.values() for o in per}) > 1:
+        listed = "; ".join(
+            f"{c}: " + ", ".join(f"{o} ({n})" for o, n in per.items()) for c, per in origins.items()
+        )
+        warnings.warn(
+            f"the centres' survival times count from different origins ({listed}); pooling them "
+            "mixes time scales. Name an origin (config 'origin:' or --origin) to convert them "
+            "where the dates allow.",
+            PooledWarning,
+            stacklevel=2,
+        )
     sample_flow = None
     if len(samples):
         sample_flow = ExclusionFlow.start(samples["centre"])
@@ -271,9 +283,23 @@ def build_analysis_dataset(
                 "upload_sha256": sha,
                 "origin": origin or "schema default",
                 "origin_not_converted": not_converted,
+                "time_origins": origins,
             }
         ),
     )
+
+
+def time_origins(patients: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per centre, how many patients' survival times count from each origin
+    (``{"ulm": {"diagnosis": 812}, "rotterdam": {"surgery": 2982}}``)."""
+    if "time_origin" not in patients or patients.empty:
+        return {}
+    known = patients.loc[patients["time_origin"].notna(), ["centre", "time_origin"]]
+    counts = known.groupby(["centre", "time_origin"]).size()
+    out: dict[str, dict[str, int]] = {}
+    for (centre, origin), n in counts.items():
+        out.setdefault(str(centre), {})[str(origin)] = int(n)
+    return out
 
 
 def _dates(frame: pd.DataFrame, name: str) -> pd.Series:

@@ -131,6 +131,7 @@ def run_analysis(cfg: AnalysisConfig, ds: AnalysisDataset, *, progress: bool = F
             "upload_sha256": dict(ds.provenance.get("upload_sha256", {})),
             "time_origin": ds.provenance.get("origin", "schema default"),
             "origin_not_converted": dict(ds.provenance.get("origin_not_converted", {})),
+            "time_origins": dict(ds.provenance.get("time_origins", {})),
             "patients_analysed": int(len(patients)),
             "skipped_models": skipped,
             "packages": _package_versions(),

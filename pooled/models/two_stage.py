@@ -194,6 +194,8 @@ def _centre_rows(
                 "centre": rec["centre"],
                 "included": bool(rec["included"]),
                 "reason": rec["reason"],
+                # a per-centre model that differs from the configured one says how
+                "note": rec.get("note", "") or "",
                 "weight_percent": rec["weight_percent"],
             }
         )

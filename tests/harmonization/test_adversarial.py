@@ -499,3 +499,26 @@ def test_types_say_how_an_expression_reads_a_column(tmp_path):
     assert f.loc[f["rule"] == "type", "row"].tolist() == [3, 4]
     with pytest.raises(MappingError, match="not a column the expression reads"):
         CentreMapping.from_dict(small_mapping(columns={"grade": {"expr": "G", "types": {"H": "text"}}}))
+
+
+def test_centres_counting_time_from_different_origins_are_not_pooled_silently(tmp_path):
+    import warnings
+
+    from harmonization.store import Store
+    from pooled.dataset import build_analysis_dataset
+    from pooled.errors import PooledWarning
+
+    surgery = durations_mapping(origin="surgery")
+    diagnosis = durations_mapping(centre="tue")
+    lines = [DURATION_HEADER, "P1;50;1;01.03.2010;;31.03.2010;1000;1;400;1"]
+    with Store(tmp_path / "s.db") as store:
+        for doc, name in ((surgery, "a.csv"), (diagnosis, "b.csv")):
+            checked = check(write(tmp_path / name, lines), doc)
+            store.ingest(list(checked.tables), checked.report)
+    with Store(tmp_path / "s.db", read_only=True) as store:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = build_analysis_dataset(store)
+    assert ds.provenance["time_origins"] == {"tue": {"diagnosis": 1}, "ulm": {"surgery": 1}}
+    assert any(issubclass(w.category, PooledWarning) and "different origins" in str(w.message)
+               for w in caught)  # fmt: skip

@@ -103,6 +103,9 @@ def test_constant_covariate_in_a_centre_is_left_out_with_a_note(cohort):
     res = fit_two_stage(df, TwoStageSpec(cox=R_STAGE_ONE))
     row = res.per_centre.set_index("centre").loc["C05"]
     assert row["included"] and "grade3" in row["note"]
+    # the note reaches the tidy table (results.csv), not only the result object
+    tidy = res.to_frame().set_index("centre")
+    assert "grade3" in tidy.loc["C05", "note"] and tidy.loc["C01", "note"] == ""
 
 
 def test_no_centre_with_an_estimate_raises(cohort):
