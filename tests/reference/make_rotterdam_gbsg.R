@@ -204,12 +204,12 @@ for (ep in c("dfs", "os")) {
   })
   yi <- vapply(one, function(x) unname(x$coef["pgr_positive"]), 0)
   sei <- vapply(one, function(x) unname(x$se["pgr_positive"]), 0)
-  per_centre[[ep]] <- list(
-    centre = with_ep,
-    not_estimable = setdiff(centres, with_ep),
-    n = vapply(one, function(x) as.integer(x$n), 0L),
-    events = vapply(one, function(x) as.integer(x$events), 0L),
-    pgr_positive_log_hr = yi, pgr_positive_se = sei,
+  per_centre[[ep]] <- list(   # I(): arrays also for one centre (OS)
+    centre = I(with_ep),
+    not_estimable = I(setdiff(centres, with_ep)),
+    n = I(vapply(one, function(x) as.integer(x$n), 0L)),
+    events = I(vapply(one, function(x) as.integer(x$events), 0L)),
+    pgr_positive_log_hr = I(yi), pgr_positive_se = I(sei),
     aliased = setNames(lapply(one, function(x) I(x$aliased)), with_ep),
     fits = setNames(one, with_ep))
   meta[[ep]] <- suppressWarnings(list(   # k = 1 (OS): metafor warns that knha becomes z
