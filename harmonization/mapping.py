@@ -55,8 +55,9 @@ _TOP_KEYS = {
 }  # fmt: skip
 _SOURCE_KEYS = {
     "table", "sheet", "header_row", "encoding", "delimiter", "columns", "missing_codes",
-    "date_format", "decimal", "file",
+    "date_format", "decimal", "file", "checks",
 }  # fmt: skip
+_CHECK_KEYS = {"expr", "message", "severity", "types"}
 _COLUMN_KEYS = {
     "column", "value", "expr", "types", "codes", "unit", "scale", "date_format", "decimal",
     "missing_codes",
@@ -94,6 +95,20 @@ class ColumnMapping:
 
 
 @dataclass(frozen=True, slots=True)
+class RowCheck:
+    """A consistency rule the mapping's author knows for this centre's columns: an expression
+    on the upload's columns that must be true (or missing) on every row; a row where it is
+    false gets a ``mapping_check`` finding on the expression's first column."""
+
+    expr: str
+    message: str
+    severity: str = "warning"
+    types: MappingProxyType[str, str] = dataclass_field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SourceMapping:
     """One table of an upload (a sheet of an xlsx, or a whole csv/sav/dta)."""
 
@@ -107,6 +122,7 @@ class SourceMapping:
     date_format: str = "iso"
     decimal: str = "."
     file: str | None = None
+    checks: tuple[RowCheck, ...] = ()
 
     def column_for(self, field_name: str) -> ColumnMapping | None:
         for column in self.columns:
@@ -404,6 +420,7 @@ def _source(
         )
     if table_name == "patients":
         _check_endpoint_pairs({c.field for c in columns}, schema, f"{where}.columns")
+    checks = _row_checks(raw.get("checks"), f"{where}.checks")
     return SourceMapping(
         table=table_name,
         columns=tuple(columns),
@@ -422,7 +439,44 @@ def _source(
         else defaults["date_format"],
         decimal=_decimal(raw["decimal"], f"{where}.decimal") if "decimal" in raw else defaults["decimal"],
         file=raw.get("file"),
+        checks=checks,
     )
+
+
+def _row_checks(raw: Any, where: str) -> tuple[RowCheck, ...]:
+    """The source's ``checks:``: each ``{expr, message, severity: warning|error, types}``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise MappingError(f"{where}: expected a list of {{expr, message}} checks.")
+    out = []
+    for i, item in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise MappingError(f"{at}: expected {{expr: ..., message: ...}}; got {item!r}.")
+        _check_keys(item, _CHECK_KEYS, at)
+        expr, message = item.get("expr"), item.get("message")
+        if not isinstance(expr, str) or not expr.strip():
+            raise MappingError(f"{at}.expr: expected an expression that is true on good rows.")
+        if not isinstance(message, str) or not message.strip():
+            raise MappingError(f"{at}.message: say what a failing row means and how to fix it.")
+        severity = item.get("severity", "warning")
+        if severity not in ("warning", "error"):
+            raise MappingError(f"{at}.severity: 'warning' or 'error'; got {severity!r}.")
+        compiled = _compile(expr, f"{at}.expr")
+        types = item.get("types") or {}
+        if not isinstance(types, dict) or any(
+            str(k) not in compiled.names or v not in INPUT_TYPES for k, v in types.items()
+        ):
+            raise MappingError(
+                f"{at}.types: columns the expression reads ({', '.join(compiled.names)}) "
+                f"mapped to {', '.join(INPUT_TYPES)}; got {types!r}."
+            )
+        out.append(
+            RowCheck(expr=expr, message=message.strip(), severity=severity,
+                     types=MappingProxyType({str(k): str(v) for k, v in types.items()}))
+        )  # fmt: skip
+    return tuple(out)
 
 
 def _check_endpoint_pairs(mapped: set[str], schema: Schema, where: str) -> None:
@@ -708,7 +762,7 @@ def _expression_cells(
     raw: RawUpload,
     column: ColumnMapping,
     source: SourceMapping,
-    mapping: CentreMapping,
+    mapping: CentreMapping | None,
     where: str,
 ) -> tuple[pd.Series, list[str], list[pd.DataFrame]]:
     """The cells of a field given by an expression on upload columns.
@@ -814,6 +868,38 @@ def _typed_input(
     return out, []
 
 
+def _row_check(
+    raw: RawUpload, check: RowCheck, source: SourceMapping, where: str, index: int
+) -> tuple[pd.DataFrame | None, list[str], list[pd.DataFrame]]:
+    """Rows where a mapping's ``checks:`` expression is false, as ``mapping_check`` issues on
+    the expression's first column (a missing result is not a failure)."""
+    column = ColumnMapping(field=f"check {index + 1}", expr=check.expr, types=check.types)
+    result, names, problems = _expression_cells(raw, column, source, None, where)
+    for frame in problems:  # input cells that could not be read stay findings of their own
+        frame["field"] = None
+    ok = result.map(lambda v: None if v is None else bool(v))
+    failed = (ok == False).to_numpy()  # noqa: E712 - None (missing) is not a failure
+    if not failed.any() or not names:
+        return None, names, problems
+    first = names[0]
+    rows = np.flatnonzero(failed)
+    cells = raw.cells[first].reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            {
+                "row": rows,
+                "field": None,
+                "value": _cell_text(cells.iloc[rows]).to_numpy(),
+                "rule": "mapping_check_error" if check.severity == "error" else "mapping_check",
+                "message": f"{check.message} (mapping check: {check.expr})",
+                "column": first,
+            }
+        ),
+        names,
+        problems,
+    )
+
+
 def _centre_problems(cells: pd.Series, centre: str) -> pd.DataFrame | None:
     """Rows whose own centre column names another centre than the mapping's."""
     text = cells.map(_text)
@@ -914,6 +1000,12 @@ def apply_mapping(
         issues.extend(inputs_issues)
         if problems is not None and len(problems):
             issues.append(problems)
+    for i, check in enumerate(source.checks):
+        failed_rows, names, check_problems = _row_check(raw, check, source, where, i)
+        used.update(names)
+        issues.extend(check_problems)
+        if failed_rows is not None:
+            issues.append(failed_rows)
     frame = pd.DataFrame(values, index=pd.RangeIndex(n))
     if "centre" not in frame:
         frame.insert(0, "centre", pd.Series([mapping.centre] * n, dtype=object))

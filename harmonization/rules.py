@@ -86,6 +86,8 @@ class RuleId(enum.StrEnum):
     UNNAMED_COLUMN = "unnamed_column"
     DUPLICATE_HEADER = "duplicate_header"
     NO_DATA_ROWS = "no_data_rows"
+    MAPPING_CHECK = "mapping_check"
+    MAPPING_CHECK_ERROR = "mapping_check_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +227,14 @@ RULES: MappingProxyType[RuleId, Rule] = MappingProxyType(
                 An .xlsx cell holds a formula whose result was never saved (the workbook was
                 written by a program that does not calculate), so the cell reads as empty.
                 Open the file in Excel, let it calculate and save it (or paste values)."""),
+            _rule(RuleId.MAPPING_CHECK, "warning", False, "cell", "Centre-specific check", """
+                A consistency rule the centre mapping states for this centre's columns
+                (`checks:` with `severity: warning`, an expression that must be true on every
+                row) is false on this row; the message is the mapping's. The row is kept."""),
+            _rule(RuleId.MAPPING_CHECK_ERROR, "error", True, "cell",
+                  "Centre-specific check failed", """
+                As `mapping_check`, for a check the mapping marks `severity: error`: the row
+                is excluded until it is corrected."""),
             _rule(RuleId.RECEPTOR_CONSISTENCY, "warning", False, "cell",
                   "Receptors inconsistent", """
                 `er_status`/`pr_status` disagree with `er_percent`/`pr_percent` (positive at

@@ -430,6 +430,21 @@ def _conversion_issues(
     if not len(issues):
         return failed
     n = len(vals)
+    unbound = issues["field"].isna()
+    for _, item in issues.loc[unbound].iterrows():  # row checks: a finding on their column
+        out.parts.append(
+            pd.DataFrame(
+                {
+                    "_pos": [int(item["row"])], "_group": [1],
+                    "row": [mapped.source_rows[int(item["row"])]], "column": [item["column"]],
+                    "value": [item["value"]], "rule": [str(item["rule"])],
+                    "message": [f"{item['message']}; got '{item['value']}'."], "field": [None],
+                }
+            )
+        )  # fmt: skip
+    issues = issues.loc[~unbound]
+    if not len(issues):
+        return failed
     column_col = issues["column"] if "column" in issues else pd.Series(None, index=issues.index)
     own = column_col.isna() | (column_col.astype(object) == issues["field"].map(mapped.column_of))
     for (name, rule, is_own), part in issues.assign(_own=own.to_numpy()).groupby(

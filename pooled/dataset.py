@@ -295,11 +295,13 @@ def time_origins(patients: pd.DataFrame) -> dict[str, dict[str, int]]:
     if "time_origin" not in patients or patients.empty:
         return {}
     known = patients.loc[patients["time_origin"].notna(), ["centre", "time_origin"]]
-    counts = known.groupby(["centre", "time_origin"]).size()
     out: dict[str, dict[str, int]] = {}
-    for (centre, origin), n in counts.items():
-        out.setdefault(str(centre), {})[str(origin)] = int(n)
-    return out
+    for centre, origin in zip(
+        known["centre"].astype(str), known["time_origin"].astype(str), strict=True
+    ):
+        per = out.setdefault(centre, {})
+        per[origin] = per.get(origin, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _dates(frame: pd.DataFrame, name: str) -> pd.Series:

@@ -66,13 +66,19 @@ def characteristics(patients: pd.DataFrame, by: str, endpoints: tuple[str, ...])
             rows.append(
                 {
                     "characteristic": f"{endpoint} events, n (%)",
-                    **{
-                        n: f"{int(g[column].fillna(0).sum())} ({100 * g[column].fillna(0).mean():.1f})"
-                        for n, g in groups
-                    },
+                    **{n: _events_text(g[column]) for n, g in groups},
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _events_text(flags: pd.Series) -> str:
+    """Events n (%) of those with the endpoint known (an endpoint a centre did not collect
+    is missing, not 'no event'); nullable booleans and 0/1 floats alike."""
+    known = pd.to_numeric(flags.astype("Float64"), errors="coerce").dropna()
+    if known.empty:
+        return "not collected"
+    return f"{int(known.sum())} ({100 * known.mean():.1f})"
 
 
 def characteristics_tables(patients: pd.DataFrame, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:

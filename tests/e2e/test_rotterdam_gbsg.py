@@ -17,19 +17,17 @@ computes on the same data (``tests/reference/make_rotterdam_gbsg.R`` ->
 ``expected_rotterdam_gbsg.json``) to 1e-6 relative; patient and event counts and the
 exclusion and model flows exactly.
 
-What the real data showed (each kept visible as a strict xfail, see the reasons):
+Every number is compared on two runs of the config with one endpoint each (``dfs``: both
+centres; ``os``: GBSG did not collect OS and leaves the cohort), and the config as written
+(endpoints dfs and os) must give the same numbers (``test_full_config_runs``).
 
-* ``pooled run`` of the config as written (endpoints dfs and os) stops with an internal error
-  because GBSG did not collect OS (``test_full_config_runs``). Every number is therefore
-  compared on two runs of the same config with one endpoint each (``dfs``: both centres;
-  ``os``: both centres, GBSG leaves the cohort with its OS missing), which is what the full
-  run must give once it runs.
-* The 43 Rotterdam patients ``?rotterdam`` warns about (died without recurrence after their
-  recurrence follow-up ended) pass validation without a finding.
-* GBSG's per-centre model leaves out ``node_positive`` (every GBSG patient is node positive;
-  R reports NA), but no output says so.
-* Rotterdam's durations count from surgery (its mapping's ``origin``), GBSG's from the
-  default; the run with the schema's default origin neither converts nor reports this.
+Found by the real data and fixed (each now a plain test): ``pooled run`` with an endpoint
+one centre did not collect stopped with an internal error (characteristics counted missing
+event flags with ``fillna(0)`` on a nullable boolean); the 43 Rotterdam patients
+``?rotterdam`` warns about get a warning from the mapping's own ``checks:``; GBSG's per-centre
+model leaving out ``node_positive`` (every GBSG patient is node positive; R reports NA) is
+noted in results.csv; Rotterdam's durations counting from surgery and GBSG's from diagnosis
+are recorded and warned about.
 """
 
 from __future__ import annotations
@@ -77,34 +75,6 @@ TIME_REL = 1e-15
 
 runner = CliRunner()
 
-BUG_OS_NOT_COLLECTED = (
-    "pooled/steps/descriptives.py characteristics(): an endpoint event column of pandas "
-    "nullable 'boolean' dtype with missing values (GBSG did not collect OS, so os_event is "
-    "<NA> for its 686 patients) goes through g[column].fillna(0), which raises TypeError "
-    "\"Invalid value '0' for dtype 'boolean'\"; `pooled run` of the config with endpoints "
-    "[dfs, os] exits 3 (internal error) before writing any result."
-)
-GAP_INCONSISTENT_ROWS = (
-    "No validation rule sees the 43 rotterdam patients ?rotterdam warns about (recur = 0, "
-    "death = 1, dtime > rtime: recurrence follow-up ended before the death). The mapping's "
-    "expressions hand validation only the derived dfs (= the death time, event) and os, "
-    "which agree with each other, and nothing checks the expression's input columns against "
-    "each other; the schema has no field for the end of recurrence follow-up."
-)
-BUG_NOTE_DROPPED = (
-    "pooled/models/two_stage.py _centre_rows() (TwoStageResult.to_frame) does not carry the "
-    "per-centre `note` ('constant in this centre, left out: node_positive' for gbsg) into "
-    "results.csv, and neither tables.xlsx nor report.html shows it: gbsg's per-centre model "
-    "silently differs from the configured adjusted model (R reports node_positive as NA)."
-)
-BUG_DEFAULT_ORIGIN = (
-    "pooled/dataset.py build_analysis_dataset(): with the schema's default origin (config "
-    "without `origin:`) recompute_endpoints is not called, so rotterdam's durations, which its "
-    "mapping says count from surgery (time_origin = surgery), are pooled with gbsg's "
-    "(diagnosis) without conversion or warning: run.json says time_origin 'schema default', "
-    "origin_not_converted {}. With `origin: diagnosis` written out, the same data give the "
-    "warning and origin_not_converted {'rotterdam': 2982}."
-)
 
 
 # ---------------------------------------------------------------------------------------
@@ -448,34 +418,38 @@ def _findings(pipeline: dict[str, Any], centre: str) -> pd.DataFrame:
 
 
 def test_validation_findings_by_rule(pipeline: dict[str, Any]) -> None:
-    """Everything validation said about the real data, by rule: Rotterdam only its median
-    follow-up (111.3 months), GBSG nothing (no OS, so no follow-up by reverse KM); no
-    errors, no warnings, no column left unread."""
+    """Everything validation said about the real data, by rule: Rotterdam its median
+    follow-up (111.3 months) and the mapping's check on the 43 deaths after recurrence
+    follow-up ended (warnings), GBSG nothing (no OS, so no follow-up by reverse KM); no
+    errors, no column left unread."""
     by_rule = {
         centre: _findings(pipeline, centre).groupby(["rule", "severity"]).size().to_dict()
         for centre in CENTRES
     }
-    assert by_rule == {"rotterdam": {("median_followup", "info"): 1}, "gbsg": {}}
-    followup = _findings(pipeline, "rotterdam").iloc[0]
+    assert by_rule == {
+        "rotterdam": {("mapping_check", "warning"): 43, ("median_followup", "info"): 1},
+        "gbsg": {},
+    }
+    findings = _findings(pipeline, "rotterdam")
+    followup = findings.loc[findings["rule"] == "median_followup"].iloc[0]
     assert "111.3 months" in followup["message"] and "2982 patients" in followup["message"]
 
 
 def test_ingest_output_shows_findings_and_counts(pipeline: dict[str, Any]) -> None:
     """The ingest output states rows, errors, warnings and blocked rows for each centre, and
     the findings table by rule, so nothing it read is dropped unseen."""
-    expected = {"rotterdam": 2982, "gbsg": 686}
-    for centre, n in expected.items():
+    expected = {"rotterdam": (2982, 43), "gbsg": (686, 0)}
+    for centre, (n, warned) in expected.items():
         output = " ".join(pipeline["ingest"][centre].output.split())
         assert (
             f"{centre}: stored version 1 in" in output
-            and f"({n} rows; 0 errors, 0 warnings; 0 rows with blocking errors kept and flagged)"
-            in output
+            and f"({n} rows; 0 errors, {warned} warnings; 0 rows with blocking errors kept and "
+            "flagged)" in output
         ), output
         assert "Validation findings by rule" in output
     assert "median_followup" in pipeline["ingest"]["rotterdam"].output
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=GAP_INCONSISTENT_ROWS)
 def test_inconsistent_rotterdam_rows_are_reported(pipeline: dict[str, Any]) -> None:
     """The 43 patients ?rotterdam calls out each get a finding at their row (any rule)."""
     rows = [ROTTERDAM_HEADER_ROW + i for i in EXPECTED["inconsistent_rows"]["row_in_rotterdam_csv"]]
@@ -687,7 +661,6 @@ def test_model_flow(pipeline: dict[str, Any], endpoint: str) -> None:
 # ---------------------------------------------------------------------------------------
 # What the real data showed the pipeline cannot do yet (strict xfails: fix, then unmark)
 # ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_OS_NOT_COLLECTED)
 def test_full_config_runs(pipeline: dict[str, Any], results: dict[str, pd.DataFrame]) -> None:
     """The config as written (endpoints [dfs, os]) runs, gives the numbers of the two
     one-endpoint runs (which equal R's above), and its model flow leaves GBSG out of every
@@ -715,7 +688,6 @@ def test_full_config_runs(pipeline: dict[str, Any], results: dict[str, pd.DataFr
     assert reasons.str.contains("endpoint missing").all(), reasons.tolist()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_NOTE_DROPPED)
 def test_covariate_left_out_in_a_centre_is_reported(results: dict[str, pd.DataFrame]) -> None:
     """GBSG's per-centre DFS row says node_positive was left out (constant there)."""
     rows = pipeline_rows(results["dfs"], "dfs", "per_centre").set_index("centre")
@@ -723,12 +695,9 @@ def test_covariate_left_out_in_a_centre_is_reported(results: dict[str, pd.DataFr
     assert "node_positive" in text, rows.loc["gbsg"].dropna().to_dict()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_DEFAULT_ORIGIN)
 def test_mixed_time_origins_are_reported(pipeline: dict[str, Any]) -> None:
-    """The run with the schema's default origin (diagnosis in early disease) reports that
-    rotterdam's durations count from surgery and could not be converted (no dates)."""
+    """A run that names no origin records what each centre's times count from (rotterdam's
+    delivered durations from surgery, gbsg's from diagnosis) and warns that they differ."""
     run = json.loads((pipeline["runs"]["dfs"] / "run.json").read_text(encoding="utf-8"))
-    assert run["origin_not_converted"] == {"rotterdam": 2982}, (
-        run["time_origin"],
-        run["origin_not_converted"],
-    )
+    assert run["time_origins"] == {"gbsg": {"diagnosis": 686}, "rotterdam": {"surgery": 2982}}
+    assert run["origin_not_converted"] == {}  # nothing was asked to be converted

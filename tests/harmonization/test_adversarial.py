@@ -522,3 +522,34 @@ def test_centres_counting_time_from_different_origins_are_not_pooled_silently(tm
     assert ds.provenance["time_origins"] == {"tue": {"diagnosis": 1}, "ulm": {"surgery": 1}}
     assert any(issubclass(w.category, PooledWarning) and "different origins" in str(w.message)
                for w in caught)  # fmt: skip
+
+
+def test_mapping_checks_flag_rows_the_centres_definitions_make_doubtful(tmp_path):
+    """A mapping's `checks:` (true on good rows) gives a finding on each failing row."""
+    doc = small_mapping(
+        columns={"os_months": {"column": "Tage bis Tod", "unit": "days"}, "os_event": "Tod",
+                 "dfs_months": {"column": "Tage bis Tod", "unit": "days"}, "dfs_event": "Tod"},
+        delivers="durations",
+        source={"checks": [
+            {"expr": "not (Rezidiv == 'nein' and Tod == 'ja' and `Tage bis Tod` > `Tage bis Rezidiv`)",
+             "message": "died without recurrence after recurrence follow-up ended"},
+            {"expr": "`Tage bis Tod` >= 0", "message": "negative time", "severity": "error"},
+        ]},
+    )  # fmt: skip
+    lines = [
+        "id;age;size;dx;lc;Rezidiv;Tage bis Rezidiv;Tod;Tage bis Tod",
+        "P1;50;1;01.03.2010;;nein;500;ja;900",  # doubtful: warning
+        "P2;50;1;01.03.2010;;nein;900;ja;900",
+        "P3;50;1;01.03.2010;;ja;400;nein;-5",  # error: blocked
+    ]
+    checked = check(write(tmp_path / "c.csv", lines), doc)
+    f = checked.report.findings
+    got = f.loc[f["rule"].str.startswith("mapping_check"), ["row", "column", "rule", "severity"]]
+    assert got.values.tolist() == [
+        [2, "Rezidiv", "mapping_check", "warning"],
+        [4, "Tage bis Tod", "mapping_check_error", "error"],
+    ]
+    assert checked.tables[0].data["blocking"].tolist() == [False, False, True]
+    assert "unmapped_column" not in set(f["rule"])  # the checks' columns are read
+    with pytest.raises(MappingError, match="checks\\[0\\].message"):
+        CentreMapping.from_dict(small_mapping(source={"checks": [{"expr": "age > 0"}]}))
