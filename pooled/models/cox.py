@@ -123,13 +123,18 @@ def _risk_sums(
     means: np.ndarray,
     beta: np.ndarray,
     entry: np.ndarray,
+    exit: np.ndarray,
+    counting: bool,
     event: np.ndarray,
     ne: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """One pass over the rows: risk scores and their (x-weighted) sums by entry group.
 
     Covariates are centred on the fly (``X[i] - means``); rows never at risk (entry ``ne``)
-    are summed into a discarded extra group. Events also go to ``e0``/``e1``.
+    are summed into a discarded extra group. Events also go to ``e0``/``e1``. With
+    ``counting`` (``(start, stop]`` data) a row also leaves the risk sets at its exit group:
+    its sums are subtracted there (``exit[i] == ne``: it never leaves), so cumulative sums over
+    the event groups give the sums over the rows with ``start < t <= stop``.
     """
     n, p = X.shape
     r = np.empty(n)
@@ -156,6 +161,12 @@ def _risk_sums(
         else:
             for j in range(p):
                 t1[g, j] += ri * xc[j]
+        if counting:
+            h = exit[i]
+            if h < ne:
+                t0[h] -= ri
+                for j in range(p):
+                    t1[h, j] -= ri * xc[j]
     return r, t0[:ne], t1[:ne], e0, e1
 
 
@@ -167,6 +178,8 @@ def _weighted_block(
     cw: np.ndarray,
     w2: np.ndarray,
     entry: np.ndarray,
+    exit: np.ndarray,
+    counting: bool,
     event: np.ndarray,
     start: int,
     stop: int,
@@ -175,16 +188,18 @@ def _weighted_block(
 ) -> None:  # pragma: no cover
     """Rows ``start:stop`` of ``(X - means) * sqrt(v)`` into ``block``; adds ``X'v`` to ``xv``.
 
-    ``v = r * (cw[entry] - event * w2[entry])`` (both indexed with a trailing 0 for rows
-    never at risk), the row weights of :meth:`_RiskSets._v`.
+    ``v = r * (cw[entry] - cw[exit] - event * w2[entry])`` (indexed with a trailing 0 for rows
+    never at risk; ``cw[exit]`` only with ``counting``), the row weights of
+    :meth:`_RiskSets._v`.
     """
     p = X.shape[1]
     for i in range(start, stop):
         g = entry[i]
+        c = cw[g] - cw[exit[i]] if counting else cw[g]
         if event[i]:
-            vi = (cw[g] - w2[g]) * r[i]
+            vi = (c - w2[g]) * r[i]
         else:
-            vi = cw[g] * r[i]
+            vi = c * r[i]
         w = np.sqrt(vi) if vi > 0.0 else 0.0
         b = i - start
         for j in range(p):
@@ -194,7 +209,7 @@ def _weighted_block(
 
 
 class _RiskSets:
-    """Tie structure of a right-censored, stratified Cox problem, in the input row order.
+    """Tie structure of a stratified Cox problem, in the input row order.
 
     Rows are never sorted: each row gets the index of its (stratum, time) group, groups are
     ordered by stratum then descending time, and each row *enters* the risk sets at the first
@@ -202,6 +217,12 @@ class _RiskSets:
     is never at risk at an event). Risk-set sums are sums by entry group (one compiled pass over
     the rows, :func:`_risk_sums`) followed by cumulative sums over the few event groups. The
     covariates are centred on the fly; the centred copy ``xs`` is made only when asked for.
+
+    Counting-process data (``start`` given, rows ``(start, stop]``): a row is at risk at the
+    event times ``t`` with ``start < t <= stop``. It enters as above and *exits* at the first
+    event group of its stratum with time ``<= start`` (``exit``; ``n_event_groups`` when there
+    is none), so it belongs to the event groups ``entry <= k < exit``: its sums are added at
+    ``entry`` and subtracted at ``exit`` before the cumulative sums.
     """
 
     def __init__(
@@ -211,6 +232,7 @@ class _RiskSets:
         event: np.ndarray,
         strata: np.ndarray | None,
         ties: Ties,
+        start: np.ndarray | None = None,
     ) -> None:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
@@ -223,6 +245,22 @@ class _RiskSets:
                 f"time and event expected {n} values each (rows of X); found "
                 f"{time.shape[0]} and {event_raw.shape[0]}."
             )
+        if start is not None:
+            start = np.asarray(start, dtype=np.float64)
+            if start.shape != (n,):
+                raise DataError(f"start expected {n} values (rows of X); found {start.shape[0]}.")
+            if not np.all(np.isfinite(start)):
+                raise DataError(
+                    "start times must be finite (no NaN or inf); drop the incomplete rows."
+                )
+            bad_rows = np.flatnonzero(~(start < time))
+            if bad_rows.size:
+                i = int(bad_rows[0])
+                raise DataError(
+                    f"Each interval (start, stop] needs start < stop; {bad_rows.size} rows do "
+                    f"not (first: row {i}, start {start[i]!r}, stop {time[i]!r}). Drop "
+                    "zero-length intervals or fix the times."
+                )
         if not np.all((event_raw == 0) | (event_raw == 1)):
             bad = np.unique(event_raw[(event_raw != 0) & (event_raw != 1)])[:5]
             raise DataError(
@@ -250,14 +288,27 @@ class _RiskSets:
                 "Check the event column's coding (1 = event) or the subgroup."
             )
         codes, n_strata = _stratum_codes(strata, n)
-        tcodes, n_times = _time_codes(time, n)
+        if start is None:
+            tcodes, n_times = _time_codes(time, n)
+        else:  # stop and start times share one coding (their order across rows matters)
+            both, n_times = _time_codes(np.concatenate((time, start)), 2 * n)
+            tcodes, scodes = both[:n], both[n:]
         self.time, self.event, self.codes = time, event_b, codes
         self.tcodes, self.n_times, self.n_strata = tcodes, n_times, n_strata
+        self.start = start
+        self.counting = start is not None
+        self.scodes = scodes if start is not None else None
 
         # group key: stratum ascending, time descending
         key = codes.astype(np.int64) * n_times + (n_times - 1 - tcodes)
         n_keys = n_strata * n_times
-        if n_keys > 4 * n + 1024:
+        key_start = None
+        if start is not None:
+            key_start = codes.astype(np.int64) * n_times + (n_times - 1 - scodes)
+            if n_keys > 8 * n + 1024:
+                both, n_keys = _compact_codes(np.concatenate((key, key_start)), 2 * n)
+                key, key_start = both[:n], both[n:]
+        elif n_keys > 4 * n + 1024:
             key, n_keys = _compact_codes(key, n)
         size_k = np.bincount(key, minlength=n_keys)
         events_k = np.bincount(key[event_b], minlength=n_keys)
@@ -271,6 +322,8 @@ class _RiskSets:
         if stratum_k is None:  # compacted keys: recover the stratum of each key
             stratum_k = np.zeros(n_keys, dtype=np.intp)
             stratum_k[key] = codes
+            if key_start is not None:
+                stratum_k[key_start] = codes
         ev_stratum = stratum_k[ev_keys]
         self.ev_stratum = ev_stratum
         # first event key at or after each key, then check it is in the same stratum
@@ -280,6 +333,14 @@ class _RiskSets:
         entry_k = np.where(ok & (size_k > 0), next_ev, ne)
         entry = entry_k[key]
         self.entry = entry
+        # exit: the first event group of the row's stratum at or before its start time
+        if key_start is not None:
+            exit_ = np.searchsorted(ev_keys, key_start, side="left")
+            inside = exit_ < ne
+            inside[inside] = ev_stratum[exit_[inside]] == codes[inside]
+            self.exit = np.where(inside & (entry < ne), exit_, ne).astype(entry.dtype)
+        else:
+            self.exit = np.zeros(1, dtype=entry.dtype)  # unused (``counting`` is False)
         valid = entry < ne
         self.valid = valid
         self.ev_entry_rows = entry[event_b]
@@ -338,11 +399,29 @@ class _RiskSets:
         ext = np.concatenate((values, np.zeros((1,) + values.shape[1:])))
         return ext[self.entry]
 
+    def _over_risk_sets(self, reverse_cumulated: np.ndarray) -> np.ndarray:
+        """Per row, the sum of per-event-group values over the groups where it is at risk.
+
+        ``reverse_cumulated`` is :meth:`_cum_reverse` of the values: its value at the entry
+        group, less its value at the exit group for counting-process rows.
+        """
+        ext = np.concatenate((reverse_cumulated, np.zeros((1,) + reverse_cumulated.shape[1:])))
+        if self.counting:
+            return ext[self.entry] - ext[self.exit]
+        return ext[self.entry]
+
     # -- the pieces every quantity is made of -------------------------------------------------
     def parts(self, beta: np.ndarray, second: bool = True) -> dict[str, np.ndarray | float]:
         ne = self.n_event_groups
         r, t0, t1, e0, e1 = _risk_sums(
-            self.X, self.means, np.asarray(beta, dtype=np.float64), self.entry, self.event_u8, ne
+            self.X,
+            self.means,
+            np.asarray(beta, dtype=np.float64),
+            self.entry,
+            self.exit,
+            self.counting,
+            self.event_u8,
+            ne,
         )
         s0 = self._cum_forward(t0)
         s1 = self._cum_forward(t1)
@@ -377,7 +456,7 @@ class _RiskSets:
         w1, w2, r = pt["w1"], pt["w2"], pt["r"]
         if weight is not None:
             w1, w2 = w1 * weight, w2 * weight
-        v = self._per_row(self._cum_reverse(w1))
+        v = self._over_risk_sets(self._cum_reverse(w1))
         if self.efron:
             v -= self.event_f * self._per_row(w2)
         v *= r
@@ -415,7 +494,21 @@ class _RiskSets:
             for start in range(0, self.n, _CHUNK):
                 stop = min(start + _CHUNK, self.n)
                 block = buf[: stop - start]
-                _weighted_block(self.X, self.means, r, cw, w2, entry, ev, start, stop, block, xv)
+                _weighted_block(
+                    self.X,
+                    self.means,
+                    r,
+                    cw,
+                    w2,
+                    entry,
+                    self.exit,
+                    self.counting,
+                    ev,
+                    start,
+                    stop,
+                    block,
+                    xv,
+                )
                 info += block.T @ block
         else:
             v = self._v(pt, weight)
@@ -455,8 +548,8 @@ class _RiskSets:
         b2 = s1 * q2[:, None] - e1 * q3[:, None]
         xs = self.xs
         resid = -r[:, None] * (
-            xs * self._per_row(self._cum_reverse(pt["w1"]))[:, None]
-            - self._per_row(self._cum_reverse(b1))
+            xs * self._over_risk_sets(self._cum_reverse(pt["w1"]))[:, None]
+            - self._over_risk_sets(self._cum_reverse(b1))
         )
         ev = self.event
         ee = self.ev_entry_rows
@@ -636,6 +729,7 @@ def cox_fit_arrays(
     max_iter: int = 30,
     cluster: np.ndarray | None = None,
     names: Sequence[str] | None = None,
+    start: np.ndarray | None = None,
 ) -> CoxArraysResult:
     """Fit a (stratified) Cox model by Newton-Raphson on arrays.
 
@@ -644,7 +738,8 @@ def cox_fit_arrays(
     X : ndarray, shape (n, p)
         Covariates (no intercept). Not modified.
     time, event : ndarray, shape (n,)
-        Follow-up time and event indicator (0/1).
+        Follow-up time and event indicator (0/1); with ``start``, the end of each row's
+        interval and whether it ends in an event.
     strata : ndarray, shape (n,), optional
         Stratum labels; each stratum has its own baseline hazard.
     ties : {"efron", "breslow"}
@@ -662,6 +757,11 @@ def cox_fit_arrays(
         :func:`generalised_wald`).
     names : sequence of str, optional
         Column names used in error messages.
+    start : ndarray, shape (n,), optional
+        Counting-process data (R's ``Surv(start, stop, event)``): each row is the interval
+        ``(start, time]``, at risk at the event times ``t`` with ``start < t <= time``
+        (time-dependent covariates, time-split or delayed-entry data). Without it each row is
+        at risk from time 0 (``start = -inf``).
 
     Returns
     -------
@@ -699,7 +799,7 @@ def cox_fit_arrays(
         X = X.reshape(-1, 1)
     p = X.shape[1]
     labels = list(names) if names is not None else [f"x{j}" for j in range(p)]
-    rs = _RiskSets(X, time, event, strata, ties)
+    rs = _RiskSets(X, time, event, strata, ties, start=start)
     # centred scale: beta is unchanged, only the linear predictor shifts by means @ beta
     beta = np.zeros(p) if init is None else np.asarray(init, dtype=np.float64).copy()
     if beta.shape != (p,):
@@ -839,8 +939,11 @@ def cox_score_residuals(
     beta: np.ndarray,
     *,
     ties: Ties = "efron",
+    start: np.ndarray | None = None,
 ) -> np.ndarray:
     """Score residuals (R's ``residuals(fit, type = "score")``), rows in the input order.
+
+    With ``start`` the rows are counting-process intervals ``(start, time]``.
 
     References
     ----------
@@ -854,7 +957,7 @@ def cox_score_residuals(
     ...                     np.array([0.0])).shape
     (4, 1)
     """
-    rs = _RiskSets(X, time, event, strata, ties)
+    rs = _RiskSets(X, time, event, strata, ties, start=start)
     pt = rs.parts(np.asarray(beta, dtype=np.float64))
     return rs.score_residuals(pt)
 
@@ -872,6 +975,11 @@ class CoxSpec:
     ----------
     duration, event : str
         Follow-up time column and event indicator column (1 = event, 0 = censored).
+    start : str or None
+        Counting-process data: the column of interval starts, each row being
+        ``(start, duration]`` with ``event`` at its end (R's ``Surv(start, stop, event)``;
+        time-dependent covariates, :func:`pooled.models.timesplit.time_split`). ``None``
+        (default): one row per patient, at risk from time 0.
     covariates : tuple of str
         Main effects in formula order (``("ctc_positive", "subtype", "age")``).
     categorical : tuple of (column, reference level)
@@ -898,6 +1006,7 @@ class CoxSpec:
     duration: str
     event: str
     covariates: tuple[str, ...]
+    start: str | None = None
     categorical: tuple[tuple[str, str], ...] = ()
     interactions: tuple[tuple[str, str], ...] = ()
     strata: tuple[str, ...] = ("centre",)
@@ -926,6 +1035,12 @@ class CoxSpec:
             )
         if not self.covariates:
             raise ConfigError("CoxSpec.covariates expected at least one covariate; got none.")
+        if self.start is not None and self.missing == "mice":
+            raise ConfigError(
+                "CoxSpec: multiple imputation works on one row per patient; got counting-process "
+                f"rows (start={self.start!r}) with missing='mice'. Impute the patients first, "
+                "then split their follow-up."
+            )
         if self.n_imputations < 2:
             raise ConfigError(f"CoxSpec.n_imputations must be >= 2; got {self.n_imputations}.")
         if not (self.tol > 0) or self.max_iter < 1:
@@ -936,6 +1051,8 @@ class CoxSpec:
     @property
     def required_columns(self) -> tuple[str, ...]:
         cols = [self.duration, self.event, *self.strata]
+        if self.start:
+            cols.insert(0, self.start)
         if self.cluster:
             cols.append(self.cluster)
         return tuple(dict.fromkeys(cols))
@@ -1109,6 +1226,20 @@ def _outcome_arrays(
     return time, event, strata, cluster
 
 
+def _start_array(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndarray | None:
+    """The interval starts of counting-process data (``spec.start``), else None."""
+    if spec.start is None:
+        return None
+    values = data[spec.start].iloc[rows]
+    start = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(start)):
+        raise DataError(
+            f"'{spec.start}' expected numbers (interval starts); found "
+            f"{values[~np.isfinite(start)].head(3).tolist()}."
+        )
+    return start
+
+
 def fit_cox_design(
     design: Design, data: pd.DataFrame, spec: CoxSpec
 ) -> tuple[CoxArraysResult, np.ndarray | None]:
@@ -1134,6 +1265,7 @@ def fit_cox_design(
     (8, (1,))
     """
     time, event, strata, cluster = _outcome_arrays(data, spec, design.rows)
+    start = _start_array(data, spec, design.rows)
     if not np.any(event == 1):
         raise DataError(
             f"No events ('{spec.event}' == 1) among the {design.n} analysed patients; a Cox "
@@ -1149,6 +1281,7 @@ def fit_cox_design(
         max_iter=spec.max_iter,
         cluster=cluster,
         names=design.term_names,
+        start=start,
     )
     lr_p = None
     if spec.term_lr_tests:
@@ -1171,6 +1304,7 @@ def fit_cox_design(
                         tol=spec.tol,
                         max_iter=spec.max_iter,
                         names=[design.term_names[k] for k in keep],
+                        start=start,
                     )
                 lr_p[j] = stats.chi2.sf(max(2.0 * (fit.loglik - sub.loglik), 0.0), 1)
     return fit, lr_p
