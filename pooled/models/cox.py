@@ -35,6 +35,13 @@ import scipy.linalg
 from scipy import stats
 
 from pooled.errors import ConfigError, ConvergenceWarning, DataError, FewClustersWarning
+from pooled.models.concordance import (
+    ConcordanceComparison,
+    ConcordanceResult,
+    TimeWeight,
+    compare_concordance,
+    concordance_arrays,
+)
 from pooled.models.design import Design, build_design, build_spec_design
 from pooled.models.imputation import impute_chained, rubin_pool
 from pooled.results import tidy_frame
@@ -44,7 +51,10 @@ __all__ = [
     "CoxResult",
     "CoxSpec",
     "InteractionTestResult",
+    "compare_cox_concordance",
+    "cox_concordance",
     "cox_fit_arrays",
+    "cox_linear_predictor_arrays",
     "cox_score_residuals",
     "effect_within_levels",
     "fit_cox",
@@ -1101,6 +1111,8 @@ class CoxResult:
     robust_score_test: float = float("nan")
     robust_score_df: int = 0
     n_clusters: int | None = None
+    concordance: float = float("nan")
+    concordance_se: float = float("nan")
 
     @property
     def vcov(self) -> np.ndarray:
@@ -1164,9 +1176,93 @@ class CoxResult:
                 f"Term '{term}' expected among the model terms {list(self.term_names)}."
             ) from None
 
+    @property
+    def wald_df_used(self) -> int:
+        """Degrees of freedom of ``wald_test`` (the rank of a robust covariance)."""
+        return self.n_parameters if self.wald_df is None else int(self.wald_df)
+
+    def model_statistics(self) -> dict[str, float]:
+        """The model-level statistics, keyed by their results.csv column
+        (:data:`pooled.results.MODEL_STATISTIC_COLUMNS`)."""
+        p = self.n_parameters
+        return {
+            "model_loglik_null": self.loglik_null,
+            "model_loglik": self.loglik,
+            "model_lr_chisq": self.lr_test,
+            "model_lr_df": p,
+            "model_lr_p_value": self.lr_p_value,
+            "model_wald_chisq": self.wald_test,
+            "model_wald_df": self.wald_df_used,
+            "model_wald_p_value": self.wald_p_value,
+            "model_score_chisq": self.score_test,
+            "model_score_df": p,
+            "model_score_p_value": self.score_p_value,
+            "model_aic": self.aic,
+            "model_concordance": self.concordance,
+            "model_concordance_se": self.concordance_se,
+        }
+
+    def fit_statistics(self) -> pd.DataFrame:
+        """The model-level statistics as tidy rows (one per statistic; for a report table).
+
+        ``term`` is ``loglik_null``, ``loglik`` (``estimate`` = the log partial likelihood),
+        ``lr_test``, ``wald_test``, ``score_test`` (``estimate`` = chi-square, with ``df`` and
+        ``p_value``; the Wald test uses the robust covariance with a cluster), then with a
+        cluster ``robust_score_test``, then ``aic`` and ``concordance_harrell`` (Harrell's C of
+        the linear predictor within strata, with ``std_error`` and a 95% CI). Extra columns
+        ``df`` and ``row_type = "fit_statistic"``. Log-likelihood statistics are NaN after
+        multiple imputation.
+        """
+        base = {
+            "analysis": self.spec.analysis,
+            "endpoint": self.spec.endpoint,
+            "model": self.model,
+            "n": self.n,
+            "events": self.events,
+            "row_type": "fit_statistic",
+        }
+        p = self.n_parameters
+        rows = [
+            {**base, "term": "loglik_null", "estimate": self.loglik_null},
+            {**base, "term": "loglik", "estimate": self.loglik},
+            {**base, "term": "lr_test", "estimate": self.lr_test, "df": p,
+             "p_value": self.lr_p_value},
+            {**base, "term": "wald_test", "estimate": self.wald_test, "df": self.wald_df_used,
+             "p_value": self.wald_p_value},
+            {**base, "term": "score_test", "estimate": self.score_test, "df": p,
+             "p_value": self.score_p_value},
+        ]  # fmt: skip
+        if self.robust_covariance is not None:
+            rows.append(
+                {
+                    **base,
+                    "term": "robust_score_test",
+                    "estimate": self.robust_score_test,
+                    "df": self.robust_score_df,
+                    "p_value": self.robust_score_p_value,
+                }
+            )
+        c, se = self.concordance, self.concordance_se
+        rows += [
+            {**base, "term": "aic", "estimate": self.aic, "df": p},
+            {
+                **base,
+                "term": "concordance_harrell",
+                "estimate": c,
+                "std_error": se,
+                "ci_lower": c - _Z975 * se,
+                "ci_upper": c + _Z975 * se,
+            },
+        ]
+        return tidy_frame(rows)
+
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table, one row per coefficient; extra columns ``z``, ``lr_p_value``,
-        ``naive_std_error``."""
+        """Tidy table, one row per coefficient; extra columns ``z``, ``lr_p_value`` (the term's
+        likelihood-ratio test), ``naive_std_error``, then the model-level statistics, the same
+        on every row of the model (:data:`pooled.results.MODEL_STATISTIC_COLUMNS`:
+        ``model_loglik_null, model_loglik``, the likelihood-ratio, Wald and score tests as
+        ``model_<test>_chisq, _df, _p_value``, ``model_aic``, ``model_concordance`` and
+        ``model_concordance_se``); :meth:`fit_statistics` gives them as rows."""
         se = self.std_errors
         est = self.coefficients
         z = est / se
@@ -1177,6 +1273,7 @@ class CoxResult:
             crit = np.full(len(est), _Z975)
             p = 2.0 * stats.norm.sf(np.abs(z))
         lr_p = self.lr_p_values if self.lr_p_values is not None else np.full(len(est), np.nan)
+        model_level = self.model_statistics()
         rows = []
         for j, term in enumerate(self.term_names):
             rows.append(
@@ -1196,6 +1293,7 @@ class CoxResult:
                     "z": z[j],
                     "lr_p_value": lr_p[j],
                     "naive_std_error": self.naive_std_errors[j],
+                    **model_level,
                 }
             )
         return tidy_frame(rows)
@@ -1238,6 +1336,159 @@ def _start_array(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndar
             f"{values[~np.isfinite(start)].head(3).tolist()}."
         )
     return start
+
+
+def _strata_labels(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndarray | None:
+    """Stratum label of each row (``"C01"``, or ``"C01, A"`` for several strata columns)."""
+    if not spec.strata:
+        return None
+    kept = data.iloc[rows]
+    labels = kept[spec.strata[0]].astype(str)
+    for column in spec.strata[1:]:
+        labels = labels + ", " + kept[column].astype(str)
+    return labels.to_numpy(dtype=object)
+
+
+def _linear_predictor(matrix: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """R's ``linear.predictors``: ``X b`` less the means' contribution, 0/1 columns uncentred."""
+    binary = np.all(np.isin(matrix, (-1.0, 0.0, 1.0)), axis=0)
+    means = np.where(binary, 0.0, matrix.mean(axis=0))
+    return matrix @ beta - float(np.sum(beta * means))
+
+
+def cox_linear_predictor_arrays(
+    result: CoxResult, data: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """The outcome, stratum labels, interval starts and linear predictor of a fit's rows.
+
+    The rows are rebuilt from ``result.spec`` (complete cases of ``data``); the linear
+    predictor is centred as R's ``fit$linear.predictors`` (so its ties are R's).
+
+    Returns
+    -------
+    time, event, strata, start, linear_predictor : ndarray
+        ``strata`` (labels) is None without strata, ``start`` None for right-censored data.
+
+    Raises
+    ------
+    DataError
+        ``data`` does not give the patients and terms the model was fitted to.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"t": [5, 8, 3, 9], "e": [1, 0, 1, 1], "x": [1.0, 0.0, 1.0, 2.0]})
+    >>> res = fit_cox(df, CoxSpec(duration="t", event="e", covariates=("x",), strata=()))
+    >>> cox_linear_predictor_arrays(res, df)[4].shape
+    (4,)
+    """
+    time, event, strata, start, lp, _ = _fitted_rows(result, data)
+    return time, event, strata, start, lp
+
+
+def _fitted_rows(
+    result: CoxResult, data: pd.DataFrame
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None
+]:
+    """:func:`cox_linear_predictor_arrays` and the cluster labels of the rows."""
+    spec = result.spec
+    design = build_spec_design(data, spec)
+    if design.n != result.n or design.term_names != result.term_names:
+        raise DataError(
+            f"The data give {design.n} rows and terms {list(design.term_names)}; the fit had "
+            f"{result.n} and {list(result.term_names)}. Pass the data the model was fitted to."
+        )
+    time, event, _, cluster = _outcome_arrays(data, spec, design.rows)
+    start = _start_array(data, spec, design.rows)
+    strata = _strata_labels(data, spec, design.rows)
+    lp = _linear_predictor(design.matrix, np.asarray(result.coefficients, dtype=np.float64))
+    return time, event, strata, start, lp, cluster
+
+
+def cox_concordance(
+    result: CoxResult, data: pd.DataFrame, *, timewt: TimeWeight = "n"
+) -> ConcordanceResult:
+    """Concordance of a fitted Cox model on the data it was fitted to (R's
+    ``concordance(fit, timewt = )``).
+
+    The risk score is the model's linear predictor; with ``strata`` in the spec only pairs
+    within a stratum are compared (and Uno's G is estimated within each stratum);
+    counting-process fits (``spec.start``) compare each event with the rows at risk at its
+    time (Harrell's C only). With ``spec.cluster`` the influences are summed by cluster, as R
+    does for a fit with ``cluster``.
+
+    Parameters
+    ----------
+    result : CoxResult
+        A complete-case fit from :func:`fit_cox`.
+    data : DataFrame
+        The data it was fitted to (the same rows are rebuilt from ``result.spec``).
+    timewt : {"n", "n/G2"}
+        Harrell's (default) or Uno's C.
+
+    Returns
+    -------
+    ConcordanceResult
+
+    Raises
+    ------
+    ConfigError
+        The result comes from multiple imputation.
+    DataError
+        ``data`` does not give the patients the model was fitted to.
+
+    References
+    ----------
+    .. [1] Harrell FE, Lee KL, Mark DB. Multivariable prognostic models. Stat Med
+       1996;15:361-87.
+    .. [2] Uno H, Cai T, Pencina MJ, D'Agostino RB, Wei LJ. On the C-statistics for
+       evaluating overall adequacy of risk prediction procedures with censored survival data.
+       Stat Med 2011;30:1105-17.
+
+    Examples
+    --------
+    >>> # cox_concordance(fit_cox(cohort, spec), cohort, timewt="n/G2").concordance
+    """
+    if result.n_imputations:
+        raise ConfigError(
+            "cox_concordance expected a complete-case fit; got a multiple-imputation result. "
+            "Refit with missing='complete_case'."
+        )
+    time, event, strata, start, lp, cluster = _fitted_rows(result, data)
+    return concordance_arrays(time, event, lp, strata, start=start, timewt=timewt, cluster=cluster)
+
+
+def compare_cox_concordance(
+    first: CoxResult,
+    second: CoxResult,
+    data: pd.DataFrame,
+    *,
+    timewt: TimeWeight = "n",
+    labels: Sequence[str] = ("first", "second"),
+) -> ConcordanceComparison:
+    """Compare the concordance of two Cox models fitted to the same patients (R's
+    ``concordance(fit1, fit2, timewt = )``): the 2 x 2 covariance of the two C's and the test
+    of their difference (``second - first``), e.g. a clinical model against the clinical model
+    plus a marker.
+
+    Raises
+    ------
+    DataError
+        The two fits analysed different patients (rows, outcome or strata).
+
+    References
+    ----------
+    .. [1] Therneau TM, Atkinson EJ. Concordance. survival package vignette, 2023.
+
+    Examples
+    --------
+    >>> # compare_cox_concordance(fit_clinical, fit_full, cohort, labels=("clinical", "full"))
+    """
+    return compare_concordance(
+        cox_concordance(first, data, timewt=timewt),
+        cox_concordance(second, data, timewt=timewt),
+        labels=labels,
+    )
 
 
 def fit_cox_design(
@@ -1325,7 +1576,9 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
     CoxResult
         Coefficients, covariance (and robust covariance), log-likelihoods, global LR / Wald /
         score tests (and the robust score test with a cluster), per-term LR p-values,
-        dropped-patient counts per centre.
+        Harrell's C of the linear predictor within strata with its SE (R's
+        ``fit$concordance``; summed by cluster with ``spec.cluster``), dropped-patient counts
+        per centre.
 
     Raises
     ------
@@ -1361,6 +1614,7 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         return fit_cox_mice(data, spec)
     design = build_spec_design(data, spec)
     fit, lr_p = fit_cox_design(design, data, spec)
+    concordance = _harrell_concordance(design, data, spec, fit.coefficients)
     return CoxResult(
         spec=spec,
         term_names=design.term_names,
@@ -1383,7 +1637,23 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         dropped=design.dropped,
         levels=design.levels,
         lr_p_values=lr_p,
+        concordance=concordance.concordance if concordance else float("nan"),
+        concordance_se=concordance.std_error if concordance else float("nan"),
     )
+
+
+def _harrell_concordance(
+    design: Design, data: pd.DataFrame, spec: CoxSpec, coefficients: np.ndarray
+) -> ConcordanceResult | None:
+    """Harrell's C of a fit on its rows (as ``coxph`` stores it); None without comparable
+    pairs."""
+    time, event, strata, cluster = _outcome_arrays(data, spec, design.rows)
+    start = _start_array(data, spec, design.rows)
+    lp = _linear_predictor(design.matrix, np.asarray(coefficients, dtype=np.float64))
+    try:
+        return concordance_arrays(time, event, lp, strata, start=start, cluster=cluster)
+    except DataError:
+        return None
 
 
 def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> CoxResult:
