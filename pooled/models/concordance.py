@@ -93,14 +93,13 @@ def _rank_score_increment(above: float, below: float, equal: float) -> float:  #
 
 @numba.njit(cache=True, nogil=True)
 def _sweep(
-    order: np.ndarray,
-    start_order: np.ndarray,
     bounds: np.ndarray,
     rank: np.ndarray,
     sizes: np.ndarray,
     time: np.ndarray,
     status: np.ndarray,
     start: np.ndarray,
+    start_position: np.ndarray,
     counting: bool,
     uno: bool,
     counts: np.ndarray,
@@ -108,11 +107,13 @@ def _sweep(
 ) -> None:  # pragma: no cover
     """Counts per stratum and per-row pair counts, one stratum at a time.
 
-    ``order``: rows by stratum, time descending, censored before events at a time, rank
-    ascending; ``start_order``: rows by stratum, start descending (counting-process data);
-    ``bounds``: stratum boundaries in both. ``counts[s]``: concordant, discordant, tied on x,
-    tied on y (including tied on x and y until the end), tied on x and y, and the Cox-variance
-    sum. ``influence[i]``: the (time-weighted) number of pairs of row i of each kind.
+    Rows come in the sweep's order (``rank``, ``time``, ``status`` gathered in it): by stratum,
+    time descending, censored before events at a time, rank ascending; ``bounds`` are the
+    strata's boundaries. For counting-process data ``start`` holds the start times sorted by
+    stratum then descending, and ``start_position`` the sweep position of each. ``counts[s]``:
+    concordant, discordant, tied on x, tied on y (including tied on x and y until the end),
+    tied on x and y, and the Cox-variance sum. ``influence[q]`` (sweep position q): the
+    time-weighted number of concordant, discordant and x-tied pairs of that row.
     """
     max_size = 1
     for s in range(sizes.size):
@@ -122,7 +123,7 @@ def _sweep(
     a_eq = np.zeros(max_size)
     d_tree = np.zeros(max_size + 1)
     d_eq = np.zeros(max_size)
-    n = order.size
+    n = time.size
     tw_local = np.ones(n)
     for s in range(bounds.size - 1):
         lo = bounds[s]
@@ -139,10 +140,10 @@ def _sweep(
         n_events = 0
         q = lo
         while q < hi:
-            t = time[order[q]]
+            t = time[q]
             has_event = False
-            while q < hi and time[order[q]] == t:
-                if status[order[q]]:
+            while q < hi and time[q] == t:
+                if status[q]:
                     has_event = True
                     n_events += 1
                 q += 1
@@ -156,14 +157,14 @@ def _sweep(
             k = n_event_times - 1
             q = hi - 1
             while q >= lo:
-                t = time[order[q]]
+                t = time[q]
                 p = q
-                while p - 1 >= lo and time[order[p - 1]] == t:
+                while p - 1 >= lo and time[p - 1] == t:
                     p -= 1
                 censored = 0
                 deaths = 0
                 for r in range(p, q + 1):
-                    if status[order[r]]:
+                    if status[r]:
                         deaths += 1
                     else:
                         censored += 1
@@ -181,14 +182,13 @@ def _sweep(
         i = lo
         i2 = lo
         while i < hi:
-            ii = order[i]
-            k = rank[ii]
-            if not status[ii]:
+            k = rank[i]
+            if not status[i]:
                 below = _tree_below(d_tree, k)
                 equal = d_eq[k]
-                influence[ii, 0] -= d_total - below - equal
-                influence[ii, 1] -= below
-                influence[ii, 2] -= equal
+                influence[i, 0] -= d_total - below - equal
+                influence[i, 1] -= below
+                influence[i, 2] -= equal
                 below = _tree_below(a_tree, k)
                 equal = a_eq[k]
                 z2 += _rank_score_increment(a_total - below - equal, below, equal)
@@ -197,10 +197,10 @@ def _sweep(
                 a_total += 1.0
                 i += 1
                 continue
-            t = time[ii]
+            t = time[i]
             if counting:  # rows starting at or after t are no longer at risk
-                while i2 < hi and start[start_order[i2]] >= t:
-                    jj = start_order[i2]
+                while i2 < hi and start[i2] >= t:
+                    jj = start_position[i2]
                     kk = rank[jj]
                     below = _tree_below(d_tree, kk)
                     equal = d_eq[kk]
@@ -217,24 +217,17 @@ def _sweep(
             tw = tw_local[event_time]
             event_time += 1
             j = i
-            while j < hi and time[order[j]] == t:
+            while j < hi and time[j] == t:
                 j += 1
             # pass 1: each event against everyone at risk after it; ties among the events
             dwt = 0.0
-            group_start = i
             group_weight = 0.0
-            current = rank[ii]
+            current = rank[i]
             for q in range(i, j):
-                jj = order[q]
-                kk = rank[jj]
+                kk = rank[q]
                 counts[s, 3] += dwt * tw
                 dwt += 1.0
                 if kk != current:
-                    if group_weight > 1.0:
-                        for r in range(group_start, q):
-                            influence[order[r], 4] += (group_weight - 1.0) * tw
-                            influence[order[r], 3] -= (group_weight - 1.0) * tw
-                    group_start = q
                     group_weight = 0.0
                     current = kk
                 counts[s, 4] += group_weight * tw
@@ -245,26 +238,20 @@ def _sweep(
                 counts[s, 0] += below * tw
                 counts[s, 1] += above * tw
                 counts[s, 2] += equal * tw
-                influence[jj, 0] += below * tw
-                influence[jj, 1] += above * tw
-                influence[jj, 2] += equal * tw
+                influence[q, 0] += below * tw
+                influence[q, 1] += above * tw
+                influence[q, 2] += equal * tw
                 _tree_add(d_tree, size, kk, tw)
                 d_eq[kk] += tw
                 d_total += tw
-            if group_weight > 1.0:
-                for r in range(group_start, j):
-                    influence[order[r], 4] += (group_weight - 1.0) * tw
-                    influence[order[r], 3] -= (group_weight - 1.0) * tw
             # pass 2: the events join the risk set
             for q in range(i, j):
-                jj = order[q]
-                kk = rank[jj]
+                kk = rank[q]
                 below = _tree_below(d_tree, kk)
                 equal = d_eq[kk]
-                influence[jj, 0] -= d_total - below - equal
-                influence[jj, 1] -= below
-                influence[jj, 2] -= equal
-                influence[jj, 3] += (dwt - 1.0) * tw
+                influence[q, 0] -= d_total - below - equal
+                influence[q, 1] -= below
+                influence[q, 2] -= equal
                 below = _tree_below(a_tree, kk)
                 equal = a_eq[kk]
                 z2 += _rank_score_increment(a_total - below - equal, below, equal)
@@ -274,10 +261,9 @@ def _sweep(
             counts[s, 5] += dwt * tw * z2 / a_total
             i = j
         # pairs with the events after a row joined (and before it left)
-        rows = start_order if counting else order
         first = i2 if counting else lo
         for q in range(first, hi):
-            jj = rows[q]
+            jj = start_position[q] if counting else q
             kk = rank[jj]
             below = _tree_below(d_tree, kk)
             equal = d_eq[kk]
@@ -602,25 +588,34 @@ def concordance_arrays(
         order = np.argsort(key, kind="stable")
     else:
         order = np.lexsort((ranks, status, -time, codes))
-    start_order = np.lexsort((-start_arr, codes)) if counting else np.zeros(1, dtype=np.int64)
+    if counting:
+        start_order = np.lexsort((-start_arr, codes))
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        start_sorted = start_arr[start_order]
+        start_position = position[start_order]
+    else:
+        start_sorted = np.zeros(1)
+        start_position = np.zeros(1, dtype=np.int64)
     n_strata = sizes.size
     bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=n_strata))))
     counts = np.zeros((n_strata, 6))
-    influence = np.zeros((n, 5))
+    in_order = np.zeros((n, 3))
     _sweep(
-        order,
-        start_order,
         bounds,
-        ranks,
+        ranks[order],
         sizes,
-        time,
-        status,
-        start_arr,
+        time[order],
+        status[order],
+        start_sorted,
+        start_position,
         counting,
         timewt == "n/G2",
         counts,
-        influence,
+        in_order,
     )
+    influence = np.empty((n, 3))
+    influence[order] = in_order
     total = counts[:, :5].sum(axis=0)
     n_pairs = total[0] + total[1] + total[2]
     if n_pairs <= 0:
