@@ -19,6 +19,14 @@ those tests use a generalised inverse with df = its rank (:func:`generalised_wal
 :func:`fit_cox_mice` fits each data set completed by :mod:`pooled.models.imputation` (which
 knows nothing of the Cox model) and pools them. The complete-case design comes from
 :func:`pooled.models.design.build_spec_design`, shared with the PH test.
+
+Counting-process data (``CoxSpec(start=...)``, rows ``(start, stop]``: time-dependent
+covariates, follow-up split into periods, delayed entry) use the same kernels: a row enters
+the risk sets at its stop time and leaves them at the first event time at or before its start,
+its sums added at one event group and subtracted at the other, so the cost per row is that of
+the right-censored fit (R's ``coxph(Surv(start, stop, event) ~ ...)``). Every fit carries its
+model-level statistics (log-likelihoods, LR / Wald / score tests, AIC) and Harrell's C of the
+linear predictor within strata (:mod:`pooled.models.concordance`, :func:`cox_concordance`).
 """
 
 from __future__ import annotations

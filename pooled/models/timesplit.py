@@ -344,7 +344,8 @@ class TimeSplitResult:
     ----------
     fit : CoxResult
         The Cox fit on the split data (``n`` counts intervals, as R's; ``dropped`` counts the
-        patients the complete-case analysis lost, per centre). Coefficients are named as R
+        patients the complete-case analysis lost, per centre; ``levels`` are the patient-level
+        categorical levels, reference first). Coefficients are named as R
         names ``exposure:strata(tgroup)``: the other covariates first, then
         ``<exposure column>:strata(tgroup)tgroup=<k>`` per period.
     periods : DataFrame
@@ -527,7 +528,7 @@ def fit_time_split(data: pd.DataFrame, spec: TimeSplitSpec) -> TimeSplitResult:
         start=start,
     )
     fit = fit_cox(frame, fit_spec)
-    fit = replace(fit, dropped=design.dropped)
+    fit = replace(fit, dropped=design.dropped, levels=design.levels)
     # period table
     vcov = fit.vcov
     index = {name: i for i, name in enumerate(fit.term_names)}

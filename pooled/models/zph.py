@@ -10,6 +10,8 @@ block) for the two weighted cross-products (the fit's own information is reused 
 then one chunked pass over the events, in R's order, for the score and the scaled Schoenfeld
 residuals. Whether a covariate varies within a stratum
 (``zph1.c``'s ``used``) is read off a few events per stratum, all rows only where needed.
+Counting-process fits (rows ``(start, stop]``) are tested as R's ``cox.zph`` tests them
+(``zph2.c``), with the fit's ``(start, stop]`` risk sets.
 """
 
 from __future__ import annotations
@@ -549,7 +551,8 @@ def proportional_hazards_test(
     Parameters
     ----------
     result : CoxResult
-        A complete-case fit from :func:`pooled.models.cox.fit_cox`.
+        A complete-case fit from :func:`pooled.models.cox.fit_cox`; a counting-process fit
+        (``spec.start``) is tested as R tests it (see :func:`proportional_hazards_arrays`).
     data : DataFrame
         The data it was fitted to (the same rows are rebuilt from ``result.spec``).
     transform : {"km", "rank", "identity"}
