@@ -70,6 +70,7 @@ __all__ = [
     "fit_cox_mice",
     "generalised_wald",
     "interaction_lr_test",
+    "likelihood_ratio_test",
 ]
 
 Ties = Literal["efron", "breslow"]
@@ -1775,7 +1776,8 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
 
 @dataclass(frozen=True, slots=True)
 class InteractionTestResult:
-    """Likelihood-ratio test of a model's interactions as a whole (same patients)."""
+    """Likelihood-ratio test of a model's interactions as a whole, or of the terms a model
+    adds to a nested one (:func:`likelihood_ratio_test`), on the same patients."""
 
     chisq: float
     df: int
@@ -1786,6 +1788,7 @@ class InteractionTestResult:
     n: int
     events: int
     spec: CoxSpec
+    model: str = "cox_interaction_lr_test"
 
     def to_frame(self) -> pd.DataFrame:
         """One tidy row; the statistic in ``chisq`` and ``df`` columns."""
@@ -1794,7 +1797,7 @@ class InteractionTestResult:
                 {
                     "analysis": self.spec.analysis,
                     "endpoint": self.spec.endpoint,
-                    "model": "cox_interaction_lr_test",
+                    "model": self.model,
                     "term": " + ".join(self.terms),
                     "p_value": self.p_value,
                     "n": self.n,
@@ -1804,6 +1807,71 @@ class InteractionTestResult:
                 }
             ]
         )
+
+
+def likelihood_ratio_test(reduced: CoxResult, full: CoxResult) -> InteractionTestResult:
+    """Likelihood-ratio test of the terms a full model adds to a nested one (R's
+    ``anova(fit_reduced, fit_full)``), e.g. the marker added to a clinical model.
+
+    ``chisq = 2 (loglik_full - loglik_reduced)`` on as many df as the coefficients the full
+    model adds. Both must be complete-case fits of the same patients (same ``n``, events,
+    outcome, strata and ties) whose terms nest.
+
+    Raises
+    ------
+    ConfigError
+        A multiple-imputation result, or terms that do not nest.
+    DataError
+        The two fits analysed different patients or outcomes.
+
+    References
+    ----------
+    .. [1] Harrell FE. Regression Modeling Strategies. 2nd ed. Springer; 2015. Section 9.8
+       (added predictive value: the likelihood-ratio chi-square).
+
+    Examples
+    --------
+    >>> # likelihood_ratio_test(fit_cox(cohort, clinical), fit_cox(cohort, clinical_plus_ctc))
+    """
+    if reduced.n_imputations or full.n_imputations:
+        raise ConfigError(
+            "likelihood_ratio_test expected complete-case fits; got a multiple-imputation "
+            "result (its log-likelihood is not defined)."
+        )
+    added = [t for t in full.term_names if t not in reduced.term_names]
+    if not added or any(t not in full.term_names for t in reduced.term_names):
+        raise ConfigError(
+            f"likelihood_ratio_test expected the full model's terms {list(full.term_names)} to "
+            f"contain the reduced model's {list(reduced.term_names)} and more."
+        )
+    a, b = reduced.spec, full.spec
+    same = (a.duration, a.event, a.start, a.strata, a.ties) == (
+        b.duration,
+        b.event,
+        b.start,
+        b.strata,
+        b.ties,
+    )
+    if not same or reduced.n != full.n or reduced.events != full.events:
+        raise DataError(
+            f"likelihood_ratio_test expected two fits of the same patients (outcome, strata, "
+            f"ties); got n = {reduced.n} / {full.n}, events = {reduced.events} / "
+            f"{full.events}. Fit both on the complete cases of the full model."
+        )
+    chisq = 2.0 * (full.loglik - reduced.loglik)
+    df = len(added)
+    return InteractionTestResult(
+        chisq=chisq,
+        df=df,
+        p_value=float(stats.chi2.sf(chisq, df)),
+        loglik_full=full.loglik,
+        loglik_reduced=reduced.loglik,
+        terms=tuple(added),
+        n=full.n,
+        events=full.events,
+        spec=full.spec,
+        model="cox_lr_test",
+    )
 
 
 def interaction_lr_test(data: pd.DataFrame, spec: CoxSpec) -> InteractionTestResult:

@@ -17,7 +17,13 @@ from pooled.models.concordance import (
     compare_concordance,
     concordance_arrays,
 )
-from pooled.models.cox import CoxSpec, compare_cox_concordance, cox_concordance, fit_cox
+from pooled.models.cox import (
+    CoxSpec,
+    compare_cox_concordance,
+    cox_concordance,
+    fit_cox,
+    likelihood_ratio_test,
+)
 from pooled.models.timesplit import add_time_dependent, time_split
 from pooled.results import TIDY_COLUMNS
 
@@ -98,11 +104,42 @@ def test_lr_test_of_the_marker_matches_r(fits, concordance_reference):
         assert fit.loglik == pytest.approx(ref["loglik"][name], rel=REL)
         r_fit = concordance_reference["fits"][name]
         np.testing.assert_allclose(fit.coefficients, list(r_fit["coef"].values()), rtol=REL)
-    chisq = 2 * (fits["clinical_plus_ctc"].loglik - fits["clinical"].loglik)
-    assert chisq == pytest.approx(ref["chisq"], rel=REL)
-    from scipy import stats
+        np.testing.assert_allclose(fit.std_errors, list(r_fit["se"].values()), rtol=REL)
+    test = likelihood_ratio_test(fits["clinical"], fits["clinical_plus_ctc"])
+    assert test.chisq == pytest.approx(ref["chisq"], rel=REL)
+    assert test.df == ref["df"] and test.terms == ("ctc_positive",)
+    assert test.p_value == pytest.approx(ref["p"], abs=P_ABS)
+    assert test.to_frame()["model"].item() == "cox_lr_test"
+    with pytest.raises(ConfigError, match="contain"):
+        likelihood_ratio_test(fits["clinical_plus_ctc"], fits["clinical"])
 
-    assert stats.chi2.sf(chisq, ref["df"]) == pytest.approx(ref["p"], abs=P_ABS)
+
+def test_per_centre_concordance_and_its_pooling_match_r(cohort, concordance_reference):
+    """Harrell's C of the full model fitted in each centre alone, pooled by REML (and
+    Knapp-Hartung) on the raw C scale, as make_concordance.R."""
+    ref = concordance_reference["per_centre_harrell"]
+    rows = []
+    for centre in ref["centre"]:
+        data = cohort.loc[cohort["centre"] == centre]
+        spec = CoxSpec(duration="os_months", event="os_event", covariates=(*CLINICAL, "ctc_positive"),
+                       strata=(), tol=1e-12, term_lr_tests=False)  # fmt: skip
+        res = cox_concordance(fit_cox(data, spec), data)
+        rows.append((res.n, res.events, res.concordance, res.std_error))
+    n, events, c, se = map(np.array, zip(*rows, strict=True))
+    assert list(n) == ref["n"] and list(events) == ref["events"]
+    np.testing.assert_allclose(c, ref["C"], rtol=REL)
+    np.testing.assert_allclose(se, ref["se"], rtol=REL)
+    from pooled.models.meta import MetaSpec, fit_meta
+
+    for key, knha in (("REML", False), ("REML_knha", True)):
+        r = concordance_reference["per_centre_meta_analysis"][key]
+        meta = fit_meta(c, se**2, MetaSpec(method="REML", knha=knha), labels=ref["centre"])
+        assert meta.estimate == pytest.approx(r["estimate"], rel=REL)
+        assert meta.se == pytest.approx(r["se"], rel=REL)
+        assert meta.ci_lower == pytest.approx(r["ci_lower"], rel=REL)
+        assert meta.tau2 == pytest.approx(r["tau2"], abs=1e-10)
+        assert meta.q == pytest.approx(r["Q"], rel=REL)
+        assert meta.pi_upper == pytest.approx(r["pi_upper"], rel=REL)
 
 
 def test_concordance_frame(cohort, fits):
