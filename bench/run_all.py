@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("validate", "simulate", "cox", "km", "bayes", "trajectories")
+ORDER = ("validate", "simulate", "cox", "concordance", "km", "bayes", "trajectories")
 
 
 def assemble() -> Path:

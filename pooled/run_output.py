@@ -35,6 +35,7 @@ OutputKind = Literal[
     "comparison",  # exposure comparison (AIC table)
     "clearance",  # CTC clearance result
     "sensitivity",  # SensitivityResult: HR per sensitivity analysis (leave-one-centre-out, ...)
+    "time_split",  # TimeSplitResult: the exposure's HR per period of follow-up, test of equality
 ]
 RUN_PICKLE = "run.pkl"
 

@@ -19,6 +19,14 @@ those tests use a generalised inverse with df = its rank (:func:`generalised_wal
 :func:`fit_cox_mice` fits each data set completed by :mod:`pooled.models.imputation` (which
 knows nothing of the Cox model) and pools them. The complete-case design comes from
 :func:`pooled.models.design.build_spec_design`, shared with the PH test.
+
+Counting-process data (``CoxSpec(start=...)``, rows ``(start, stop]``: time-dependent
+covariates, follow-up split into periods, delayed entry) use the same kernels: a row enters
+the risk sets at its stop time and leaves them at the first event time at or before its start,
+its sums added at one event group and subtracted at the other, so the cost per row is that of
+the right-censored fit (R's ``coxph(Surv(start, stop, event) ~ ...)``). Every fit carries its
+model-level statistics (log-likelihoods, LR / Wald / score tests, AIC) and Harrell's C of the
+linear predictor within strata (:mod:`pooled.models.concordance`, :func:`cox_concordance`).
 """
 
 from __future__ import annotations
@@ -35,6 +43,13 @@ import scipy.linalg
 from scipy import stats
 
 from pooled.errors import ConfigError, ConvergenceWarning, DataError, FewClustersWarning
+from pooled.models.concordance import (
+    ConcordanceComparison,
+    ConcordanceResult,
+    TimeWeight,
+    compare_concordance,
+    concordance_arrays,
+)
 from pooled.models.design import Design, build_design, build_spec_design
 from pooled.models.imputation import impute_chained, rubin_pool
 from pooled.results import tidy_frame
@@ -44,7 +59,10 @@ __all__ = [
     "CoxResult",
     "CoxSpec",
     "InteractionTestResult",
+    "compare_cox_concordance",
+    "cox_concordance",
     "cox_fit_arrays",
+    "cox_linear_predictor_arrays",
     "cox_score_residuals",
     "effect_within_levels",
     "fit_cox",
@@ -52,6 +70,7 @@ __all__ = [
     "fit_cox_mice",
     "generalised_wald",
     "interaction_lr_test",
+    "likelihood_ratio_test",
 ]
 
 Ties = Literal["efron", "breslow"]
@@ -123,13 +142,18 @@ def _risk_sums(
     means: np.ndarray,
     beta: np.ndarray,
     entry: np.ndarray,
+    exit: np.ndarray,
+    counting: bool,
     event: np.ndarray,
     ne: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """One pass over the rows: risk scores and their (x-weighted) sums by entry group.
 
     Covariates are centred on the fly (``X[i] - means``); rows never at risk (entry ``ne``)
-    are summed into a discarded extra group. Events also go to ``e0``/``e1``.
+    are summed into a discarded extra group. Events also go to ``e0``/``e1``. With
+    ``counting`` (``(start, stop]`` data) a row also leaves the risk sets at its exit group:
+    its sums are subtracted there (``exit[i] == ne``: it never leaves), so cumulative sums over
+    the event groups give the sums over the rows with ``start < t <= stop``.
     """
     n, p = X.shape
     r = np.empty(n)
@@ -156,6 +180,12 @@ def _risk_sums(
         else:
             for j in range(p):
                 t1[g, j] += ri * xc[j]
+        if counting:
+            h = exit[i]
+            if h < ne:
+                t0[h] -= ri
+                for j in range(p):
+                    t1[h, j] -= ri * xc[j]
     return r, t0[:ne], t1[:ne], e0, e1
 
 
@@ -167,6 +197,8 @@ def _weighted_block(
     cw: np.ndarray,
     w2: np.ndarray,
     entry: np.ndarray,
+    exit: np.ndarray,
+    counting: bool,
     event: np.ndarray,
     start: int,
     stop: int,
@@ -175,16 +207,18 @@ def _weighted_block(
 ) -> None:  # pragma: no cover
     """Rows ``start:stop`` of ``(X - means) * sqrt(v)`` into ``block``; adds ``X'v`` to ``xv``.
 
-    ``v = r * (cw[entry] - event * w2[entry])`` (both indexed with a trailing 0 for rows
-    never at risk), the row weights of :meth:`_RiskSets._v`.
+    ``v = r * (cw[entry] - cw[exit] - event * w2[entry])`` (indexed with a trailing 0 for rows
+    never at risk; ``cw[exit]`` only with ``counting``), the row weights of
+    :meth:`_RiskSets._v`.
     """
     p = X.shape[1]
     for i in range(start, stop):
         g = entry[i]
+        c = cw[g] - cw[exit[i]] if counting else cw[g]
         if event[i]:
-            vi = (cw[g] - w2[g]) * r[i]
+            vi = (c - w2[g]) * r[i]
         else:
-            vi = cw[g] * r[i]
+            vi = c * r[i]
         w = np.sqrt(vi) if vi > 0.0 else 0.0
         b = i - start
         for j in range(p):
@@ -194,7 +228,7 @@ def _weighted_block(
 
 
 class _RiskSets:
-    """Tie structure of a right-censored, stratified Cox problem, in the input row order.
+    """Tie structure of a stratified Cox problem, in the input row order.
 
     Rows are never sorted: each row gets the index of its (stratum, time) group, groups are
     ordered by stratum then descending time, and each row *enters* the risk sets at the first
@@ -202,6 +236,12 @@ class _RiskSets:
     is never at risk at an event). Risk-set sums are sums by entry group (one compiled pass over
     the rows, :func:`_risk_sums`) followed by cumulative sums over the few event groups. The
     covariates are centred on the fly; the centred copy ``xs`` is made only when asked for.
+
+    Counting-process data (``start`` given, rows ``(start, stop]``): a row is at risk at the
+    event times ``t`` with ``start < t <= stop``. It enters as above and *exits* at the first
+    event group of its stratum with time ``<= start`` (``exit``; ``n_event_groups`` when there
+    is none), so it belongs to the event groups ``entry <= k < exit``: its sums are added at
+    ``entry`` and subtracted at ``exit`` before the cumulative sums.
     """
 
     def __init__(
@@ -211,6 +251,7 @@ class _RiskSets:
         event: np.ndarray,
         strata: np.ndarray | None,
         ties: Ties,
+        start: np.ndarray | None = None,
     ) -> None:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
@@ -223,6 +264,22 @@ class _RiskSets:
                 f"time and event expected {n} values each (rows of X); found "
                 f"{time.shape[0]} and {event_raw.shape[0]}."
             )
+        if start is not None:
+            start = np.asarray(start, dtype=np.float64)
+            if start.shape != (n,):
+                raise DataError(f"start expected {n} values (rows of X); found {start.shape[0]}.")
+            if not np.all(np.isfinite(start)):
+                raise DataError(
+                    "start times must be finite (no NaN or inf); drop the incomplete rows."
+                )
+            bad_rows = np.flatnonzero(~(start < time))
+            if bad_rows.size:
+                i = int(bad_rows[0])
+                raise DataError(
+                    f"Each interval (start, stop] needs start < stop; {bad_rows.size} rows do "
+                    f"not (first: row {i}, start {start[i]!r}, stop {time[i]!r}). Drop "
+                    "zero-length intervals or fix the times."
+                )
         if not np.all((event_raw == 0) | (event_raw == 1)):
             bad = np.unique(event_raw[(event_raw != 0) & (event_raw != 1)])[:5]
             raise DataError(
@@ -250,14 +307,27 @@ class _RiskSets:
                 "Check the event column's coding (1 = event) or the subgroup."
             )
         codes, n_strata = _stratum_codes(strata, n)
-        tcodes, n_times = _time_codes(time, n)
+        if start is None:
+            tcodes, n_times = _time_codes(time, n)
+        else:  # stop and start times share one coding (their order across rows matters)
+            both, n_times = _time_codes(np.concatenate((time, start)), 2 * n)
+            tcodes, scodes = both[:n], both[n:]
         self.time, self.event, self.codes = time, event_b, codes
         self.tcodes, self.n_times, self.n_strata = tcodes, n_times, n_strata
+        self.start = start
+        self.counting = start is not None
+        self.scodes = scodes if start is not None else None
 
         # group key: stratum ascending, time descending
         key = codes.astype(np.int64) * n_times + (n_times - 1 - tcodes)
         n_keys = n_strata * n_times
-        if n_keys > 4 * n + 1024:
+        key_start = None
+        if start is not None:
+            key_start = codes.astype(np.int64) * n_times + (n_times - 1 - scodes)
+            if n_keys > 8 * n + 1024:
+                both, n_keys = _compact_codes(np.concatenate((key, key_start)), 2 * n)
+                key, key_start = both[:n], both[n:]
+        elif n_keys > 4 * n + 1024:
             key, n_keys = _compact_codes(key, n)
         size_k = np.bincount(key, minlength=n_keys)
         events_k = np.bincount(key[event_b], minlength=n_keys)
@@ -271,6 +341,8 @@ class _RiskSets:
         if stratum_k is None:  # compacted keys: recover the stratum of each key
             stratum_k = np.zeros(n_keys, dtype=np.intp)
             stratum_k[key] = codes
+            if key_start is not None:
+                stratum_k[key_start] = codes
         ev_stratum = stratum_k[ev_keys]
         self.ev_stratum = ev_stratum
         # first event key at or after each key, then check it is in the same stratum
@@ -280,6 +352,14 @@ class _RiskSets:
         entry_k = np.where(ok & (size_k > 0), next_ev, ne)
         entry = entry_k[key]
         self.entry = entry
+        # exit: the first event group of the row's stratum at or before its start time
+        if key_start is not None:
+            exit_ = np.searchsorted(ev_keys, key_start, side="left")
+            inside = exit_ < ne
+            inside[inside] = ev_stratum[exit_[inside]] == codes[inside]
+            self.exit = np.where(inside & (entry < ne), exit_, ne).astype(entry.dtype)
+        else:
+            self.exit = np.zeros(1, dtype=entry.dtype)  # unused (``counting`` is False)
         valid = entry < ne
         self.valid = valid
         self.ev_entry_rows = entry[event_b]
@@ -338,11 +418,29 @@ class _RiskSets:
         ext = np.concatenate((values, np.zeros((1,) + values.shape[1:])))
         return ext[self.entry]
 
+    def _over_risk_sets(self, reverse_cumulated: np.ndarray) -> np.ndarray:
+        """Per row, the sum of per-event-group values over the groups where it is at risk.
+
+        ``reverse_cumulated`` is :meth:`_cum_reverse` of the values: its value at the entry
+        group, less its value at the exit group for counting-process rows.
+        """
+        ext = np.concatenate((reverse_cumulated, np.zeros((1,) + reverse_cumulated.shape[1:])))
+        if self.counting:
+            return ext[self.entry] - ext[self.exit]
+        return ext[self.entry]
+
     # -- the pieces every quantity is made of -------------------------------------------------
     def parts(self, beta: np.ndarray, second: bool = True) -> dict[str, np.ndarray | float]:
         ne = self.n_event_groups
         r, t0, t1, e0, e1 = _risk_sums(
-            self.X, self.means, np.asarray(beta, dtype=np.float64), self.entry, self.event_u8, ne
+            self.X,
+            self.means,
+            np.asarray(beta, dtype=np.float64),
+            self.entry,
+            self.exit,
+            self.counting,
+            self.event_u8,
+            ne,
         )
         s0 = self._cum_forward(t0)
         s1 = self._cum_forward(t1)
@@ -377,7 +475,7 @@ class _RiskSets:
         w1, w2, r = pt["w1"], pt["w2"], pt["r"]
         if weight is not None:
             w1, w2 = w1 * weight, w2 * weight
-        v = self._per_row(self._cum_reverse(w1))
+        v = self._over_risk_sets(self._cum_reverse(w1))
         if self.efron:
             v -= self.event_f * self._per_row(w2)
         v *= r
@@ -415,7 +513,21 @@ class _RiskSets:
             for start in range(0, self.n, _CHUNK):
                 stop = min(start + _CHUNK, self.n)
                 block = buf[: stop - start]
-                _weighted_block(self.X, self.means, r, cw, w2, entry, ev, start, stop, block, xv)
+                _weighted_block(
+                    self.X,
+                    self.means,
+                    r,
+                    cw,
+                    w2,
+                    entry,
+                    self.exit,
+                    self.counting,
+                    ev,
+                    start,
+                    stop,
+                    block,
+                    xv,
+                )
                 info += block.T @ block
         else:
             v = self._v(pt, weight)
@@ -455,8 +567,8 @@ class _RiskSets:
         b2 = s1 * q2[:, None] - e1 * q3[:, None]
         xs = self.xs
         resid = -r[:, None] * (
-            xs * self._per_row(self._cum_reverse(pt["w1"]))[:, None]
-            - self._per_row(self._cum_reverse(b1))
+            xs * self._over_risk_sets(self._cum_reverse(pt["w1"]))[:, None]
+            - self._over_risk_sets(self._cum_reverse(b1))
         )
         ev = self.event
         ee = self.ev_entry_rows
@@ -636,6 +748,7 @@ def cox_fit_arrays(
     max_iter: int = 30,
     cluster: np.ndarray | None = None,
     names: Sequence[str] | None = None,
+    start: np.ndarray | None = None,
 ) -> CoxArraysResult:
     """Fit a (stratified) Cox model by Newton-Raphson on arrays.
 
@@ -644,7 +757,8 @@ def cox_fit_arrays(
     X : ndarray, shape (n, p)
         Covariates (no intercept). Not modified.
     time, event : ndarray, shape (n,)
-        Follow-up time and event indicator (0/1).
+        Follow-up time and event indicator (0/1); with ``start``, the end of each row's
+        interval and whether it ends in an event.
     strata : ndarray, shape (n,), optional
         Stratum labels; each stratum has its own baseline hazard.
     ties : {"efron", "breslow"}
@@ -662,6 +776,11 @@ def cox_fit_arrays(
         :func:`generalised_wald`).
     names : sequence of str, optional
         Column names used in error messages.
+    start : ndarray, shape (n,), optional
+        Counting-process data (R's ``Surv(start, stop, event)``): each row is the interval
+        ``(start, time]``, at risk at the event times ``t`` with ``start < t <= time``
+        (time-dependent covariates, time-split or delayed-entry data). Without it each row is
+        at risk from time 0 (``start = -inf``).
 
     Returns
     -------
@@ -699,7 +818,7 @@ def cox_fit_arrays(
         X = X.reshape(-1, 1)
     p = X.shape[1]
     labels = list(names) if names is not None else [f"x{j}" for j in range(p)]
-    rs = _RiskSets(X, time, event, strata, ties)
+    rs = _RiskSets(X, time, event, strata, ties, start=start)
     # centred scale: beta is unchanged, only the linear predictor shifts by means @ beta
     beta = np.zeros(p) if init is None else np.asarray(init, dtype=np.float64).copy()
     if beta.shape != (p,):
@@ -839,8 +958,11 @@ def cox_score_residuals(
     beta: np.ndarray,
     *,
     ties: Ties = "efron",
+    start: np.ndarray | None = None,
 ) -> np.ndarray:
     """Score residuals (R's ``residuals(fit, type = "score")``), rows in the input order.
+
+    With ``start`` the rows are counting-process intervals ``(start, time]``.
 
     References
     ----------
@@ -854,7 +976,7 @@ def cox_score_residuals(
     ...                     np.array([0.0])).shape
     (4, 1)
     """
-    rs = _RiskSets(X, time, event, strata, ties)
+    rs = _RiskSets(X, time, event, strata, ties, start=start)
     pt = rs.parts(np.asarray(beta, dtype=np.float64))
     return rs.score_residuals(pt)
 
@@ -872,6 +994,11 @@ class CoxSpec:
     ----------
     duration, event : str
         Follow-up time column and event indicator column (1 = event, 0 = censored).
+    start : str or None
+        Counting-process data: the column of interval starts, each row being
+        ``(start, duration]`` with ``event`` at its end (R's ``Surv(start, stop, event)``;
+        time-dependent covariates, :func:`pooled.models.timesplit.time_split`). ``None``
+        (default): one row per patient, at risk from time 0.
     covariates : tuple of str
         Main effects in formula order (``("ctc_positive", "subtype", "age")``).
     categorical : tuple of (column, reference level)
@@ -898,6 +1025,7 @@ class CoxSpec:
     duration: str
     event: str
     covariates: tuple[str, ...]
+    start: str | None = None
     categorical: tuple[tuple[str, str], ...] = ()
     interactions: tuple[tuple[str, str], ...] = ()
     strata: tuple[str, ...] = ("centre",)
@@ -926,6 +1054,12 @@ class CoxSpec:
             )
         if not self.covariates:
             raise ConfigError("CoxSpec.covariates expected at least one covariate; got none.")
+        if self.start is not None and self.missing == "mice":
+            raise ConfigError(
+                "CoxSpec: multiple imputation works on one row per patient; got counting-process "
+                f"rows (start={self.start!r}) with missing='mice'. Impute the patients first, "
+                "then split their follow-up."
+            )
         if self.n_imputations < 2:
             raise ConfigError(f"CoxSpec.n_imputations must be >= 2; got {self.n_imputations}.")
         if not (self.tol > 0) or self.max_iter < 1:
@@ -936,6 +1070,8 @@ class CoxSpec:
     @property
     def required_columns(self) -> tuple[str, ...]:
         cols = [self.duration, self.event, *self.strata]
+        if self.start:
+            cols.insert(0, self.start)
         if self.cluster:
             cols.append(self.cluster)
         return tuple(dict.fromkeys(cols))
@@ -984,6 +1120,8 @@ class CoxResult:
     robust_score_test: float = float("nan")
     robust_score_df: int = 0
     n_clusters: int | None = None
+    concordance: float = float("nan")
+    concordance_se: float = float("nan")
 
     @property
     def vcov(self) -> np.ndarray:
@@ -1047,9 +1185,93 @@ class CoxResult:
                 f"Term '{term}' expected among the model terms {list(self.term_names)}."
             ) from None
 
+    @property
+    def wald_df_used(self) -> int:
+        """Degrees of freedom of ``wald_test`` (the rank of a robust covariance)."""
+        return self.n_parameters if self.wald_df is None else int(self.wald_df)
+
+    def model_statistics(self) -> dict[str, float]:
+        """The model-level statistics, keyed by their results.csv column
+        (:data:`pooled.results.MODEL_STATISTIC_COLUMNS`)."""
+        p = self.n_parameters
+        return {
+            "model_loglik_null": self.loglik_null,
+            "model_loglik": self.loglik,
+            "model_lr_chisq": self.lr_test,
+            "model_lr_df": p,
+            "model_lr_p_value": self.lr_p_value,
+            "model_wald_chisq": self.wald_test,
+            "model_wald_df": self.wald_df_used,
+            "model_wald_p_value": self.wald_p_value,
+            "model_score_chisq": self.score_test,
+            "model_score_df": p,
+            "model_score_p_value": self.score_p_value,
+            "model_aic": self.aic,
+            "model_concordance": self.concordance,
+            "model_concordance_se": self.concordance_se,
+        }
+
+    def fit_statistics(self) -> pd.DataFrame:
+        """The model-level statistics as tidy rows (one per statistic; for a report table).
+
+        ``term`` is ``loglik_null``, ``loglik`` (``estimate`` = the log partial likelihood),
+        ``lr_test``, ``wald_test``, ``score_test`` (``estimate`` = chi-square, with ``df`` and
+        ``p_value``; the Wald test uses the robust covariance with a cluster), then with a
+        cluster ``robust_score_test``, then ``aic`` and ``concordance_harrell`` (Harrell's C of
+        the linear predictor within strata, with ``std_error`` and a 95% CI). Extra columns
+        ``df`` and ``row_type = "fit_statistic"``. Log-likelihood statistics are NaN after
+        multiple imputation.
+        """
+        base = {
+            "analysis": self.spec.analysis,
+            "endpoint": self.spec.endpoint,
+            "model": self.model,
+            "n": self.n,
+            "events": self.events,
+            "row_type": "fit_statistic",
+        }
+        p = self.n_parameters
+        rows = [
+            {**base, "term": "loglik_null", "estimate": self.loglik_null},
+            {**base, "term": "loglik", "estimate": self.loglik},
+            {**base, "term": "lr_test", "estimate": self.lr_test, "df": p,
+             "p_value": self.lr_p_value},
+            {**base, "term": "wald_test", "estimate": self.wald_test, "df": self.wald_df_used,
+             "p_value": self.wald_p_value},
+            {**base, "term": "score_test", "estimate": self.score_test, "df": p,
+             "p_value": self.score_p_value},
+        ]  # fmt: skip
+        if self.robust_covariance is not None:
+            rows.append(
+                {
+                    **base,
+                    "term": "robust_score_test",
+                    "estimate": self.robust_score_test,
+                    "df": self.robust_score_df,
+                    "p_value": self.robust_score_p_value,
+                }
+            )
+        c, se = self.concordance, self.concordance_se
+        rows += [
+            {**base, "term": "aic", "estimate": self.aic, "df": p},
+            {
+                **base,
+                "term": "concordance_harrell",
+                "estimate": c,
+                "std_error": se,
+                "ci_lower": c - _Z975 * se,
+                "ci_upper": c + _Z975 * se,
+            },
+        ]
+        return tidy_frame(rows)
+
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table, one row per coefficient; extra columns ``z``, ``lr_p_value``,
-        ``naive_std_error``."""
+        """Tidy table, one row per coefficient; extra columns ``z``, ``lr_p_value`` (the term's
+        likelihood-ratio test), ``naive_std_error``, then the model-level statistics, the same
+        on every row of the model (:data:`pooled.results.MODEL_STATISTIC_COLUMNS`:
+        ``model_loglik_null, model_loglik``, the likelihood-ratio, Wald and score tests as
+        ``model_<test>_chisq, _df, _p_value``, ``model_aic``, ``model_concordance`` and
+        ``model_concordance_se``); :meth:`fit_statistics` gives them as rows."""
         se = self.std_errors
         est = self.coefficients
         z = est / se
@@ -1060,6 +1282,7 @@ class CoxResult:
             crit = np.full(len(est), _Z975)
             p = 2.0 * stats.norm.sf(np.abs(z))
         lr_p = self.lr_p_values if self.lr_p_values is not None else np.full(len(est), np.nan)
+        model_level = self.model_statistics()
         rows = []
         for j, term in enumerate(self.term_names):
             rows.append(
@@ -1079,6 +1302,7 @@ class CoxResult:
                     "z": z[j],
                     "lr_p_value": lr_p[j],
                     "naive_std_error": self.naive_std_errors[j],
+                    **model_level,
                 }
             )
         return tidy_frame(rows)
@@ -1109,6 +1333,173 @@ def _outcome_arrays(
     return time, event, strata, cluster
 
 
+def _start_array(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndarray | None:
+    """The interval starts of counting-process data (``spec.start``), else None."""
+    if spec.start is None:
+        return None
+    values = data[spec.start].iloc[rows]
+    start = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(start)):
+        raise DataError(
+            f"'{spec.start}' expected numbers (interval starts); found "
+            f"{values[~np.isfinite(start)].head(3).tolist()}."
+        )
+    return start
+
+
+def _strata_labels(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndarray | None:
+    """Stratum label of each row (``"C01"``, or ``"C01, A"`` for several strata columns)."""
+    if not spec.strata:
+        return None
+    kept = data.iloc[rows]
+    labels = kept[spec.strata[0]].astype(str)
+    for column in spec.strata[1:]:
+        labels = labels + ", " + kept[column].astype(str)
+    return labels.to_numpy(dtype=object)
+
+
+def _linear_predictor(matrix: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """R's ``linear.predictors``: ``X b`` less the means' contribution, 0/1 columns uncentred."""
+    binary = np.all(np.isin(matrix, (-1.0, 0.0, 1.0)), axis=0)
+    means = np.where(binary, 0.0, matrix.mean(axis=0))
+    return matrix @ beta - float(np.sum(beta * means))
+
+
+def cox_linear_predictor_arrays(
+    result: CoxResult, data: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """The outcome, stratum labels, interval starts and linear predictor of a fit's rows.
+
+    The rows are rebuilt from ``result.spec`` (complete cases of ``data``); the linear
+    predictor is centred as R's ``fit$linear.predictors`` (so its ties are R's).
+
+    Returns
+    -------
+    time, event, strata, start, linear_predictor : ndarray
+        ``strata`` (labels) is None without strata, ``start`` None for right-censored data.
+
+    Raises
+    ------
+    DataError
+        ``data`` does not give the patients and terms the model was fitted to.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"t": [5, 8, 3, 9], "e": [1, 0, 1, 1], "x": [1.0, 0.0, 1.0, 2.0]})
+    >>> res = fit_cox(df, CoxSpec(duration="t", event="e", covariates=("x",), strata=()))
+    >>> cox_linear_predictor_arrays(res, df)[4].shape
+    (4,)
+    """
+    time, event, strata, start, lp, _ = _fitted_rows(result, data)
+    return time, event, strata, start, lp
+
+
+def _fitted_rows(
+    result: CoxResult, data: pd.DataFrame
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None
+]:
+    """:func:`cox_linear_predictor_arrays` and the cluster labels of the rows."""
+    spec = result.spec
+    design = build_spec_design(data, spec)
+    if design.n != result.n or design.term_names != result.term_names:
+        raise DataError(
+            f"The data give {design.n} rows and terms {list(design.term_names)}; the fit had "
+            f"{result.n} and {list(result.term_names)}. Pass the data the model was fitted to."
+        )
+    time, event, _, cluster = _outcome_arrays(data, spec, design.rows)
+    start = _start_array(data, spec, design.rows)
+    strata = _strata_labels(data, spec, design.rows)
+    lp = _linear_predictor(design.matrix, np.asarray(result.coefficients, dtype=np.float64))
+    return time, event, strata, start, lp, cluster
+
+
+def cox_concordance(
+    result: CoxResult, data: pd.DataFrame, *, timewt: TimeWeight = "n"
+) -> ConcordanceResult:
+    """Concordance of a fitted Cox model on the data it was fitted to (R's
+    ``concordance(fit, timewt = )``).
+
+    The risk score is the model's linear predictor; with ``strata`` in the spec only pairs
+    within a stratum are compared (and Uno's G is estimated within each stratum);
+    counting-process fits (``spec.start``) compare each event with the rows at risk at its
+    time (Harrell's C only). With ``spec.cluster`` the influences are summed by cluster, as R
+    does for a fit with ``cluster``.
+
+    Parameters
+    ----------
+    result : CoxResult
+        A complete-case fit from :func:`fit_cox`.
+    data : DataFrame
+        The data it was fitted to (the same rows are rebuilt from ``result.spec``).
+    timewt : {"n", "n/G2"}
+        Harrell's (default) or Uno's C.
+
+    Returns
+    -------
+    ConcordanceResult
+
+    Raises
+    ------
+    ConfigError
+        The result comes from multiple imputation.
+    DataError
+        ``data`` does not give the patients the model was fitted to.
+
+    References
+    ----------
+    .. [1] Harrell FE, Lee KL, Mark DB. Multivariable prognostic models. Stat Med
+       1996;15:361-87.
+    .. [2] Uno H, Cai T, Pencina MJ, D'Agostino RB, Wei LJ. On the C-statistics for
+       evaluating overall adequacy of risk prediction procedures with censored survival data.
+       Stat Med 2011;30:1105-17.
+
+    Examples
+    --------
+    >>> # cox_concordance(fit_cox(cohort, spec), cohort, timewt="n/G2").concordance
+    """
+    if result.n_imputations:
+        raise ConfigError(
+            "cox_concordance expected a complete-case fit; got a multiple-imputation result. "
+            "Refit with missing='complete_case'."
+        )
+    time, event, strata, start, lp, cluster = _fitted_rows(result, data)
+    return concordance_arrays(time, event, lp, strata, start=start, timewt=timewt, cluster=cluster)
+
+
+def compare_cox_concordance(
+    first: CoxResult,
+    second: CoxResult,
+    data: pd.DataFrame,
+    *,
+    timewt: TimeWeight = "n",
+    labels: Sequence[str] = ("first", "second"),
+) -> ConcordanceComparison:
+    """Compare the concordance of two Cox models fitted to the same patients (R's
+    ``concordance(fit1, fit2, timewt = )``): the 2 x 2 covariance of the two C's and the test
+    of their difference (``second - first``), e.g. a clinical model against the clinical model
+    plus a marker.
+
+    Raises
+    ------
+    DataError
+        The two fits analysed different patients (rows, outcome or strata).
+
+    References
+    ----------
+    .. [1] Therneau TM, Atkinson EJ. Concordance. survival package vignette, 2023.
+
+    Examples
+    --------
+    >>> # compare_cox_concordance(fit_clinical, fit_full, cohort, labels=("clinical", "full"))
+    """
+    return compare_concordance(
+        cox_concordance(first, data, timewt=timewt),
+        cox_concordance(second, data, timewt=timewt),
+        labels=labels,
+    )
+
+
 def fit_cox_design(
     design: Design, data: pd.DataFrame, spec: CoxSpec
 ) -> tuple[CoxArraysResult, np.ndarray | None]:
@@ -1134,6 +1525,7 @@ def fit_cox_design(
     (8, (1,))
     """
     time, event, strata, cluster = _outcome_arrays(data, spec, design.rows)
+    start = _start_array(data, spec, design.rows)
     if not np.any(event == 1):
         raise DataError(
             f"No events ('{spec.event}' == 1) among the {design.n} analysed patients; a Cox "
@@ -1149,6 +1541,7 @@ def fit_cox_design(
         max_iter=spec.max_iter,
         cluster=cluster,
         names=design.term_names,
+        start=start,
     )
     lr_p = None
     if spec.term_lr_tests:
@@ -1171,6 +1564,7 @@ def fit_cox_design(
                         tol=spec.tol,
                         max_iter=spec.max_iter,
                         names=[design.term_names[k] for k in keep],
+                        start=start,
                     )
                 lr_p[j] = stats.chi2.sf(max(2.0 * (fit.loglik - sub.loglik), 0.0), 1)
     return fit, lr_p
@@ -1191,7 +1585,9 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
     CoxResult
         Coefficients, covariance (and robust covariance), log-likelihoods, global LR / Wald /
         score tests (and the robust score test with a cluster), per-term LR p-values,
-        dropped-patient counts per centre.
+        Harrell's C of the linear predictor within strata with its SE (R's
+        ``fit$concordance``; summed by cluster with ``spec.cluster``), dropped-patient counts
+        per centre.
 
     Raises
     ------
@@ -1227,6 +1623,7 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         return fit_cox_mice(data, spec)
     design = build_spec_design(data, spec)
     fit, lr_p = fit_cox_design(design, data, spec)
+    concordance = _harrell_concordance(design, data, spec, fit.coefficients)
     return CoxResult(
         spec=spec,
         term_names=design.term_names,
@@ -1249,7 +1646,23 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         dropped=design.dropped,
         levels=design.levels,
         lr_p_values=lr_p,
+        concordance=concordance.concordance if concordance else float("nan"),
+        concordance_se=concordance.std_error if concordance else float("nan"),
     )
+
+
+def _harrell_concordance(
+    design: Design, data: pd.DataFrame, spec: CoxSpec, coefficients: np.ndarray
+) -> ConcordanceResult | None:
+    """Harrell's C of a fit on its rows (as ``coxph`` stores it); None without comparable
+    pairs."""
+    time, event, strata, cluster = _outcome_arrays(data, spec, design.rows)
+    start = _start_array(data, spec, design.rows)
+    lp = _linear_predictor(design.matrix, np.asarray(coefficients, dtype=np.float64))
+    try:
+        return concordance_arrays(time, event, lp, strata, start=start, cluster=cluster)
+    except DataError:
+        return None
 
 
 def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> CoxResult:
@@ -1363,7 +1776,8 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
 
 @dataclass(frozen=True, slots=True)
 class InteractionTestResult:
-    """Likelihood-ratio test of a model's interactions as a whole (same patients)."""
+    """Likelihood-ratio test of a model's interactions as a whole, or of the terms a model
+    adds to a nested one (:func:`likelihood_ratio_test`), on the same patients."""
 
     chisq: float
     df: int
@@ -1374,6 +1788,7 @@ class InteractionTestResult:
     n: int
     events: int
     spec: CoxSpec
+    model: str = "cox_interaction_lr_test"
 
     def to_frame(self) -> pd.DataFrame:
         """One tidy row; the statistic in ``chisq`` and ``df`` columns."""
@@ -1382,7 +1797,7 @@ class InteractionTestResult:
                 {
                     "analysis": self.spec.analysis,
                     "endpoint": self.spec.endpoint,
-                    "model": "cox_interaction_lr_test",
+                    "model": self.model,
                     "term": " + ".join(self.terms),
                     "p_value": self.p_value,
                     "n": self.n,
@@ -1392,6 +1807,71 @@ class InteractionTestResult:
                 }
             ]
         )
+
+
+def likelihood_ratio_test(reduced: CoxResult, full: CoxResult) -> InteractionTestResult:
+    """Likelihood-ratio test of the terms a full model adds to a nested one (R's
+    ``anova(fit_reduced, fit_full)``), e.g. the marker added to a clinical model.
+
+    ``chisq = 2 (loglik_full - loglik_reduced)`` on as many df as the coefficients the full
+    model adds. Both must be complete-case fits of the same patients (same ``n``, events,
+    outcome, strata and ties) whose terms nest.
+
+    Raises
+    ------
+    ConfigError
+        A multiple-imputation result, or terms that do not nest.
+    DataError
+        The two fits analysed different patients or outcomes.
+
+    References
+    ----------
+    .. [1] Harrell FE. Regression Modeling Strategies. 2nd ed. Springer; 2015. Section 9.8
+       (added predictive value: the likelihood-ratio chi-square).
+
+    Examples
+    --------
+    >>> # likelihood_ratio_test(fit_cox(cohort, clinical), fit_cox(cohort, clinical_plus_ctc))
+    """
+    if reduced.n_imputations or full.n_imputations:
+        raise ConfigError(
+            "likelihood_ratio_test expected complete-case fits; got a multiple-imputation "
+            "result (its log-likelihood is not defined)."
+        )
+    added = [t for t in full.term_names if t not in reduced.term_names]
+    if not added or any(t not in full.term_names for t in reduced.term_names):
+        raise ConfigError(
+            f"likelihood_ratio_test expected the full model's terms {list(full.term_names)} to "
+            f"contain the reduced model's {list(reduced.term_names)} and more."
+        )
+    a, b = reduced.spec, full.spec
+    same = (a.duration, a.event, a.start, a.strata, a.ties) == (
+        b.duration,
+        b.event,
+        b.start,
+        b.strata,
+        b.ties,
+    )
+    if not same or reduced.n != full.n or reduced.events != full.events:
+        raise DataError(
+            f"likelihood_ratio_test expected two fits of the same patients (outcome, strata, "
+            f"ties); got n = {reduced.n} / {full.n}, events = {reduced.events} / "
+            f"{full.events}. Fit both on the complete cases of the full model."
+        )
+    chisq = 2.0 * (full.loglik - reduced.loglik)
+    df = len(added)
+    return InteractionTestResult(
+        chisq=chisq,
+        df=df,
+        p_value=float(stats.chi2.sf(chisq, df)),
+        loglik_full=full.loglik,
+        loglik_reduced=reduced.loglik,
+        terms=tuple(added),
+        n=full.n,
+        events=full.events,
+        spec=full.spec,
+        model="cox_lr_test",
+    )
 
 
 def interaction_lr_test(data: pd.DataFrame, spec: CoxSpec) -> InteractionTestResult:

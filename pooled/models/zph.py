@@ -10,6 +10,8 @@ block) for the two weighted cross-products (the fit's own information is reused 
 then one chunked pass over the events, in R's order, for the score and the scaled Schoenfeld
 residuals. Whether a covariate varies within a stratum
 (``zph1.c``'s ``used``) is read off a few events per stratum, all rows only where needed.
+Counting-process fits (rows ``(start, stop]``) are tested as R's ``cox.zph`` tests them
+(``zph2.c``), with the fit's ``(start, stop]`` risk sets.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pooled.models.cox import (
     Ties,
     _outcome_arrays,
     _RiskSets,
+    _start_array,
 )
 from pooled.models.design import build_spec_design
 from pooled.results import tidy_frame
@@ -104,13 +107,19 @@ def _transformed_event_times(
     if transform == "identity":
         return time_ev
     counts = np.bincount(rs.tcodes, minlength=rs.n_times)
-    if transform == "rank":  # average ranks of ties among all n times, as R's rank()
+    if transform == "rank":  # average ranks of ties among all n (stop) times, as R's rank()
         before = np.cumsum(counts) - counts
         return (before + (counts + 1) / 2.0)[tcode_ev]
-    # left-continuous Kaplan-Meier over everyone: 1 - S(t-)
+    # left-continuous Kaplan-Meier over everyone: 1 - S(t-); for (start, stop] rows the risk
+    # set at t is start < t <= stop (R's survfitKM of the fit's Surv(start, stop, event))
     deaths = np.bincount(tcode_ev, minlength=rs.n_times).astype(np.float64)
     at_risk = counts[::-1].cumsum()[::-1].astype(np.float64)
-    surv = np.cumprod(1.0 - deaths / at_risk)
+    if rs.scodes is not None:
+        starts = np.bincount(rs.scodes, minlength=rs.n_times)
+        at_risk -= starts[::-1].cumsum()[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(deaths > 0, 1.0 - deaths / at_risk, 1.0)
+    surv = np.cumprod(factor)
     before_surv = np.concatenate(([1.0], surv[:-1]))
     return 1.0 - before_surv[tcode_ev]
 
@@ -125,6 +134,8 @@ def _time_weighted_rows(
     cw_gg: np.ndarray,
     w2_gg: np.ndarray,
     entry: np.ndarray,
+    exit: np.ndarray,
+    counting: bool,
     event: np.ndarray,
     start: int,
     stop: int,
@@ -136,19 +147,26 @@ def _time_weighted_rows(
 
     ``block[:, :p].T @ block`` is then ``[X' diag(v_gg) X, X' diag(v_g) X]`` for the block.
     ``v = r * (cw[entry] - event * w2[entry])`` for the g and g^2 weights (both indexed with a
-    trailing 0 for rows never at risk), as :func:`pooled.models.cox._weighted_block`. Adds
+    trailing 0 for rows never at risk; less ``cw[exit]`` for counting-process rows), as
+    :func:`pooled.models.cox._weighted_block`. Adds
     ``X' v_g`` to ``xv``; the rare rows with ``v_g != 0`` but ``v_gg <= 0`` (rounding; by
     Cauchy-Schwarz ``v_g^2 <= v_gg * sum of weights``) go straight into ``extra``.
     """
     p = X.shape[1]
     for i in range(start, stop):
         g = entry[i]
+        cg = cw_g[g]
+        cgg = cw_gg[g]
+        if counting:
+            h = exit[i]
+            cg -= cw_g[h]
+            cgg -= cw_gg[h]
         if event[i]:
-            vg = (cw_g[g] - w2_g[g]) * r[i]
-            vgg = (cw_gg[g] - w2_gg[g]) * r[i]
+            vg = (cg - w2_g[g]) * r[i]
+            vgg = (cgg - w2_gg[g]) * r[i]
         else:
-            vg = cw_g[g] * r[i]
-            vgg = cw_gg[g] * r[i]
+            vg = cg * r[i]
+            vgg = cgg * r[i]
         b = i - start
         if vgg > 0.0:
             root = np.sqrt(vgg)
@@ -201,7 +219,22 @@ def _time_weighted_blocks(
         stop = min(start + _WEIGHTED_CHUNK, rs.n)
         block = buf[: stop - start]
         _time_weighted_rows(
-            rs.X, rs.means, r, cw_g, w2_g, cw_gg, w2_gg, entry, ev, start, stop, block, xv, extra
+            rs.X,
+            rs.means,
+            r,
+            cw_g,
+            w2_g,
+            cw_gg,
+            w2_gg,
+            entry,
+            rs.exit,
+            rs.counting,
+            ev,
+            start,
+            stop,
+            block,
+            xv,
+            extra,
         )
         both += block[:, :p].T @ block
     return both[:, p:] + extra, both[:, :p], xv
@@ -346,13 +379,18 @@ def proportional_hazards_arrays(
     names: Sequence[str] | None = None,
     terms: Sequence[Sequence[int]] | None = None,
     information: np.ndarray | None = None,
+    start: np.ndarray | None = None,
 ) -> ProportionalHazardsResult:
     """Score test of proportional hazards at fitted ``coefficients`` (R's ``cox.zph``).
 
     Parameters
     ----------
-    X, time, event, strata
-        The data the model was fitted to (as for :func:`pooled.models.cox.cox_fit_arrays`).
+    X, time, event, strata, start
+        The data the model was fitted to (as for :func:`pooled.models.cox.cox_fit_arrays`);
+        with ``start``, counting-process rows ``(start, time]``: ``g`` is then computed from
+        every row's stop time as R does (``rank`` ranks all rows' stop times, so splitting
+        a patient's follow-up changes it; ``km`` uses the ``(start, stop]`` risk sets and
+        ``identity`` the times, both unchanged by splitting).
     coefficients : ndarray
         Fitted log hazard ratios.
     ties : {"efron", "breslow"}
@@ -396,16 +434,21 @@ def proportional_hazards_arrays(
     if beta.shape != (p,):
         raise ConfigError(f"coefficients expected {p} values; got {beta.shape}.")
     labels = list(names) if names is not None else [f"x{j}" for j in range(p)]
-    rs = _RiskSets(X, time, event, strata, ties)
+    rs = _RiskSets(X, time, event, strata, ties, start=start)
 
-    # events sorted by stratum, then ascending time, then row (R's order): event groups run
-    # by stratum with time descending, so reverse the groups within each stratum
+    # events sorted by stratum, then ascending time, then row (R's order; for (start, stop]
+    # data R reverses the rows within tied times): event groups run by stratum with time
+    # descending, so reverse the groups within each stratum
     ne = rs.n_event_groups
     ascending = rs.e_first + rs.e_last - np.arange(ne)
     key = ascending[rs.ev_entry_rows]
     if ne < 1 << 16:
         key = key.astype(np.uint16)
-    order = np.argsort(key, kind="stable")
+    if rs.counting:
+        flip = np.arange(key.size)[::-1]
+        order = flip[np.argsort(key[::-1], kind="stable")]
+    else:
+        order = np.argsort(key, kind="stable")
     ev_idx = np.flatnonzero(rs.event)[order]
     ev_group = rs.ev_entry_rows[order]
     ev_stratum = rs.ev_stratum[ev_group]
@@ -508,7 +551,8 @@ def proportional_hazards_test(
     Parameters
     ----------
     result : CoxResult
-        A complete-case fit from :func:`pooled.models.cox.fit_cox`.
+        A complete-case fit from :func:`pooled.models.cox.fit_cox`; a counting-process fit
+        (``spec.start``) is tested as R tests it (see :func:`proportional_hazards_arrays`).
     data : DataFrame
         The data it was fitted to (the same rows are rebuilt from ``result.spec``).
     transform : {"km", "rank", "identity"}
@@ -551,6 +595,7 @@ def proportional_hazards_test(
             "fitted to."
         )
     time, event, strata, _ = _outcome_arrays(data, spec, design.rows)
+    start = _start_array(data, spec, design.rows)
     groups = None
     if terms:
         groups = [list(design.columns_of(s)) for s in dict.fromkeys(design.term_sources)]
@@ -565,6 +610,7 @@ def proportional_hazards_test(
         names=design.term_names,
         terms=groups,
         information=np.linalg.inv(result.covariance),
+        start=start,
     )
     if terms:
         sources = list(dict.fromkeys(design.term_sources))

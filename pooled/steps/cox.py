@@ -1,9 +1,12 @@
-"""One-stage Cox models: univariable and adjusted per endpoint, and the interactions.
+"""One-stage Cox models: univariable and adjusted per endpoint, the interactions, and the
+time-split model.
 
 Section ``models.cox``: the ties (the first is the primary analysis; further values are
-sensitivity analyses, :mod:`pooled.steps.sensitivity`) and robust standard errors. The
-one-stage Cox spec built here (:func:`cox_spec`) is shared by the two-stage model and the
-sensitivity analyses; :func:`cox_flow` attributes what a Cox fit dropped over the cohort.
+sensitivity analyses, :mod:`pooled.steps.sensitivity`), robust standard errors, and the cut
+times of the time-split model (the exposure's hazard ratio per period of follow-up, a check and
+remedy for non-proportional hazards; step ``time_split``). The one-stage Cox spec built here
+(:func:`cox_spec`) is shared by the two-stage model and the sensitivity analyses;
+:func:`cox_flow` attributes what a Cox fit dropped over the cohort.
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ KEYS: tuple[ConfigKey, ...] = (
         "Robust (sandwich) standard errors clustered by centre.",
         "models: {cox: {robust: true}}", default=False,
     ),
+    ConfigKey(
+        "models.cox.time_split", "list of numbers",
+        "Times (months, > 0) at which follow-up is split for the time-split model: per "
+        "endpoint, the adjusted stratified Cox model with one hazard ratio of the exposure per "
+        "period of follow-up (R's `survSplit` and `exposure:strata(tgroup)`; intervals "
+        "(start, stop], so an event at a cut belongs to the earlier period) and the Wald test "
+        "that the periods share one hazard ratio. The check and remedy for an exposure effect "
+        "that changes with follow-up (non-proportional hazards). Empty: no time-split model.",
+        "models: {cox: {time_split: [24, 60]}}", default=(),
+    ),
 )  # fmt: skip
 
 
@@ -52,6 +65,7 @@ class CoxSection(ModelSection):
 
     ties: tuple[Ties, ...] = ("efron",)
     robust: bool = False
+    time_split: tuple[float, ...] = ()
     aliases: ClassVar[dict[str, str]] = {"ties": "primary_ties", "robust": "robust"}
 
     @property
@@ -61,8 +75,20 @@ class CoxSection(ModelSection):
 
 
 def parse_cox(section: SectionReader) -> CoxSection:
+    cuts = tuple(float(c) for c in section.get("time_split") or ())
+    if any(not c > 0 for c in cuts):
+        raise section.error(
+            ("time_split",), f"time_split expected times > 0 (months); got {list(cuts)}"
+        )
+    if len(set(cuts)) != len(cuts):
+        raise section.error(
+            ("time_split",), f"time_split expected distinct times; got {list(cuts)}"
+        )
     return CoxSection(
-        enabled=section.enabled, ties=section.get("ties"), robust=section.get("robust")
+        enabled=section.enabled,
+        ties=section.get("ties"),
+        robust=section.get("robust"),
+        time_split=tuple(sorted(cuts)),
     )
 
 
@@ -102,8 +128,19 @@ def cox_flow(
 ) -> ModelFlow:
     """The flow of a Cox fit on ``data`` (rows of the cohort): what the fit dropped, per centre,
     from its own record (``CoxResult.dropped``), attributed over the cohort."""
-    spec = result.spec
-    dropped = result.dropped
+    return _spec_flow(cohort, data, result.spec, result.dropped, result.n, model, **left_out)
+
+
+def _spec_flow(
+    cohort: pd.DataFrame,
+    data: pd.DataFrame,
+    spec: Any,
+    dropped: pd.DataFrame,
+    reported_n: int,
+    model: str,
+    **left_out: Any,
+) -> ModelFlow:
+    """:func:`cox_flow` from a patient-level spec, its dropped counts and its patients."""
     lost = (
         dropped.assign(centre=dropped["centre"].astype(str)).groupby("centre")["n_dropped"].sum()
         if len(dropped)
@@ -117,7 +154,7 @@ def cox_flow(
         model=model,
         endpoint=spec.endpoint,
         analysed=analysed,
-        reported_n=result.n,
+        reported_n=reported_n,
         required=(spec.duration, spec.event),
         covariates=needed,
         **left_out,
@@ -210,6 +247,36 @@ def run_interactions(
     return outputs
 
 
+def run_time_split(
+    cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext
+) -> list[ModelOutput]:
+    """The adjusted Cox model of the endpoint with the exposure's hazard ratio per period of
+    follow-up (``models.cox.time_split``), and the Wald test of equal periods."""
+    from pooled.models.timesplit import TimeSplitSpec, fit_time_split, period_labels
+
+    endpoint = ctx.endpoint
+    patients = cohort.patients
+    data = endpoint_frame(patients, endpoint)
+    spec = TimeSplitSpec(
+        cox=cox_spec(ctx, endpoint, interactions=False, term_lr_tests=False),
+        exposure=ctx.exposure.name,
+        cuts=section.time_split,
+    )
+    result = fit_time_split(data, spec)
+    name = f"time_split_{endpoint}"
+    periods = ", ".join(period_labels(section.time_split))
+    return [
+        ModelOutput(
+            name,
+            "time_split",
+            endpoint,
+            result,
+            f"Time-split Cox, {endpoint.upper()}: {ctx.exposure.name} per period {periods}",
+            flow=_spec_flow(patients, data, spec.cox, result.fit.dropped, result.n_patients, name),
+        )
+    ]
+
+
 COX = Step(
     name="cox",
     label="Cox",
@@ -226,4 +293,12 @@ INTERACTIONS = Step(
     uses="cox",
     requires="cox",
     enabled=lambda section, ctx: bool(section) and bool(ctx.interactions),
+)
+TIME_SPLIT = Step(
+    name="time_split",
+    label="time-split Cox",
+    run=run_time_split,
+    uses="cox",
+    requires="cox",
+    enabled=lambda section, ctx: bool(section) and bool(section.time_split),
 )

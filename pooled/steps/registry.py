@@ -1,8 +1,8 @@
 """The analysis steps, in order: :data:`STEPS`.
 
 The order is the report's: the follow-up, the cohort (with the serial exposures' outputs),
-then per endpoint Kaplan-Meier, Cox, the PH test, the interactions, two-stage, Bayes and the
-sensitivity analyses, then the exposure comparison. The cohort step prepares the cohort before
+then per endpoint Kaplan-Meier, Cox, the PH test, the time-split Cox model, the interactions,
+two-stage, Bayes and the sensitivity analyses, then the exposure comparison. The cohort step prepares the cohort before
 any other step runs. The config is parsed with the same registry (each step's section in this
 order) and ``docs/config_reference.md`` is generated from it. To add a step, see
 ``pooled/steps/README.md``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pooled.steps.base import Registry
 from pooled.steps.bayes import BAYES
 from pooled.steps.cohort import COHORT
-from pooled.steps.cox import COX, INTERACTIONS
+from pooled.steps.cox import COX, INTERACTIONS, TIME_SPLIT
 from pooled.steps.descriptives import FOLLOWUP
 from pooled.steps.km import KM
 from pooled.steps.sensitivity import SENSITIVITY
@@ -28,6 +28,7 @@ STEPS = Registry(
         KM,
         COX,
         ZPH,
+        TIME_SPLIT,
         INTERACTIONS,
         TWO_STAGE,
         BAYES,
