@@ -1018,6 +1018,10 @@ class CoxSpec:
         Convergence of Newton-Raphson (relative change in log-likelihood).
     term_lr_tests : bool
         Add the likelihood-ratio p-value of each coefficient (one refit per coefficient).
+    concordance : bool
+        Compute Harrell's C of the fit within strata (as ``coxph`` stores it); about the cost
+        of the Newton fit itself on large data, so fits that do not report it (simulation
+        grids, bootstraps, timing against ``coxph.fit``) may turn it off.
     analysis, endpoint : str
         Labels carried into the tidy table.
     """
@@ -1037,6 +1041,7 @@ class CoxSpec:
     tol: float = 1e-10
     max_iter: int = 30
     term_lr_tests: bool = True
+    concordance: bool = True
     analysis: str = ""
     endpoint: str = ""
 
@@ -1623,7 +1628,9 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
         return fit_cox_mice(data, spec)
     design = build_spec_design(data, spec)
     fit, lr_p = fit_cox_design(design, data, spec)
-    concordance = _harrell_concordance(design, data, spec, fit.coefficients)
+    concordance = (
+        _harrell_concordance(design, data, spec, fit.coefficients) if spec.concordance else None
+    )
     return CoxResult(
         spec=spec,
         term_names=design.term_names,

@@ -130,3 +130,11 @@ def test_no_comparable_pairs_gives_nan_concordance():
     assert res.coefficients[0] == pytest.approx(0.0, abs=1e-8)
     assert np.isnan(res.concordance) and np.isnan(res.concordance_se)
     assert np.isfinite(res.model_statistics()["model_score_chisq"])
+
+
+def test_concordance_can_be_left_out_without_changing_the_fit(cohort):
+    with_c = fit_cox(cohort, spec())
+    without = fit_cox(cohort, spec(concordance=False))
+    np.testing.assert_array_equal(with_c.coefficients, without.coefficients)
+    assert 0.5 < with_c.concordance < 1 and np.isnan(without.concordance)
+    assert np.isnan(without.concordance_se)
