@@ -29,6 +29,8 @@ from pooled.models._mixed_cox_kernels import counting_sort, cox_pass, trace_grad
 
 __all__ = ["InnerFit", "Problem", "covariance_from_phi"]
 
+_NO_MATRIX = np.zeros((0, 0))
+
 
 def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer codes 0..k-1 in ascending order of ``values`` (O(n) for small integers)."""
@@ -175,6 +177,11 @@ class Problem:
         self._r = np.empty(n)
         self._U = np.empty(p + self.m)
         self._info = np.empty((p + self.m, p + self.m))
+        # the same problem without random effects (for the Cox fit that starts everything)
+        self._Z0 = np.empty((n, 0))
+        self._idx0 = np.empty((n, 0), dtype=np.int64)
+        self._act_ptr0 = np.zeros(n_strata + 1, dtype=np.int64)
+        self._act_idx0 = np.empty(0, dtype=np.int64)
 
     # ------------------------------------------------------------------------------------
     def loglik(self, gamma: np.ndarray) -> float:
@@ -198,15 +205,21 @@ class Problem:
                 self._r,
                 self._U,
                 self._info,
+                _NO_MATRIX,
+                self._U,
             )
         )
 
-    def derivatives(self, gamma: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-        """Log partial likelihood, score, information and risk scores at gamma."""
+    def derivatives(
+        self, gamma: np.ndarray, A: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Log partial likelihood, score, information, risk scores at gamma, and with ``A``
+        the gradient of tr(A I_bb) there (same pass)."""
         p = self.p
         r = np.empty(self.n)
         U = np.empty(p + self.m)
         info = np.empty((p + self.m, p + self.m))
+        tg = np.empty(p + self.m) if A is not None else U
         ll = cox_pass(
             self.X,
             self.Z,
@@ -225,8 +238,39 @@ class Problem:
             r,
             U,
             info,
+            _NO_MATRIX if A is None else np.ascontiguousarray(A),
+            tg,
         )
-        return float(ll), U, info, r
+        return float(ll), U, info, r, (tg if A is not None else None)
+
+    def fixed_derivatives(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Log partial likelihood, score and information of beta with b = 0 (no random
+        block: as cheap as a Cox pass)."""
+        p = self.p
+        U = np.empty(p)
+        info = np.empty((p, p))
+        ll = cox_pass(
+            self.X,
+            self._Z0,
+            self._idx0,
+            self._idx0,
+            self.event_u8,
+            self.grp_start,
+            self.grp_nev,
+            self.str_gstart,
+            self._act_ptr0,
+            self._act_idx0,
+            np.ascontiguousarray(beta, dtype=np.float64),
+            np.empty(0),
+            self.efron,
+            True,
+            np.empty(self.n),
+            U,
+            info,
+            _NO_MATRIX,
+            U,
+        )
+        return float(ll), U, info
 
     def trace_gradient(self, r: np.ndarray, A: np.ndarray) -> np.ndarray:
         out = np.empty(self.p + self.m)
@@ -254,7 +298,7 @@ class Problem:
 
     def evaluate(self, gamma: np.ndarray, phi: np.ndarray) -> InnerFit:
         """Everything at (gamma, phi) without iterating."""
-        ll, U, info, r = self.derivatives(gamma)
+        ll, U, info, r, _ = self.derivatives(gamma)
         return self.assemble(gamma, phi, ll, U, info, r)
 
     def assemble(
@@ -367,126 +411,66 @@ class Problem:
 
 @dataclass(slots=True)
 class FixedFit:
-    """The Cox model without random effects (b = 0), fitted on the same sorted problem."""
+    """The Cox model without random effects (b = 0), fitted on the same sorted problem.
+
+    ``loglik`` is at ``beta``; ``loglik_max`` adds half the remaining Newton decrement (the
+    maximum to third order when the fit stopped early); ``score`` and ``information`` are the
+    full (p + m) ones at (beta, 0), whose random block gives the score test of the variance.
+    """
 
     beta: np.ndarray
     loglik: float
+    loglik_max: float
     loglik_null: float
-    score: np.ndarray  # full (p + m) score at (beta, 0): the random block is the test score
-    information: np.ndarray  # full (p + m) information at (beta, 0)
+    score: np.ndarray
+    information: np.ndarray
     iterations: int
     converged: bool
 
 
-def fit_fixed(problem: Problem, *, tol: float = 1e-13, max_iter: int = 50) -> FixedFit:
-    """Newton-Raphson for the fixed effects with every random effect held at 0."""
+def fit_fixed(
+    problem: Problem,
+    *,
+    tol: float = 1e-10,
+    max_iter: int = 50,
+    init: np.ndarray | None = None,
+    loglik_null: float | None = None,
+) -> FixedFit:
+    """Newton-Raphson for the fixed effects with every random effect held at 0.
+
+    Stops when the next step is below ``tol`` (relative to 1 + the largest coefficient).
+    """
     p = problem.p
-    gamma = np.zeros(p + problem.m)
-    ll, U, info, _ = problem.derivatives(gamma)
-    loglik_null = ll
+    beta = np.zeros(p) if init is None else np.asarray(init, dtype=np.float64).copy()
+    ll, U, info = problem.fixed_derivatives(beta)
+    if loglik_null is None:
+        loglik_null = ll if init is None else problem.fixed_derivatives(np.zeros(p))[0]
     converged = False
     it = 0
+    decrement = 0.0
     for it in range(1, max_iter + 1):  # noqa: B007
-        step = _solve(info[:p, :p], U[:p])
-        if float(U[:p] @ step) < tol:
+        step = _solve(info, U)
+        decrement = float(U @ step)
+        if float(np.max(np.abs(step))) <= tol * (1.0 + float(np.max(np.abs(beta)))):
             converged = True
             break
-        new_gamma = gamma.copy()
-        new_gamma[:p] += step
-        new = problem.derivatives(new_gamma)
+        new_beta = beta + step
+        new = problem.fixed_derivatives(new_beta)
         halvings = 0
         while not (np.isfinite(new[0]) and new[0] >= ll - 1e-12 * abs(ll)) and halvings < 30:
             halvings += 1
             step = step / 2.0
-            new_gamma = gamma.copy()
-            new_gamma[:p] += step
-            new = problem.derivatives(new_gamma)
-        gamma = new_gamma
-        ll, U, info, _ = new
-    return FixedFit(gamma[:p].copy(), ll, loglik_null, U, info, it, converged)
-
-
-class Surrogate:
-    """The Laplace log-likelihood of the quadratic expansion of l at (beta_hat, b = 0).
-
-    ``value(phi) = l + U_b' (J + P)^-1 U_b / 2 - [K log det Sigma + log det(I_bb + P)] / 2``
-    with ``J = I_bb - I_bf I_ff^-1 I_fb`` (beta profiled out): the one-stage analogue of a
-    meta-analysis of the centres' score contributions. Cheap (m x m algebra), used for the
-    starting value and the initial curvature of the outer optimiser, and for the score test
-    of the variance at 0.
-    """
-
-    def __init__(self, problem: Problem, fixed: FixedFit) -> None:
-        p = problem.p
-        info = fixed.information
-        self.K, self.q = problem.K, problem.q
-        self.ub = fixed.score[p:].copy()
-        self.ibb = info[p:, p:].copy()
-        self.J = self.ibb - info[p:, :p] @ np.linalg.solve(info[:p, :p], info[:p, p:])
-        self.loglik = fixed.loglik
-
-    def value(self, phi: np.ndarray) -> float:
-        sigma = covariance_from_phi(np.asarray(phi, dtype=np.float64), self.q)
-        try:
-            sinv = np.linalg.inv(sigma)
-            P = np.kron(np.eye(self.K), sinv)
-            c1 = scipy.linalg.cho_factor(self.J + P, lower=True, check_finite=False)
-            c2 = scipy.linalg.cho_factor(self.ibb + P, lower=True, check_finite=False)
-        except (np.linalg.LinAlgError, ValueError):
-            return -np.inf
-        quad = float(self.ub @ scipy.linalg.cho_solve(c1, self.ub, check_finite=False))
-        logdet = 2.0 * float(np.sum(np.log(np.diag(c2[0]))))
-        return self.loglik + 0.5 * quad - 0.5 * (self.K * np.linalg.slogdet(sigma)[1] + logdet)
-
-    def score_at_zero(self) -> np.ndarray:
-        """d L / d Sigma at Sigma = 0 (q x q): sum over centres of (U_c U_c' - I_cc) / 2."""
-        q = self.q
-        u = self.ub.reshape(self.K, q)
-        out = np.zeros((q, q))
-        for c in range(self.K):
-            block = self.ibb[c * q : (c + 1) * q, c * q : (c + 1) * q]
-            out += np.outer(u[c], u[c]) - block
-        return out / 2.0
-
-    def maximise(self, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-        """The surrogate's maximum (a starting value); log-variance grid then L-BFGS-B."""
-        q = self.q
-        grid = np.linspace(np.log(1e-4), np.log(4.0), 13)
-        if q == 1:
-            vals = [self.value(np.array([x])) for x in grid]
-            start = np.array([grid[int(np.argmax(vals))]])
-        else:
-            best, start = -np.inf, np.array([grid[6], grid[6], 0.0])
-            for x in grid[::3]:
-                for y in grid[::3]:
-                    v = self.value(np.array([x, y, 0.0]))
-                    if v > best:
-                        best, start = v, np.array([x, y, 0.0])
-        res = scipy.optimize.minimize(
-            lambda ph: -self.value(ph),
-            start,
-            method="L-BFGS-B",
-            bounds=list(zip(lower, upper, strict=True)),
-            options={"ftol": 1e-14, "gtol": 1e-9},
-        )
-        return np.asarray(res.x, dtype=np.float64)
-
-    def hessian(self, phi: np.ndarray, h: float = 1e-3) -> np.ndarray:
-        """Finite-difference Hessian of the surrogate (an initial curvature)."""
-        k = len(phi)
-        H = np.empty((k, k))
-        f0 = self.value(phi)
-        E = np.eye(k) * h
-        for i in range(k):
-            H[i, i] = (self.value(phi + E[i]) - 2 * f0 + self.value(phi - E[i])) / h**2
-            for j in range(i):
-                H[i, j] = H[j, i] = (
-                    self.value(phi + E[i] + E[j])
-                    - self.value(phi + E[i] - E[j])
-                    - self.value(phi - E[i] + E[j])
-                    + self.value(phi - E[i] - E[j])
-                ) / (4 * h * h)
-        return H
+            new_beta = beta + step
+            new = problem.fixed_derivatives(new_beta)
+        beta = new_beta
+        ll, U, info = new
+    # the full score and information at (beta, 0): the random block is the score test
+    gamma = np.zeros(p + problem.m)
+    gamma[:p] = beta
+    ll, U, info, _, _ = problem.derivatives(gamma)
+    return FixedFit(
+        gamma[:p].copy(), ll, ll + 0.5 * max(decrement, 0.0), loglik_null, U, info, it, converged
+    )
 
 
 @dataclass(slots=True)
@@ -719,19 +703,23 @@ class LocalModel:
         tol: float = 1e-12,
         hessian: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Newton (curvature recomputed only when a step fails) with box bounds."""
+        """Newton (curvature recomputed only when a step fails) with box bounds.
+
+        Stops when the step or the predicted increase is negligible, or when even a short
+        step along the Newton direction (with a fresh curvature) does not increase the model.
+        """
         phi = np.clip(np.asarray(phi, dtype=np.float64), lower, upper)
         val, grad = self.value_gradient(phi)
         hess = self.hessian(phi) if hessian is None else hessian
         fresh = hessian is None
-        for _ in range(200):
+        for _ in range(100):
             step = np.linalg.solve(_curvature(hess), grad)
             big = float(np.max(np.abs(step)))
             if big > 2.0:
                 step *= 2.0 / big
             new_phi = np.clip(phi + step, lower, upper)
             step = new_phi - phi
-            if float(np.max(np.abs(step))) < tol:
+            if float(np.max(np.abs(step))) < tol or float(grad @ step) < 1e-15 * (1 + abs(val)):
                 break
             new_val, new_grad = self.value_gradient(new_phi)
             if not new_val >= val - 1e-13 * (1 + abs(val)):
@@ -740,13 +728,24 @@ class LocalModel:
                     fresh = True
                     continue
                 halvings = 0
-                while not new_val >= val - 1e-13 * (1 + abs(val)) and halvings < 40:
+                while not new_val >= val - 1e-13 * (1 + abs(val)) and halvings < 20:
                     halvings += 1
                     step = step / 2.0
                     new_phi = phi + step
                     new_val, new_grad = self.value_gradient(new_phi)
-                if halvings >= 40:
+                if halvings >= 20:
                     break
+            elif float(new_grad @ step) > 0.5 * float(grad @ step):
+                # still climbing as steeply: the curvature is overestimated (a flat direction,
+                # e.g. a correlation running to +-1); extend the step while it pays
+                for _ in range(8):
+                    far = np.clip(phi + 2.0 * (new_phi - phi), lower, upper)
+                    if float(np.max(np.abs(far - new_phi))) < tol:
+                        break
+                    far_val, far_grad = self.value_gradient(far)
+                    if not far_val > new_val:
+                        break
+                    new_phi, new_val, new_grad = far, far_val, far_grad
             # secant (BFGS) update of the curvature keeps Newton fast without new Hessians
             s_, y_ = new_phi - phi, new_grad - grad
             phi, val, grad = new_phi, new_val, new_grad
@@ -757,6 +756,20 @@ class LocalModel:
                 hess = -B
             fresh = False
         return phi, hess
+
+
+def _inverse_hbb(information: np.ndarray, p: int, P: np.ndarray) -> np.ndarray:
+    """(I_bb + P)^-1."""
+    return _inverse_hbb_block(information[p:, p:], P)
+
+
+def _inverse_hbb_block(ibb: np.ndarray, P: np.ndarray) -> np.ndarray:
+    m = P.shape[0]
+    try:
+        cf = scipy.linalg.cho_factor(ibb + P, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(ibb + P)
+    return scipy.linalg.cho_solve(cf, np.eye(m), check_finite=False)
 
 
 @dataclass(slots=True)
@@ -802,12 +815,16 @@ def joint_optimise(
     phi = max(starts, key=lambda s: model.value_gradient(s)[0])
     phi, hess = model.maximise(phi, lower, upper)
     new_gamma = model.gamma_at(phi)
+    # A for the trace gradient of the first pass: from the expansion at b = 0 (afterwards the
+    # previous pass's A; at the fixed point the two agree)
+    A = _inverse_hbb(fixed.information, p, problem.penalty_matrix(covariance_from_phi(phi, q)))
     prev_ll, prev_gamma = fixed.loglik, gamma
+    prev_info: np.ndarray | None = None
     passes = 0
     converged = False
     fit: InnerFit | None = None
     for _ in range(max_iter):
-        ll, U, info, r = problem.derivatives(new_gamma)
+        ll, U, info, r, g = problem.derivatives(new_gamma, A)
         passes += 1
         sigma = covariance_from_phi(phi, q)
         P = problem.penalty_matrix(sigma)
@@ -821,19 +838,26 @@ def joint_optimise(
         ):
             halvings += 1
             new_gamma = (new_gamma + prev_gamma) / 2.0
-            ll, U, info, r = problem.derivatives(new_gamma)
+            ll, U, info, r, g = problem.derivatives(new_gamma, A)
             passes += 1
         gamma = new_gamma
         fit = problem.assemble(gamma, phi, ll, U, info, r)
-        A = scipy.linalg.cho_solve(
-            scipy.linalg.cho_factor(fit.hessian[p:, p:], lower=True, check_finite=False),
-            np.eye(problem.m),
-            check_finite=False,
-        )
-        g = problem.trace_gradient(r, A)
         model = local(problem, gamma, ll, U, info, g)
         new_phi, hess = model.maximise(phi, lower, upper, hessian=hess)
         new_gamma = model.gamma_at(new_phi)
+        # A for the next pass (its trace gradient comes out of the same pass): the new
+        # variances with I_bb predicted at the new coefficients by the secant along the last
+        # step (the steps line up as the iteration converges)
+        ibb_next = info[p:, p:]
+        step = new_gamma - gamma
+        if prev_info is not None:
+            last = gamma - prev_gamma
+            denom = float(last @ last)
+            if denom > 0:
+                ratio = float(step @ last) / denom
+                ibb_next = ibb_next + ratio * (info[p:, p:] - prev_info)
+        A = _inverse_hbb_block(ibb_next, problem.penalty_matrix(covariance_from_phi(new_phi, q)))
+        prev_info = info[p:, p:].copy()
         dphi = float(np.max(np.abs(new_phi - phi)))
         dgamma = float(np.max(np.abs(new_gamma - gamma)))
         prev_ll, prev_gamma = ll, gamma
@@ -952,21 +976,15 @@ class LocalModel1:
             g1 = -lam * F1
             h1 = F2 * lam * lam + F1 * lam
             if g1 > 0:
-                lo = x
+                lo = max(lo, x)
             else:
-                hi = x
-            if h1 < 0:
-                step = -g1 / h1
-                step = max(-2.0, min(2.0, step))
-            else:
-                step = 2.0 if g1 > 0 else -2.0
-            new = x + step
-            if not (lo < new < hi) and step != 0.0:
-                new = 0.5 * (lo + hi) if hi - lo < 4.0 else x + (1.0 if g1 > 0 else -1.0)
-                new = min(max(new, float(lower[0])), float(upper[0]))
-            if abs(new - x) < tol or hi - lo < tol:
-                x = new
+                hi = min(hi, x)
+            step = max(-2.0, min(2.0, -g1 / h1)) if h1 < 0 else (2.0 if g1 > 0 else -2.0)
+            if abs(step) < tol or hi - lo < tol:
                 break
+            new = x + step
+            if not lo < new < hi:
+                new = 0.5 * (lo + hi)
             x = new
         out = np.array([x])
         return out, self.hessian(out)

@@ -69,37 +69,71 @@ def cox_pass(
     r: np.ndarray,
     U: np.ndarray,
     info: np.ndarray,
+    A: np.ndarray,
+    tg: np.ndarray,
 ) -> float:  # pragma: no cover
     """Log partial likelihood; fills ``r`` (risk scores), ``U`` (score) and ``info``.
 
     ``U`` (length p + m) and ``info`` ((p + m) x (p + m)) are overwritten; fixed effects first,
     then random effects. With ``second`` false only ``r`` and the log-likelihood are computed.
+    When ``A`` (m x m) is not empty, ``tg`` receives the gradient of ``tr(A I_bb)`` at the same
+    point (what :func:`trace_gradient` computes), in the same loops.
+
+    Per stratum, loop 1 forms the running risk-set sums and keeps, for every group with
+    events, the sums over the risk set (``S``) and over its deaths (``E``) in the rows of two
+    matrices; the rank-one part of the information, ``sum_g q1 S S' - q2 (S E' + E S') +
+    q3 E E'``, and the products with ``A`` are then matrix products (BLAS). Loop 2 adds each
+    row's weighted outer product once (its weight is the sum of the group weights of every
+    risk set it is in) and its share of the trace gradient.
     """
     n, p = X.shape
     q = Z.shape[1]
     n_strata = str_gstart.shape[0] - 1
     dim = U.shape[0]
+    trace = second and A.shape[0] > 0
     for j in range(dim):
         U[j] = 0.0
     if second:
         for j in range(dim):
             for k in range(dim):
                 info[j, k] = 0.0
+    if trace:
+        for j in range(dim):
+            tg[j] = 0.0
     ng = grp_nev.shape[0]
     w1 = np.zeros(ng)
     w2 = np.zeros(ng)
     loglik = 0.0
-    # scratch sized for the largest active set
     amax = 0
+    emax = 0
     for s in range(n_strata):
         a = act_ptr[s + 1] - act_ptr[s]
         if a > amax:
             amax = a
+        ne_s = 0
+        for g in range(str_gstart[s], str_gstart[s + 1]):
+            if grp_nev[g] > 0:
+                ne_s += 1
+        if ne_s > emax:
+            emax = ne_s
     width = p + amax
     s1 = np.zeros(width)
     e1 = np.zeros(width)
-    gpos = np.zeros(width, dtype=np.int64)  # global position of each active coordinate
-    eta_row = np.zeros(p + q)
+    gpos = np.zeros(width, dtype=np.int64)
+    ew = emax if second else 0
+    Smat = np.zeros((ew, width))
+    Emat = np.zeros((ew, width))
+    cq = np.zeros((ew, 3))  # q1, q2, q3 of each event group
+    ct = np.zeros((ew, 6))  # tt, et and the cubic moments m30 .. m33 (trace)
+    gidx = np.zeros(ew, dtype=np.int64)  # group of each event row of the matrices
+    na = amax if trace else 0
+    ga1 = np.zeros((ng if trace else 0, na))
+    ga2 = np.zeros((ng if trace else 0, na))
+    be1 = np.zeros(ng if trace else 0)
+    be2 = np.zeros(ng if trace else 0)
+    Aact = np.zeros((na, na))
+    run = np.zeros(na)
+    tot = np.zeros(na)
     for s in range(n_strata):
         a = act_ptr[s + 1] - act_ptr[s]
         wdt = p + a
@@ -107,16 +141,26 @@ def cox_pass(
             gpos[j] = j
         for k in range(a):
             gpos[p + k] = p + act_idx[act_ptr[s] + k]
+        if trace:
+            for k in range(a):
+                for k2 in range(a):
+                    Aact[k, k2] = A[act_idx[act_ptr[s] + k], act_idx[act_ptr[s] + k2]]
         for j in range(wdt):
             s1[j] = 0.0
         s0 = 0.0
+        tt = 0.0
         g0 = str_gstart[s]
         g1 = str_gstart[s + 1]
+        ne = 0
+        any_tie = False
         # loop 1: groups in descending time
         for g in range(g0, g1):
             e0 = 0.0
-            for j in range(wdt):
-                e1[j] = 0.0
+            et = 0.0
+            d = grp_nev[g]
+            if second and d > 0:
+                for j in range(wdt):
+                    e1[j] = 0.0
             for i in range(grp_start[g], grp_start[g + 1]):
                 eta = 0.0
                 for j in range(p):
@@ -126,6 +170,12 @@ def cox_pass(
                 ri = np.exp(eta)
                 r[i] = ri
                 s0 += ri
+                ai = 0.0
+                if trace:
+                    for k in range(q):
+                        for k2 in range(q):
+                            ai += Z[i, k] * A[ridx[i, k], ridx[i, k2]] * Z[i, k2]
+                    tt += ri * ai
                 if second:
                     for j in range(p):
                         s1[j] += ri * X[i, j]
@@ -134,67 +184,148 @@ def cox_pass(
                 if event[i]:
                     loglik += eta
                     e0 += ri
+                    et += ri * ai
                     if second:
                         for j in range(p):
                             e1[j] += ri * X[i, j]
                         for k in range(q):
                             e1[p + ract[i, k]] += ri * Z[i, k]
-            d = grp_nev[g]
             if d == 0:
                 continue
-            if efron and d > 1:
-                a1 = 0.0
-                a2 = 0.0
-                b1 = 0.0
-                b2 = 0.0
-                b3 = 0.0
+            use_efron = efron and d > 1
+            a1 = 0.0
+            a2 = 0.0
+            b1 = 0.0
+            b2 = 0.0
+            b3 = 0.0
+            m30 = 0.0
+            m31 = 0.0
+            m32 = 0.0
+            m33 = 0.0
+            if use_efron:
                 for kk in range(d):
                     c = kk / d
                     den = s0 - c * e0
                     loglik -= np.log(den)
                     inv = 1.0 / den
+                    inv2 = inv * inv
+                    inv3 = inv2 * inv
                     a1 += inv
                     a2 += c * inv
-                    b1 += inv * inv
-                    b2 += c * inv * inv
-                    b3 += c * c * inv * inv
+                    b1 += inv2
+                    b2 += c * inv2
+                    b3 += c * c * inv2
+                    m30 += inv3
+                    m31 += c * inv3
+                    m32 += c * c * inv3
+                    m33 += c * c * c * inv3
             else:
                 loglik -= d * np.log(s0)
-                a1 = d / s0
-                a2 = 0.0
-                b1 = d / (s0 * s0)
-                b2 = 0.0
-                b3 = 0.0
+                inv = 1.0 / s0
+                a1 = d * inv
+                b1 = d * inv * inv
+                m30 = d * inv * inv * inv
             w1[g] = a1
             w2[g] = a2
             if second:
+                if use_efron:
+                    any_tie = True
                 for j in range(wdt):
-                    gj = gpos[j]
-                    for k in range(j + 1):
-                        val = b1 * s1[j] * s1[k]
-                        if b2 != 0.0:
-                            val -= b2 * (s1[j] * e1[k] + e1[j] * s1[k])
-                            val += b3 * e1[j] * e1[k]
-                        info[gj, gpos[k]] -= val
+                    Smat[ne, j] = s1[j]
+                    Emat[ne, j] = e1[j] if use_efron else 0.0
+                cq[ne, 0] = b1
+                cq[ne, 1] = b2
+                cq[ne, 2] = b3
+                ct[ne, 0] = tt
+                ct[ne, 1] = et
+                ct[ne, 2] = m30
+                ct[ne, 3] = m31
+                ct[ne, 4] = m32
+                ct[ne, 5] = m33
+                gidx[ne] = g
+                ne += 1
         if not second:
             continue
+        # rank-one part of the information: matrix products over the event groups
+        if ne > 0:
+            S_ = Smat[:ne, :wdt]
+            W = np.empty((ne, wdt))
+            for e in range(ne):
+                for j in range(wdt):
+                    W[e, j] = cq[e, 0] * S_[e, j]
+            blk = np.dot(np.ascontiguousarray(S_.T), W)
+            if any_tie:
+                E_ = Emat[:ne, :wdt]
+                for e in range(ne):
+                    for j in range(wdt):
+                        W[e, j] = cq[e, 1] * E_[e, j]
+                cross = np.dot(np.ascontiguousarray(S_.T), W)
+                for e in range(ne):
+                    for j in range(wdt):
+                        W[e, j] = cq[e, 2] * E_[e, j]
+                ee = np.dot(np.ascontiguousarray(E_.T), W)
+                for j in range(wdt):
+                    for k in range(wdt):
+                        blk[j, k] -= cross[j, k] + cross[k, j] - ee[j, k]
+            for j in range(wdt):
+                gj = gpos[j]
+                for k in range(j + 1):
+                    info[gj, gpos[k]] -= blk[j, k]
+        if trace and ne > 0:
+            Sb = np.ascontiguousarray(Smat[:ne, p : p + a])
+            Eb = np.ascontiguousarray(Emat[:ne, p : p + a])
+            Aa = np.ascontiguousarray(Aact[:a, :a])
+            AS = np.dot(Sb, Aa)
+            AE = np.dot(Eb, Aa)
+            for e in range(ne):
+                sas = 0.0
+                sae = 0.0
+                eae = 0.0
+                for k in range(a):
+                    sas += Sb[e, k] * AS[e, k]
+                    sae += Sb[e, k] * AE[e, k]
+                    eae += Eb[e, k] * AE[e, k]
+                b1 = cq[e, 0]
+                b2 = cq[e, 1]
+                b3 = cq[e, 2]
+                tt_ = ct[e, 0]
+                et_ = ct[e, 1]
+                g = gidx[e]
+                be1[g] = -(tt_ * b1 - et_ * b2) + 2.0 * (
+                    sas * ct[e, 2] - 2.0 * sae * ct[e, 3] + eae * ct[e, 4]
+                )
+                be2[g] = -(tt_ * b2 - et_ * b3) + 2.0 * (
+                    sas * ct[e, 3] - 2.0 * sae * ct[e, 4] + eae * ct[e, 5]
+                )
+                for k in range(a):
+                    ga1[g, k] = -2.0 * (b1 * AS[e, k] - b2 * AE[e, k])
+                    ga2[g, k] = -2.0 * (b2 * AS[e, k] - b3 * AE[e, k])
         # loop 2: each row's weight is the sum of w1 over the risk sets it is in
         total = 0.0
+        tot_b = 0.0
         for g in range(g0, g1):
             total += w1[g]
+        if trace:
+            for k in range(a):
+                tot[k] = 0.0
+                run[k] = 0.0
+            for g in range(g0, g1):
+                if grp_nev[g] > 0:
+                    tot_b += be1[g]
+                    for k in range(a):
+                        tot[k] += ga1[g, k]
         before = 0.0
+        before_b = 0.0
         for g in range(g0, g1):
             cum = total - before
+            cb = tot_b - before_b
             before += w1[g]
+            has_ev = grp_nev[g] > 0
             for i in range(grp_start[g], grp_start[g + 1]):
                 v = cum
                 if event[i]:
                     v -= w2[g]
                 rv = r[i] * v
-                for j in range(p):
-                    eta_row[j] = X[i, j]
-                for k in range(q):
-                    eta_row[p + k] = Z[i, k]
                 if event[i]:
                     for j in range(p):
                         U[j] += X[i, j]
@@ -218,6 +349,29 @@ def cox_pass(
                         gl = p + ridx[i, k2]
                         if gl <= gk:
                             info[gk, gl] += zk * Z[i, k2]
+                if trace:
+                    ai = 0.0
+                    for k in range(q):
+                        for k2 in range(q):
+                            ai += Z[i, k] * A[ridx[i, k], ridx[i, k2]] * Z[i, k2]
+                    coef = ai * v + cb
+                    if event[i]:
+                        coef -= be2[g]
+                    for k in range(q):
+                        pos = ract[i, k]
+                        gam = tot[pos] - run[pos]
+                        if event[i]:
+                            gam -= ga2[g, pos]
+                        coef += Z[i, k] * gam
+                    gi = r[i] * coef
+                    for j in range(p):
+                        tg[j] += gi * X[i, j]
+                    for k in range(q):
+                        tg[p + ridx[i, k]] += gi * Z[i, k]
+            if trace and has_ev:
+                before_b += be1[g]
+                for k in range(a):
+                    run[k] += ga1[g, k]
     if second:
         # the lower triangle was filled (rows >= columns); mirror it
         for j in range(dim):

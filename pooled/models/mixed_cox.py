@@ -47,8 +47,6 @@ from pooled.errors import ConfigError, ConvergenceWarning, DataError
 from pooled.models._mixed_cox_core import (
     FixedFit,
     InnerFit,
-    LocalModel,
-    LocalModel1,
     Problem,
     covariance_from_phi,
     fit_fixed,
@@ -72,6 +70,8 @@ Ties = Literal["efron", "breslow"]
 RandomTerm = Literal["intercept", "marker"]
 _LOG_VAR_BOUNDS = (np.log(1e-10), np.log(1e3))
 _ATANH_BOUND = 8.0
+_START_TOL = 1e-6
+_CORRELATION_BOUNDARY = 0.9999
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +117,10 @@ class MixedCoxSpec:
         Convergence of the coefficients: the Newton step below ``tol`` (relative to 1 + the
         largest coefficient).
     tol_variance : float
-        Convergence of the variance parameters (change on the log-variance scale).
+        Convergence of the variance estimation: the last change of the variance parameters
+        (log-variance scale) and of the coefficients (relative to 1 + the largest) below it.
+        The iteration converges linearly with a small rate (about 0.03), so the error left is
+        far smaller.
     max_iter : int
         Maximum number of risk-set passes of the optimiser.
     analysis, endpoint : str
@@ -138,7 +141,7 @@ class MixedCoxSpec:
     exact_variance_se: bool = False
     level: float = 0.95
     tol: float = 1e-10
-    tol_variance: float = 1e-9
+    tol_variance: float = 1e-8
     max_iter: int = 100
     analysis: str = ""
     endpoint: str = ""
@@ -554,7 +557,6 @@ def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimat
         fit = problem.fit(phi, init, tol=spec.tol, max_iter=max(spec.max_iter, 50))
         return _Estimate(fit, phi, None, fit.iterations, fit.converged, False)
     # the score of the Laplace log-likelihood in Sigma at Sigma = 0
-    local = LocalModel1 if q == 1 else LocalModel
     zero_score = _score_at_zero(problem, fixed)
     if np.max(np.linalg.eigvalsh(zero_score)) <= 0.0:
         return _Estimate(None, np.full(len(lower), np.nan), None, 0, True, True, tuple(range(q)))
@@ -563,7 +565,7 @@ def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimat
         fixed,
         lower=lower,
         upper=upper,
-        tol=spec.tol,
+        tol=max(spec.tol, spec.tol_variance),
         tol_phi=spec.tol_variance,
         max_iter=spec.max_iter,
     )
@@ -584,23 +586,15 @@ def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimat
         fit, hess, converged = outer.fit, outer.hessian, outer.converged
         passes += outer.inner_iterations + outer.evaluations
     at_lower = fit.phi[:q] <= lower[:q] + 1e-6
+    if q == 2 and not np.any(at_lower) and abs(np.tanh(fit.phi[2])) > _CORRELATION_BOUNDARY:
+        hess = _exact_hessian(problem, fit, spec.tol) if spec.exact_variance_se else hess
+        return _Estimate(fit, fit.phi, hess, passes, converged, True, ())
     if np.any(at_lower):
         return _Estimate(
             fit, fit.phi, None, passes, converged, True, tuple(np.flatnonzero(at_lower))
         )
     if spec.exact_variance_se:
         hess = _exact_hessian(problem, fit, spec.tol)
-    else:
-        # the local model at the solution (its curvature misses only second-order terms)
-        ll, U, info, r = fit.loglik, fit.hessian.copy(), fit.information, fit.r
-        U = fit.score.copy()
-        U[problem.p :] += (
-            problem.penalty_matrix(covariance_from_phi(fit.phi, q)) @ fit.gamma[problem.p :]
-        )
-        p = problem.p
-        A = np.linalg.inv(fit.hessian[p:, p:])
-        g = problem.trace_gradient(r, A)
-        hess = local(problem, fit.gamma, ll, U, info, g).hessian(fit.phi)
     return _Estimate(fit, fit.phi, hess, passes, converged, False)
 
 
@@ -740,11 +734,37 @@ def fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
     ...                     random=("marker",), marker="ctc_positive", strata=True)
     >>> # res = fit_mixed_cox(cohort, spec); res.tau2; res.prediction_interval
     """
+    with _single_threaded_blas():
+        return _fit_mixed_cox(data, spec)
+
+
+_CONTROLLER: Any = None
+
+
+def _single_threaded_blas() -> Any:
+    """One BLAS thread while fitting: every matrix is small ((p + K q) square), and on a
+    shared machine a threaded BLAS spends more time waking threads than computing."""
+    global _CONTROLLER
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        return _CONTROLLER.limit(limits=1, user_api="blas")
+    except Exception:  # pragma: no cover - threadpoolctl missing or unusable
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
     design = _design(data, spec)
     kept = data.iloc[design.rows]
     time, event = _outcome(kept, spec)
     labels = kept[spec.centre].astype(str).to_numpy()
-    centres, centre_codes = np.unique(labels, return_inverse=True)
+    codes, uniques = pd.factorize(labels, sort=True)
+    centres = np.asarray(uniques, dtype=object)
+    centre_codes = codes.astype(np.int64)
     K = int(centres.size)
     if K < 2:
         raise DataError(
@@ -756,7 +776,9 @@ def fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
     problem = Problem(
         design.matrix, Z, time, event, centre_codes, K, strata, efron=spec.ties == "efron"
     )
-    fixed = fit_fixed(problem, tol=spec.tol)
+    # the Cox fit without random effects: the start, the null of the LR test, the score test
+    # at variance 0 (refined to ``spec.tol`` only when it is the answer)
+    fixed = fit_fixed(problem, tol=max(spec.tol, _START_TOL))
     est = _estimate(problem, fixed, spec)
     notes: list[str] = []
     if not est.converged:
@@ -795,7 +817,7 @@ def fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
         levels=design.levels,
         covariate_means=problem.means.copy(),
         loglik_null=fixed.loglik_null,
-        loglik_without_random=fixed.loglik,
+        loglik_without_random=fixed.loglik_max,
         notes=tuple(notes),
         **parts,
         **lr,
@@ -819,7 +841,7 @@ def _final_parts(
     K = int(centres.size)
     fit = est.fit
     phi = est.phi
-    if est.boundary and len(est.dropped_terms) < q:
+    if est.boundary and 0 < len(est.dropped_terms) < q:
         # two random terms, one at the boundary: refit with the other term alone
         keep = [k for k in range(q) if k not in est.dropped_terms]
         sub = Problem(
@@ -832,7 +854,7 @@ def _final_parts(
             centre_codes if spec.strata else None,
             efron=spec.ties == "efron",
         )
-        sub_fixed = fit_fixed(sub, tol=spec.tol)
+        sub_fixed = fit_fixed(sub, tol=max(spec.tol, _START_TOL))
         sub_spec = MixedCoxSpec(
             duration=spec.duration,
             event=spec.event,
@@ -862,9 +884,10 @@ def _final_parts(
         fit = None
     if fit is None or (est.boundary and len(est.dropped_terms) == q):
         # every variance at 0: the Cox model without random effects
+        refined = fit_fixed(problem, tol=spec.tol, init=fixed.beta, loglik_null=fixed.loglik_null)
         gamma = np.zeros(p + m)
-        gamma[:p] = fixed.beta
-        ll, U, info, r = problem.derivatives(gamma)
+        gamma[:p] = refined.beta
+        ll, U, info, r, _ = problem.derivatives(gamma)
         cov_ff = np.linalg.inv(info[:p, :p])
         gcov = np.zeros((p + m, p + m))
         gcov[:p, :p] = cov_ff
@@ -891,6 +914,12 @@ def _final_parts(
             event,
             design,
             centres,
+        )
+    if est.boundary and not est.dropped_terms:
+        notes.append(
+            f"correlation at the boundary ({np.tanh(phi[2]):+.6f}): the log-likelihood rises "
+            "towards |correlation| = 1, the intercept and slope effects are collinear across "
+            "centres; consider the random slope alone"
         )
     H = fit.hessian
     gcov = np.linalg.inv(H)
@@ -965,7 +994,7 @@ def _embed(
         phi_cov[keep[0], keep[0]] = float(np.linalg.inv(-sub_est.hessian)[0, 0])
     P = sub.penalty_matrix(sub_sigma)
     df_pen = float(p + sub.m - np.sum(sub_cov[p:, p:] * P))
-    ll, _, _, r = problem.derivatives(gamma)
+    ll, _, _, r, _ = problem.derivatives(gamma)
     return _assemble(
         problem,
         spec,
@@ -1159,7 +1188,7 @@ def _lr_test(
             "lr_distribution": "",
         }
     if problem.q == 1:
-        stat = max(0.0, 2.0 * (loglik_integrated - fixed.loglik))
+        stat = max(0.0, 2.0 * (loglik_integrated - fixed.loglik_max))
         p_value = float(0.5 * stats.chi2.sf(stat, 1)) if stat > 0 else 1.0
         return {
             "lr_statistic": stat,
@@ -1171,7 +1200,7 @@ def _lr_test(
     sub = Problem(
         design.matrix, Z[:, :1], time, event, centre_codes, K, None, efron=spec.ties == "efron"
     )
-    sub_fixed = fit_fixed(sub, tol=spec.tol)
+    sub_fixed = fit_fixed(sub, tol=max(spec.tol, _START_TOL))
     sub_spec = MixedCoxSpec(
         duration=spec.duration,
         event=spec.event,
@@ -1191,7 +1220,7 @@ def _lr_test(
     null_ll = (
         sub_est.fit.laplace
         if (sub_est.fit is not None and not sub_est.boundary)
-        else (sub_fixed.loglik)
+        else (sub_fixed.loglik_max)
     )
     stat = max(0.0, 2.0 * (loglik_integrated - null_ll))
     p_value = float(0.5 * stats.chi2.sf(stat, 1) + 0.5 * stats.chi2.sf(stat, 2))
