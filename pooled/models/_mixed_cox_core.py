@@ -822,7 +822,9 @@ def joint_optimise(
     prev_info: np.ndarray | None = None
     passes = 0
     converged = False
-    fit: InnerFit | None = None
+    final_pass: tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray, np.ndarray] | None = (
+        None
+    )
     for _ in range(max_iter):
         ll, U, info, r, g = problem.derivatives(new_gamma, A)
         passes += 1
@@ -841,7 +843,7 @@ def joint_optimise(
             ll, U, info, r, g = problem.derivatives(new_gamma, A)
             passes += 1
         gamma = new_gamma
-        fit = problem.assemble(gamma, phi, ll, U, info, r)
+        final_pass = (gamma, phi, ll, U, info, r)
         model = local(problem, gamma, ll, U, info, g)
         new_phi, hess = model.maximise(phi, lower, upper, hessian=hess)
         new_gamma = model.gamma_at(new_phi)
@@ -865,7 +867,8 @@ def joint_optimise(
         if dphi <= tol_phi and dgamma <= tol * (1.0 + float(np.max(np.abs(gamma)))):
             converged = True
             break
-    assert fit is not None
+    assert final_pass is not None
+    fit = problem.assemble(*final_pass)
     hess = model.hessian(fit.phi)
     at_bound = (fit.phi <= lower + 1e-8) | (fit.phi >= upper - 1e-8)
     fit.iterations = passes

@@ -70,7 +70,7 @@ Ties = Literal["efron", "breslow"]
 RandomTerm = Literal["intercept", "marker"]
 _LOG_VAR_BOUNDS = (np.log(1e-10), np.log(1e3))
 _ATANH_BOUND = 8.0
-_START_TOL = 1e-6
+_START_TOL = 1e-4
 _CORRELATION_BOUNDARY = 0.9999
 
 
@@ -1188,7 +1188,8 @@ def _lr_test(
             "lr_distribution": "",
         }
     if problem.q == 1:
-        stat = max(0.0, 2.0 * (loglik_integrated - fixed.loglik_max))
+        at_zero = est.boundary and est.fit is None or len(est.dropped_terms) == problem.q
+        stat = 0.0 if at_zero else max(0.0, 2.0 * (loglik_integrated - fixed.loglik_max))
         p_value = float(0.5 * stats.chi2.sf(stat, 1)) if stat > 0 else 1.0
         return {
             "lr_statistic": stat,
