@@ -160,14 +160,18 @@ class Problem:
         self.grp_stratum = grp_stratum
         self.n_strata = n_strata
         # active random effects per stratum: the centres present in it
-        pair = np.unique(s_sorted * n_centres + c_sorted)
+        pair_key = s_sorted * n_centres + c_sorted
+        if n_strata * n_centres <= 4 * n + 1024:
+            pair = np.flatnonzero(np.bincount(pair_key, minlength=n_strata * n_centres))
+        else:
+            pair = np.unique(pair_key)
         pair_s, pair_c = pair // n_centres, pair % n_centres
         counts = np.bincount(pair_s, minlength=n_strata)
         first_pair = np.concatenate(([0], np.cumsum(counts)))
         pos_in_stratum = np.arange(pair.size) - first_pair[pair_s]
         lookup = np.full(n_strata * n_centres, -1, dtype=np.int64)
         lookup[pair] = pos_in_stratum
-        cpos = lookup[s_sorted * n_centres + c_sorted]
+        cpos = lookup[pair_key]
         ks = np.arange(q)
         self.act_ptr = (first_pair * q).astype(np.int64)
         self.act_idx = (pair_c[:, None] * q + ks[None, :]).reshape(-1).astype(np.int64)

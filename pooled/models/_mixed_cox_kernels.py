@@ -120,17 +120,18 @@ def cox_pass(
     s1 = np.zeros(width)
     e1 = np.zeros(width)
     gpos = np.zeros(width, dtype=np.int64)
+    # scratch: every row of these is written before it is read (event groups only)
     ew = emax if second else 0
-    Smat = np.zeros((ew, width))
-    Emat = np.zeros((ew, width))
-    cq = np.zeros((ew, 3))  # q1, q2, q3 of each event group
-    ct = np.zeros((ew, 6))  # tt, et and the cubic moments m30 .. m33 (trace)
-    gidx = np.zeros(ew, dtype=np.int64)  # group of each event row of the matrices
+    Smat = np.empty((ew, width))
+    Emat = np.empty((ew, width))
+    cq = np.empty((ew, 3))  # q1, q2, q3 of each event group
+    ct = np.empty((ew, 6))  # tt, et and the cubic moments m30 .. m33 (trace)
+    gidx = np.empty(ew, dtype=np.int64)  # group of each event row of the matrices
     na = amax if trace else 0
-    ga1 = np.zeros((ng if trace else 0, na))
-    ga2 = np.zeros((ng if trace else 0, na))
-    be1 = np.zeros(ng if trace else 0)
-    be2 = np.zeros(ng if trace else 0)
+    ga1 = np.empty((ng if trace else 0, na))
+    ga2 = np.empty((ng if trace else 0, na))
+    be1 = np.empty(ng if trace else 0)
+    be2 = np.empty(ng if trace else 0)
     Aact = np.zeros((na, na))
     run = np.zeros(na)
     tot = np.zeros(na)
