@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("validate", "simulate", "cox", "km", "bayes", "trajectories")
+ORDER = ("validate", "simulate", "cox", "km", "bayes", "trajectories", "mixed_cox")
 
 
 def assemble() -> Path:

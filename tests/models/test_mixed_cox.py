@@ -218,6 +218,71 @@ def test_variance_curvature_matches_coxme_finite_differences(
         np.testing.assert_allclose(h, ref_h, rtol=rel, atol=rel * np.max(np.abs(ref_h)))
 
 
+@pytest.mark.parametrize(("dataset", "model"), ESTIMATE_CASES)
+def test_gradient_at_coxme_optimum(dataset, model, datasets, coxme_reference):
+    """Our exact gradient of the integrated log-likelihood at coxme's optimum against
+    make_coxme.R's Richardson-extrapolated central differences (noise ~1e-7)."""
+    check = coxme_reference[dataset][model]["optimum_check"]["at_coxme_optimum"]
+    phi = np.atleast_1d(check["phi"])
+    theta = np.exp(phi) if phi.size == 1 else [np.exp(phi[0]), np.tanh(phi[1] / 2), np.exp(phi[2])]
+    data = datasets[dataset]
+    res = fit_mixed_cox(data, spec_for(model, fixed_variance=fixed_variance(theta)))
+    problem_fit = _refit_core(data, model, res)
+    grad = problem_fit[0].laplace_gradient(problem_fit[1])[0]
+    if grad.size == 3:  # ours (log v1, log v2, atanh rho) -> coxme (log v1, 2 atanh rho, log v2)
+        grad = np.array([grad[0], grad[2] / 2.0, grad[1]])
+    np.testing.assert_allclose(grad, check["gradient"], atol=2e-6)
+
+
+def _refit_core(data, model, res):
+    """The core problem at the result's (beta, b, phi), for the exact gradient."""
+    complete = data.dropna(subset=list(COVARIATES))
+    codes, _ = pd.factorize(complete["centre"], sort=True)
+    random = MODELS[model]["random"]
+    Z = np.column_stack(
+        [np.ones(len(complete)) if t == "intercept" else complete["ctc_positive"] for t in random]
+    ).astype(float)
+    problem = Problem(
+        complete[list(COVARIATES)].to_numpy(float),
+        Z,
+        complete["os_months"].to_numpy(float),
+        complete["os_event"].to_numpy(),
+        codes,
+        int(codes.max()) + 1,
+        codes if MODELS[model]["strata"] else None,
+        efron=True,
+    )
+    gamma = np.concatenate((res.coefficients, res.random_effects.ravel()))
+    return problem, problem.evaluate(gamma, res.variance_parameters)
+
+
+@pytest.mark.parametrize(("dataset", "model"), ESTIMATE_CASES)
+def test_coxme_default_control_stops_short(dataset, model, datasets, coxme_reference):
+    """coxme at its default control: variances within ~1e-4 relative of ours (its optim
+    stops early), its integrated log-likelihood lower than ours."""
+    ref = coxme_reference[dataset][model]["default_control_for_comparison"]
+    res = fit_mixed_cox(datasets[dataset], spec_for(model))
+    v = list(ref["variance_components"]["variance"].values())
+    np.testing.assert_allclose(res.variances, v, rtol=1e-3)
+    assert res.loglik_integrated >= ref["loglik_integrated"] - 1e-9
+    names = list(ref["coef"])
+    idx = [res.term_names.index(n) for n in names]
+    np.testing.assert_allclose(res.coefficients[idx], list(ref["coef"].values()), rtol=1e-4)
+
+
+def test_centre_effects_track_the_drawn_truth(heterogeneous, coxme_reference):
+    """cohort_heterogeneous.csv was drawn with known centre frailties and marker log HRs:
+    the BLUPs of model (c) follow them."""
+    truth = coxme_reference["truth"]
+    res = fit_mixed_cox(heterogeneous, spec_for("c_random_intercept_slope"))
+    assert list(res.centres) == truth["centre"]
+    assert np.corrcoef(res.random_effects[:, 0], truth["frailty_u"])[0, 1] > 0.9
+    slopes = res.per_centre["marker_log_hr"].to_numpy()
+    assert np.corrcoef(slopes, truth["marker_log_hr_by_centre"])[0, 1] > 0.5
+    # shrinkage: the BLUP slopes vary less than the drawn ones
+    assert np.std(slopes) < np.std(truth["marker_log_hr_by_centre"])
+
+
 def test_boundary_slope_variance(cohort, coxme_reference):
     """coxme (b) on cohort_multicentre.csv: the slope variance runs to 0 (coxme stops at
     3e-8); we report 0 and the stratified Cox fit it approaches."""
