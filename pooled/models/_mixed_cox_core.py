@@ -502,7 +502,7 @@ def optimise(
     problem: Problem,
     phi0: np.ndarray,
     gamma0: np.ndarray,
-    curvature0: np.ndarray,
+    curvature0: np.ndarray | None,
     *,
     lower: np.ndarray,
     upper: np.ndarray,
@@ -532,7 +532,7 @@ def optimise(
 
     phi = np.clip(np.asarray(phi0, dtype=np.float64), lower, upper)
     fit, grad, dgamma = evaluate(phi, gamma0)
-    B = _curvature(-curvature0) if curvature0 is not None else np.eye(len(phi))
+    B = _curvature(curvature0) if curvature0 is not None else np.eye(len(phi))
     converged = False
     iterations = 0
     hess: np.ndarray | None = None

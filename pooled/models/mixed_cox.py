@@ -581,7 +581,7 @@ def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimat
             upper=upper,
             tol_inner=spec.tol,
             tol_outer=spec.tol_variance,
-            max_outer=spec.max_iter,
+            max_outer=max(spec.max_iter, 100),
         )
         fit, hess, converged = outer.fit, outer.hessian, outer.converged
         passes += outer.inner_iterations + outer.evaluations
