@@ -30,6 +30,7 @@ from pooled.models._mixed_cox_kernels import counting_sort, cox_pass, trace_grad
 __all__ = ["InnerFit", "Problem", "covariance_from_phi"]
 
 _NO_MATRIX = np.zeros((0, 0))
+_NO_BASELINE = (np.zeros(0), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)))
 
 
 def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -211,14 +212,25 @@ class Problem:
                 self._info,
                 _NO_MATRIX,
                 self._U,
+                *_NO_BASELINE,
             )
         )
 
+    def baseline_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Scratch for the baseline-hazard pieces a pass can fill (see :func:`cox_pass`)."""
+        ng = self.grp_nev.size
+        amax = int(np.max(np.diff(self.act_ptr)))
+        return np.empty(ng), np.empty(ng), np.empty((ng, self.p)), np.empty((ng, amax))
+
     def derivatives(
-        self, gamma: np.ndarray, A: np.ndarray | None = None
+        self,
+        gamma: np.ndarray,
+        A: np.ndarray | None = None,
+        baseline: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """Log partial likelihood, score, information, risk scores at gamma, and with ``A``
-        the gradient of tr(A I_bb) there (same pass)."""
+        """Log partial likelihood, score, information, risk scores at gamma; with ``A`` the
+        gradient of tr(A I_bb) there, and with ``baseline`` (from :meth:`baseline_arrays`)
+        the baseline-hazard pieces, in the same pass."""
         p = self.p
         r = np.empty(self.n)
         U = np.empty(p + self.m)
@@ -244,6 +256,7 @@ class Problem:
             info,
             _NO_MATRIX if A is None else np.ascontiguousarray(A),
             tg,
+            *(_NO_BASELINE if baseline is None else baseline),
         )
         return float(ll), U, info, r, (tg if A is not None else None)
 
@@ -273,6 +286,7 @@ class Problem:
             info,
             _NO_MATRIX,
             U,
+            *_NO_BASELINE,
         )
         return float(ll), U, info
 
@@ -783,6 +797,7 @@ class JointFit:
     passes: int
     converged: bool
     at_bound: np.ndarray
+    baseline: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # at fit.gamma
 
 
 def joint_optimise(
@@ -829,8 +844,9 @@ def joint_optimise(
     final_pass: tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray, np.ndarray] | None = (
         None
     )
+    baseline = problem.baseline_arrays()
     for _ in range(max_iter):
-        ll, U, info, r, g = problem.derivatives(new_gamma, A)
+        ll, U, info, r, g = problem.derivatives(new_gamma, A, baseline)
         passes += 1
         sigma = covariance_from_phi(phi, q)
         P = problem.penalty_matrix(sigma)
@@ -844,7 +860,7 @@ def joint_optimise(
         ):
             halvings += 1
             new_gamma = (new_gamma + prev_gamma) / 2.0
-            ll, U, info, r, g = problem.derivatives(new_gamma, A)
+            ll, U, info, r, g = problem.derivatives(new_gamma, A, baseline)
             passes += 1
         gamma = new_gamma
         final_pass = (gamma, phi, ll, U, info, r)
@@ -877,7 +893,7 @@ def joint_optimise(
     at_bound = (fit.phi <= lower + 1e-8) | (fit.phi >= upper - 1e-8)
     fit.iterations = passes
     fit.converged = converged
-    return JointFit(fit, hess, passes, converged, at_bound)
+    return JointFit(fit, hess, passes, converged, at_bound, baseline)
 
 
 class LocalModel1:

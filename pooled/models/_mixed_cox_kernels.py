@@ -71,13 +71,18 @@ def cox_pass(
     info: np.ndarray,
     A: np.ndarray,
     tg: np.ndarray,
+    base_h: np.ndarray,
+    base_v: np.ndarray,
+    base_df: np.ndarray,
+    base_dr: np.ndarray,
 ) -> float:  # pragma: no cover
     """Log partial likelihood; fills ``r`` (risk scores), ``U`` (score) and ``info``.
 
     ``U`` (length p + m) and ``info`` ((p + m) x (p + m)) are overwritten; fixed effects first,
     then random effects. With ``second`` false only ``r`` and the log-likelihood are computed.
     When ``A`` (m x m) is not empty, ``tg`` receives the gradient of ``tr(A I_bb)`` at the same
-    point (what :func:`trace_gradient` computes), in the same loops.
+    point (what :func:`trace_gradient` computes), in the same loops. When ``base_h`` is not
+    empty, the four ``base_*`` arrays receive what :func:`baseline_pass` computes.
 
     Per stratum, loop 1 forms the running risk-set sums and keeps, for every group with
     events, the sums over the risk set (``S``) and over its deaths (``E``) in the rows of two
@@ -91,6 +96,7 @@ def cox_pass(
     n_strata = str_gstart.shape[0] - 1
     dim = U.shape[0]
     trace = second and A.shape[0] > 0
+    base = second and base_h.shape[0] > 0
     for j in range(dim):
         U[j] = 0.0
     if second:
@@ -192,6 +198,13 @@ def cox_pass(
                         for k in range(q):
                             e1[p + ract[i, k]] += ri * Z[i, k]
             if d == 0:
+                if base:
+                    base_h[g] = 0.0
+                    base_v[g] = 0.0
+                    for j in range(p):
+                        base_df[g, j] = 0.0
+                    for k in range(base_dr.shape[1]):
+                        base_dr[g, k] = 0.0
                 continue
             use_efron = efron and d > 1
             a1 = 0.0
@@ -228,6 +241,13 @@ def cox_pass(
                 m30 = d * inv * inv * inv
             w1[g] = a1
             w2[g] = a2
+            if base:
+                base_h[g] = a1
+                base_v[g] = b1
+                for j in range(p):
+                    base_df[g, j] = -(b1 * s1[j] - b2 * e1[j])
+                for k in range(base_dr.shape[1]):
+                    base_dr[g, k] = -(b1 * s1[p + k] - b2 * e1[p + k]) if k < a else 0.0
             if second:
                 if use_efron:
                     any_tie = True

@@ -545,6 +545,7 @@ class _Estimate:
     converged: bool
     boundary: bool
     dropped_terms: tuple[int, ...] = ()  # random columns at the boundary (q = 2)
+    baseline: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimate:
@@ -570,7 +571,9 @@ def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimat
         max_iter=spec.max_iter,
     )
     fit, hess, passes, converged = joint.fit, joint.hessian, joint.passes, joint.converged
+    baseline: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = joint.baseline
     if not converged:
+        baseline = None
         # fall back on the nested optimiser (inner Newton to convergence, exact gradients)
         outer = optimise(
             problem,
@@ -588,14 +591,14 @@ def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimat
     at_lower = fit.phi[:q] <= lower[:q] + 1e-6
     if q == 2 and not np.any(at_lower) and abs(np.tanh(fit.phi[2])) > _CORRELATION_BOUNDARY:
         hess = _exact_hessian(problem, fit, spec.tol) if spec.exact_variance_se else hess
-        return _Estimate(fit, fit.phi, hess, passes, converged, True, ())
+        return _Estimate(fit, fit.phi, hess, passes, converged, True, (), baseline)
     if np.any(at_lower):
         return _Estimate(
             fit, fit.phi, None, passes, converged, True, tuple(np.flatnonzero(at_lower))
         )
     if spec.exact_variance_se:
         hess = _exact_hessian(problem, fit, spec.tol)
-    return _Estimate(fit, fit.phi, hess, passes, converged, False)
+    return _Estimate(fit, fit.phi, hess, passes, converged, False, (), baseline)
 
 
 def _score_at_zero(problem: Problem, fixed: FixedFit) -> np.ndarray:
@@ -956,6 +959,7 @@ def _final_parts(
         event,
         design,
         centres,
+        est.baseline,
     )
 
 
@@ -1042,12 +1046,13 @@ def _assemble(
     event: np.ndarray,
     design: Design,
     centres: np.ndarray,
+    pass_baseline: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     p, q = problem.p, problem.q
     K = int(centres.size)
     b = gamma[p:].reshape(K, q)
     b_se = np.sqrt(np.maximum(np.diag(gcov)[p:], 0.0)).reshape(K, q)
-    baseline = _baseline(problem, r, centres, spec)
+    baseline = _baseline(problem, r, centres, spec, pass_baseline)
     per_centre = _per_centre(
         problem, spec, gamma, gcov, b, b_se, centre_codes, event, design, centres
     )
@@ -1128,14 +1133,40 @@ def _per_centre(
 
 
 def _baseline(
-    problem: Problem, r: np.ndarray, centres: np.ndarray, spec: MixedCoxSpec
+    problem: Problem,
+    r: np.ndarray,
+    centres: np.ndarray,
+    spec: MixedCoxSpec,
+    from_pass: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> MixedCoxBaseline:
-    ng = problem.grp_nev.size
-    amax = int(np.max(np.diff(problem.act_ptr)))
-    hazard = np.empty(ng)
-    variance = np.empty(ng)
-    dfix = np.empty((ng, problem.p))
-    drand = np.empty((ng, amax))
+    if from_pass is not None:  # filled by the optimiser's last pass, at the estimates
+        hazard, variance, dfix, drand = from_pass
+    else:
+        hazard, variance, dfix, drand = problem.baseline_arrays()
+        _baseline_pass(problem, r, hazard, variance, dfix, drand)
+    keep = problem.grp_nev > 0
+    strata = tuple(str(c) for c in centres) if spec.strata else ("all",)
+    return MixedCoxBaseline(
+        time=problem.grp_time[keep].copy(),
+        stratum=problem.grp_stratum[keep].astype(np.int64),
+        hazard=hazard[keep],
+        variance=variance[keep],
+        dfix=dfix[keep],
+        drand=drand[keep],
+        active=problem.act_idx.copy(),
+        active_ptr=problem.act_ptr.copy(),
+        strata=strata,
+    )
+
+
+def _baseline_pass(
+    problem: Problem,
+    r: np.ndarray,
+    hazard: np.ndarray,
+    variance: np.ndarray,
+    dfix: np.ndarray,
+    drand: np.ndarray,
+) -> None:
     baseline_pass(
         problem.X,
         problem.Z,
@@ -1151,19 +1182,6 @@ def _baseline(
         variance,
         dfix,
         drand,
-    )
-    keep = problem.grp_nev > 0
-    strata = tuple(str(c) for c in centres) if spec.strata else ("all",)
-    return MixedCoxBaseline(
-        time=problem.grp_time[keep].copy(),
-        stratum=problem.grp_stratum[keep].astype(np.int64),
-        hazard=hazard[keep],
-        variance=variance[keep],
-        dfix=dfix[keep],
-        drand=drand[keep],
-        active=problem.act_idx.copy(),
-        active_ptr=problem.act_ptr.copy(),
-        strata=strata,
     )
 
 

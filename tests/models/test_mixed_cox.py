@@ -317,6 +317,36 @@ def test_nested_optimiser_agrees_with_joint_iteration(model, heterogeneous):
     )
 
 
+@pytest.mark.parametrize("model", list(MODELS))
+def test_pass_fills_the_baseline_as_the_baseline_pass(model, heterogeneous):
+    """The optimiser's last pass hands over the baseline-hazard pieces; they are those of
+    the separate baseline pass at the same point."""
+    from pooled.models._mixed_cox_kernels import baseline_pass
+
+    res = fit_mixed_cox(heterogeneous, spec_for(model))
+    problem, fit = _refit_core(heterogeneous, model, res)
+    fused = problem.baseline_arrays()
+    problem.derivatives(fit.gamma, np.eye(problem.m), fused)
+    separate = problem.baseline_arrays()
+    baseline_pass(
+        problem.X,
+        problem.Z,
+        problem.ract,
+        problem.event_u8,
+        problem.grp_start,
+        problem.grp_nev,
+        problem.str_gstart,
+        problem.act_ptr,
+        fit.r,
+        problem.efron,
+        *separate,
+    )
+    for a, b in zip(fused, separate, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
+    keep = problem.grp_nev > 0
+    np.testing.assert_allclose(res.baseline.hazard, fused[0][keep], rtol=1e-7)
+
+
 def test_boundary_slope_variance(cohort, coxme_reference):
     """coxme (b) on cohort_multicentre.csv: the slope variance runs to 0 (coxme stops at
     3e-8); we report 0 and the stratified Cox fit it approaches."""
