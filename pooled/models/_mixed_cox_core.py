@@ -50,6 +50,20 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse.astype(np.int64).reshape(-1), int(uniques.size)
 
 
+def _small_int_codes(values: np.ndarray) -> np.ndarray | None:
+    """Codes 0..k-1 (ascending) of whole-number values in a small range, else None."""
+    n = values.shape[0]
+    if not n or not np.all(values == np.floor(values)):
+        return None
+    v = values.astype(np.int64)
+    lo, hi = int(v.min()), int(v.max())
+    if hi - lo > 4 * n + 1024:
+        return None
+    present = np.bincount(v - lo, minlength=hi - lo + 1) > 0
+    lookup = np.cumsum(present) - 1
+    return lookup[v - lo].astype(np.int64)
+
+
 def covariance_from_phi(phi: np.ndarray, q: int) -> np.ndarray:
     """Sigma (q x q) from phi = (log var_1, ..., log var_q, atanh(rho) if q = 2)."""
     if q == 1:
@@ -132,9 +146,14 @@ class Problem:
             n_strata = 1
         else:
             s_codes, n_strata = _codes(np.asarray(strata))
-        t_codes, n_times = _codes(np.asarray(time, dtype=np.float64))
-        # stable two-key counting sort: time descending, then stratum ascending
-        order = counting_sort((n_times - 1 - t_codes).astype(np.int64), n_times)
+        time = np.asarray(time, dtype=np.float64)
+        t_codes = _small_int_codes(time)
+        if t_codes is not None:
+            # whole-number times: stable two-key counting sort, time descending then stratum
+            n_times = int(t_codes.max()) + 1 if n else 0
+            order = counting_sort((n_times - 1 - t_codes).astype(np.int64), n_times)
+        else:
+            order = np.argsort(-time, kind="stable")
         order = order[counting_sort(s_codes[order], n_strata)]
         self.order = order
         self.means = X.mean(axis=0) if n else np.zeros(p)
@@ -143,11 +162,11 @@ class Problem:
         self.event_u8 = np.ascontiguousarray(np.asarray(event)[order].astype(np.uint8))
         self.n_events = int(self.event_u8.sum())
         s_sorted = s_codes[order]
-        t_sorted = t_codes[order]
+        t_sorted = time[order]
         c_sorted = centre[order]
         self.centre_sorted = c_sorted
         self.stratum_sorted = s_sorted
-        self.time_sorted = np.asarray(time, dtype=np.float64)[order]
+        self.time_sorted = t_sorted
         change = np.empty(n, dtype=bool)
         change[0] = True
         change[1:] = (s_sorted[1:] != s_sorted[:-1]) | (t_sorted[1:] != t_sorted[:-1])
@@ -939,29 +958,38 @@ class LocalModel1:
             self.h = np.zeros(self.m)
 
     def _derivs(self, lam: float) -> tuple[float, float, float]:
-        mu, nu, y0, bt, h = self.mu, self.nu, self.y0, self.bt, self.h
+        """The model and its first two derivatives in lam (sums over the eigenvalues)."""
+        bt, h = self.bt, self.h
+        inv = 1.0 / (self.mu + lam)
+        y = self.y0 - lam * bt
+        yi = y * inv  # y / den
+        bi = bt * inv  # bt / den
+        nl = 1.0 / (self.nu + lam)
         m = self.m
-        den = mu + lam
-        y = y0 - lam * bt
         F = (
-            0.5 * float(np.sum(y * y / den))
+            0.5 * float(y @ yi)
             - 0.5 * lam * self.bt2
             + 0.5 * m * np.log(lam)
-            - 0.5 * float(np.sum(np.log(nu + lam)))
-            - 0.5 * float(np.sum(h * y / den))
+            - 0.5 * float(np.sum(np.log(self.nu + lam)))
+            - 0.5 * float(h @ yi)
         )
         F1 = (
-            0.5 * float(np.sum(-2.0 * y * bt / den - y * y / den**2))
+            -float(bt @ yi)
+            - 0.5 * float(yi @ yi)
             - 0.5 * self.bt2
             + 0.5 * m / lam
-            - 0.5 * float(np.sum(1.0 / (nu + lam)))
-            - 0.5 * float(np.sum(-h * bt / den - h * y / den**2))
+            - 0.5 * float(np.sum(nl))
+            + 0.5 * float(h @ bi)
+            + 0.5 * float(h @ (yi * inv))
         )
         F2 = (
-            0.5 * float(np.sum(2.0 * bt * bt / den + 4.0 * y * bt / den**2 + 2.0 * y * y / den**3))
+            float(bt @ bi)
+            + 2.0 * float(bi @ yi)
+            + float((yi * yi) @ inv)
             - 0.5 * m / lam**2
-            + 0.5 * float(np.sum(1.0 / (nu + lam) ** 2))
-            - 0.5 * float(np.sum(2.0 * h * bt / den**2 + 2.0 * h * y / den**3))
+            + 0.5 * float(nl @ nl)
+            - float(h @ (bi * inv))
+            - float(h @ (yi * inv * inv))
         )
         return F, F1, F2
 
