@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("validate", "simulate", "cox", "concordance", "km", "bayes", "trajectories")
+ORDER = (
+    "validate", "simulate", "cox", "concordance", "km", "bayes", "trajectories", "mixed_cox",
+)  # fmt: skip
 
 
 def assemble() -> Path:

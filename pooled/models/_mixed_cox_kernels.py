@@ -1,0 +1,648 @@
+"""Compiled risk-set passes of the mixed-effects Cox model (:mod:`pooled.models.mixed_cox`).
+
+The rows are sorted once by stratum and by descending time, so that every tie group (same
+stratum, same time) is a contiguous run and a stratum's risk sets are running sums over its
+groups. Each row carries ``p`` fixed covariates (centred) and ``q`` random-effect columns
+(intercept 1 and/or the marker, not centred) that multiply the random effects of its
+centre; ``ridx[i, k]`` is the position of that random effect in the vector ``b`` (length
+``m``), ``ract[i, k]`` its position among the random effects *active* in the row's stratum
+(``act_idx[act_ptr[s]:act_ptr[s + 1]]``). With baselines stratified by centre a stratum has
+only its own centre's ``q`` random effects active, so every per-group sum has ``p + q``
+entries and the information of the random effects is block-diagonal; without strata every
+centre is active in the one stratum (the random effects' information is then dense, as in a
+frailty model).
+
+Two passes:
+
+* :func:`cox_pass` -- log partial likelihood, score and information of (beta, b) at given
+  values (Efron or Breslow ties): per stratum, loop 1 over the groups forms the running
+  risk-set sums, the log-likelihood, the per-group weights and the rank-one terms of the
+  information; loop 2 over the rows adds each row's weighted outer product once (its weight
+  is the sum of the group weights of every risk set it belongs to).
+* :func:`trace_gradient` -- the gradient, with respect to (beta, b), of
+  ``tr(A I_bb(beta, b))`` for a fixed matrix ``A`` (the inverse of the penalised random-effects
+  information): the third-derivative term in the exact gradient of the Laplace
+  log-likelihood. Same two loops, per-row derivative of the trace accumulated by rows.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["baseline_pass", "cox_pass", "counting_sort", "trace_gradient"]
+
+
+@numba.njit(cache=True, nogil=True)
+def counting_sort(key: np.ndarray, n_keys: int) -> np.ndarray:  # pragma: no cover
+    """Stable permutation sorting integer ``key`` (0 .. n_keys - 1) ascending, O(n + n_keys)."""
+    n = key.shape[0]
+    count = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(n):
+        count[key[i] + 1] += 1
+    for k in range(n_keys):
+        count[k + 1] += count[k]
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        k = key[i]
+        order[count[k]] = i
+        count[k] += 1
+    return order
+
+
+@numba.njit(cache=True, nogil=True)
+def cox_pass(
+    X: np.ndarray,
+    Z: np.ndarray,
+    ridx: np.ndarray,
+    ract: np.ndarray,
+    event: np.ndarray,
+    grp_start: np.ndarray,
+    grp_nev: np.ndarray,
+    str_gstart: np.ndarray,
+    act_ptr: np.ndarray,
+    act_idx: np.ndarray,
+    beta: np.ndarray,
+    b: np.ndarray,
+    efron: bool,
+    second: bool,
+    r: np.ndarray,
+    U: np.ndarray,
+    info: np.ndarray,
+    A: np.ndarray,
+    tg: np.ndarray,
+    base_h: np.ndarray,
+    base_v: np.ndarray,
+    base_df: np.ndarray,
+    base_dr: np.ndarray,
+) -> float:  # pragma: no cover
+    """Log partial likelihood; fills ``r`` (risk scores), ``U`` (score) and ``info``.
+
+    ``U`` (length p + m) and ``info`` ((p + m) x (p + m)) are overwritten; fixed effects first,
+    then random effects. With ``second`` false only ``r`` and the log-likelihood are computed.
+    When ``A`` (m x m) is not empty, ``tg`` receives the gradient of ``tr(A I_bb)`` at the same
+    point (what :func:`trace_gradient` computes), in the same loops. When ``base_h`` is not
+    empty, the four ``base_*`` arrays receive what :func:`baseline_pass` computes.
+
+    Per stratum, loop 1 forms the running risk-set sums and keeps, for every group with
+    events, the sums over the risk set (``S``) and over its deaths (``E``) in the rows of two
+    matrices; the rank-one part of the information, ``sum_g q1 S S' - q2 (S E' + E S') +
+    q3 E E'``, and the products with ``A`` are then matrix products (BLAS). Loop 2 adds each
+    row's weighted outer product once (its weight is the sum of the group weights of every
+    risk set it is in) and its share of the trace gradient.
+    """
+    n, p = X.shape
+    q = Z.shape[1]
+    n_strata = str_gstart.shape[0] - 1
+    dim = U.shape[0]
+    trace = second and A.shape[0] > 0
+    base = second and base_h.shape[0] > 0
+    for j in range(dim):
+        U[j] = 0.0
+    if second:
+        for j in range(dim):
+            for k in range(dim):
+                info[j, k] = 0.0
+    if trace:
+        for j in range(dim):
+            tg[j] = 0.0
+    ng = grp_nev.shape[0]
+    w1 = np.zeros(ng)
+    w2 = np.zeros(ng)
+    loglik = 0.0
+    amax = 0
+    emax = 0
+    for s in range(n_strata):
+        a = act_ptr[s + 1] - act_ptr[s]
+        if a > amax:
+            amax = a
+        ne_s = 0
+        for g in range(str_gstart[s], str_gstart[s + 1]):
+            if grp_nev[g] > 0:
+                ne_s += 1
+        if ne_s > emax:
+            emax = ne_s
+    width = p + amax
+    s1 = np.zeros(width)
+    e1 = np.zeros(width)
+    gpos = np.zeros(width, dtype=np.int64)
+    # scratch: every row of these is written before it is read (event groups only)
+    ew = emax if second else 0
+    Smat = np.empty((ew, width))
+    Emat = np.empty((ew, width))
+    cq = np.empty((ew, 3))  # q1, q2, q3 of each event group
+    ct = np.empty((ew, 6))  # tt, et and the cubic moments m30 .. m33 (trace)
+    gidx = np.empty(ew, dtype=np.int64)  # group of each event row of the matrices
+    na = amax if trace else 0
+    ga1 = np.empty((ng if trace else 0, na))
+    ga2 = np.empty((ng if trace else 0, na))
+    be1 = np.empty(ng if trace else 0)
+    be2 = np.empty(ng if trace else 0)
+    Aact = np.zeros((na, na))
+    run = np.zeros(na)
+    tot = np.zeros(na)
+    for s in range(n_strata):
+        a = act_ptr[s + 1] - act_ptr[s]
+        wdt = p + a
+        for j in range(p):
+            gpos[j] = j
+        for k in range(a):
+            gpos[p + k] = p + act_idx[act_ptr[s] + k]
+        if trace:
+            for k in range(a):
+                for k2 in range(a):
+                    Aact[k, k2] = A[act_idx[act_ptr[s] + k], act_idx[act_ptr[s] + k2]]
+        for j in range(wdt):
+            s1[j] = 0.0
+        s0 = 0.0
+        tt = 0.0
+        g0 = str_gstart[s]
+        g1 = str_gstart[s + 1]
+        ne = 0
+        any_tie = False
+        # loop 1: groups in descending time
+        for g in range(g0, g1):
+            e0 = 0.0
+            et = 0.0
+            d = grp_nev[g]
+            if second and d > 0:
+                for j in range(wdt):
+                    e1[j] = 0.0
+            for i in range(grp_start[g], grp_start[g + 1]):
+                eta = 0.0
+                for j in range(p):
+                    eta += X[i, j] * beta[j]
+                for k in range(q):
+                    eta += Z[i, k] * b[ridx[i, k]]
+                ri = np.exp(eta)
+                r[i] = ri
+                s0 += ri
+                ai = 0.0
+                if trace:
+                    for k in range(q):
+                        for k2 in range(q):
+                            ai += Z[i, k] * A[ridx[i, k], ridx[i, k2]] * Z[i, k2]
+                    tt += ri * ai
+                if second:
+                    for j in range(p):
+                        s1[j] += ri * X[i, j]
+                    for k in range(q):
+                        s1[p + ract[i, k]] += ri * Z[i, k]
+                if event[i]:
+                    loglik += eta
+                    e0 += ri
+                    et += ri * ai
+                    if second:
+                        for j in range(p):
+                            e1[j] += ri * X[i, j]
+                        for k in range(q):
+                            e1[p + ract[i, k]] += ri * Z[i, k]
+            if d == 0:
+                if base:
+                    base_h[g] = 0.0
+                    base_v[g] = 0.0
+                    for j in range(p):
+                        base_df[g, j] = 0.0
+                    for k in range(base_dr.shape[1]):
+                        base_dr[g, k] = 0.0
+                continue
+            use_efron = efron and d > 1
+            a1 = 0.0
+            a2 = 0.0
+            b1 = 0.0
+            b2 = 0.0
+            b3 = 0.0
+            m30 = 0.0
+            m31 = 0.0
+            m32 = 0.0
+            m33 = 0.0
+            if use_efron:
+                for kk in range(d):
+                    c = kk / d
+                    den = s0 - c * e0
+                    loglik -= np.log(den)
+                    inv = 1.0 / den
+                    inv2 = inv * inv
+                    inv3 = inv2 * inv
+                    a1 += inv
+                    a2 += c * inv
+                    b1 += inv2
+                    b2 += c * inv2
+                    b3 += c * c * inv2
+                    m30 += inv3
+                    m31 += c * inv3
+                    m32 += c * c * inv3
+                    m33 += c * c * c * inv3
+            else:
+                loglik -= d * np.log(s0)
+                inv = 1.0 / s0
+                a1 = d * inv
+                b1 = d * inv * inv
+                m30 = d * inv * inv * inv
+            w1[g] = a1
+            w2[g] = a2
+            if base:
+                base_h[g] = a1
+                base_v[g] = b1
+                for j in range(p):
+                    base_df[g, j] = -(b1 * s1[j] - b2 * e1[j])
+                for k in range(base_dr.shape[1]):
+                    base_dr[g, k] = -(b1 * s1[p + k] - b2 * e1[p + k]) if k < a else 0.0
+            if second:
+                if use_efron:
+                    any_tie = True
+                for j in range(wdt):
+                    Smat[ne, j] = s1[j]
+                    Emat[ne, j] = e1[j] if use_efron else 0.0
+                cq[ne, 0] = b1
+                cq[ne, 1] = b2
+                cq[ne, 2] = b3
+                ct[ne, 0] = tt
+                ct[ne, 1] = et
+                ct[ne, 2] = m30
+                ct[ne, 3] = m31
+                ct[ne, 4] = m32
+                ct[ne, 5] = m33
+                gidx[ne] = g
+                ne += 1
+        if not second:
+            continue
+        # rank-one part of the information: matrix products over the event groups
+        if ne > 0:
+            S_ = Smat[:ne, :wdt]
+            W = np.empty((ne, wdt))
+            for e in range(ne):
+                for j in range(wdt):
+                    W[e, j] = cq[e, 0] * S_[e, j]
+            blk = np.dot(np.ascontiguousarray(S_.T), W)
+            if any_tie:
+                E_ = Emat[:ne, :wdt]
+                for e in range(ne):
+                    for j in range(wdt):
+                        W[e, j] = cq[e, 1] * E_[e, j]
+                cross = np.dot(np.ascontiguousarray(S_.T), W)
+                for e in range(ne):
+                    for j in range(wdt):
+                        W[e, j] = cq[e, 2] * E_[e, j]
+                ee = np.dot(np.ascontiguousarray(E_.T), W)
+                for j in range(wdt):
+                    for k in range(wdt):
+                        blk[j, k] -= cross[j, k] + cross[k, j] - ee[j, k]
+            for j in range(wdt):
+                gj = gpos[j]
+                for k in range(j + 1):
+                    info[gj, gpos[k]] -= blk[j, k]
+        if trace and ne > 0:
+            Sb = np.ascontiguousarray(Smat[:ne, p : p + a])
+            Eb = np.ascontiguousarray(Emat[:ne, p : p + a])
+            Aa = np.ascontiguousarray(Aact[:a, :a])
+            AS = np.dot(Sb, Aa)
+            AE = np.dot(Eb, Aa)
+            for e in range(ne):
+                sas = 0.0
+                sae = 0.0
+                eae = 0.0
+                for k in range(a):
+                    sas += Sb[e, k] * AS[e, k]
+                    sae += Sb[e, k] * AE[e, k]
+                    eae += Eb[e, k] * AE[e, k]
+                b1 = cq[e, 0]
+                b2 = cq[e, 1]
+                b3 = cq[e, 2]
+                tt_ = ct[e, 0]
+                et_ = ct[e, 1]
+                g = gidx[e]
+                be1[g] = -(tt_ * b1 - et_ * b2) + 2.0 * (
+                    sas * ct[e, 2] - 2.0 * sae * ct[e, 3] + eae * ct[e, 4]
+                )
+                be2[g] = -(tt_ * b2 - et_ * b3) + 2.0 * (
+                    sas * ct[e, 3] - 2.0 * sae * ct[e, 4] + eae * ct[e, 5]
+                )
+                for k in range(a):
+                    ga1[g, k] = -2.0 * (b1 * AS[e, k] - b2 * AE[e, k])
+                    ga2[g, k] = -2.0 * (b2 * AS[e, k] - b3 * AE[e, k])
+        # loop 2: each row's weight is the sum of w1 over the risk sets it is in
+        total = 0.0
+        tot_b = 0.0
+        for g in range(g0, g1):
+            total += w1[g]
+        if trace:
+            for k in range(a):
+                tot[k] = 0.0
+                run[k] = 0.0
+            for g in range(g0, g1):
+                if grp_nev[g] > 0:
+                    tot_b += be1[g]
+                    for k in range(a):
+                        tot[k] += ga1[g, k]
+        before = 0.0
+        before_b = 0.0
+        for g in range(g0, g1):
+            cum = total - before
+            cb = tot_b - before_b
+            before += w1[g]
+            has_ev = grp_nev[g] > 0
+            for i in range(grp_start[g], grp_start[g + 1]):
+                v = cum
+                if event[i]:
+                    v -= w2[g]
+                rv = r[i] * v
+                if event[i]:
+                    for j in range(p):
+                        U[j] += X[i, j]
+                    for k in range(q):
+                        U[p + ridx[i, k]] += Z[i, k]
+                for j in range(p):
+                    U[j] -= rv * X[i, j]
+                for k in range(q):
+                    U[p + ridx[i, k]] -= rv * Z[i, k]
+                # info: fixed x fixed, random x fixed, random x random (lower triangle)
+                for j in range(p):
+                    xj = rv * X[i, j]
+                    for k in range(j + 1):
+                        info[j, k] += xj * X[i, k]
+                for k in range(q):
+                    gk = p + ridx[i, k]
+                    zk = rv * Z[i, k]
+                    for j in range(p):
+                        info[gk, j] += zk * X[i, j]
+                    for k2 in range(q):
+                        gl = p + ridx[i, k2]
+                        if gl <= gk:
+                            info[gk, gl] += zk * Z[i, k2]
+                if trace:
+                    ai = 0.0
+                    for k in range(q):
+                        for k2 in range(q):
+                            ai += Z[i, k] * A[ridx[i, k], ridx[i, k2]] * Z[i, k2]
+                    coef = ai * v + cb
+                    if event[i]:
+                        coef -= be2[g]
+                    for k in range(q):
+                        pos = ract[i, k]
+                        gam = tot[pos] - run[pos]
+                        if event[i]:
+                            gam -= ga2[g, pos]
+                        coef += Z[i, k] * gam
+                    gi = r[i] * coef
+                    for j in range(p):
+                        tg[j] += gi * X[i, j]
+                    for k in range(q):
+                        tg[p + ridx[i, k]] += gi * Z[i, k]
+            if trace and has_ev:
+                before_b += be1[g]
+                for k in range(a):
+                    run[k] += ga1[g, k]
+    if second:
+        # the lower triangle was filled (rows >= columns); mirror it
+        for j in range(dim):
+            for k in range(j):
+                val = info[j, k] + info[k, j]
+                info[j, k] = val
+                info[k, j] = val
+    return loglik
+
+
+@numba.njit(cache=True, nogil=True)
+def trace_gradient(
+    X: np.ndarray,
+    Z: np.ndarray,
+    ridx: np.ndarray,
+    ract: np.ndarray,
+    event: np.ndarray,
+    grp_start: np.ndarray,
+    grp_nev: np.ndarray,
+    str_gstart: np.ndarray,
+    act_ptr: np.ndarray,
+    act_idx: np.ndarray,
+    r: np.ndarray,
+    A: np.ndarray,
+    efron: bool,
+    out: np.ndarray,
+) -> None:  # pragma: no cover
+    """Gradient of ``tr(A I_bb)`` with respect to (beta, b) at the risk scores ``r``.
+
+    ``A`` is m x m (symmetric), ``out`` has length p + m and is overwritten. With
+    F = sum over event groups and tied deaths k of [tau_k / den_k - N_k' A N_k / den_k^2],
+    tau_k the A-weighted second moment of the random design, N_k its first moment and
+    den_k the (Efron-corrected) risk-set total, dF/d eta_i is r_i times a combination of
+    the group coefficients of every risk set row i is in; the gradient is sum_i dF/d eta_i w_i.
+    """
+    n, p = X.shape
+    q = Z.shape[1]
+    n_strata = str_gstart.shape[0] - 1
+    dim = out.shape[0]
+    for j in range(dim):
+        out[j] = 0.0
+    ng = grp_nev.shape[0]
+    amax = 0
+    for s in range(n_strata):
+        a = act_ptr[s + 1] - act_ptr[s]
+        if a > amax:
+            amax = a
+    al1 = np.zeros(ng)
+    al2 = np.zeros(ng)
+    be1 = np.zeros(ng)
+    be2 = np.zeros(ng)
+    ga1 = np.zeros((ng, amax))
+    ga2 = np.zeros((ng, amax))
+    s1 = np.zeros(amax)
+    e1 = np.zeros(amax)
+    As = np.zeros(amax)
+    Ae = np.zeros(amax)
+    Aact = np.zeros((amax, amax))
+    arow = np.zeros(n)
+    for s in range(n_strata):
+        a = act_ptr[s + 1] - act_ptr[s]
+        for k in range(a):
+            for k2 in range(a):
+                Aact[k, k2] = A[act_idx[act_ptr[s] + k], act_idx[act_ptr[s] + k2]]
+        for k in range(a):
+            s1[k] = 0.0
+        s0 = 0.0
+        tt = 0.0
+        g0 = str_gstart[s]
+        g1 = str_gstart[s + 1]
+        for g in range(g0, g1):
+            e0 = 0.0
+            et = 0.0
+            for k in range(a):
+                e1[k] = 0.0
+            for i in range(grp_start[g], grp_start[g + 1]):
+                ri = r[i]
+                # a_i = z_i' A_cc z_i
+                ai = 0.0
+                for k in range(q):
+                    for k2 in range(q):
+                        ai += Z[i, k] * A[ridx[i, k], ridx[i, k2]] * Z[i, k2]
+                arow[i] = ai
+                s0 += ri
+                tt += ri * ai
+                for k in range(q):
+                    s1[ract[i, k]] += ri * Z[i, k]
+                if event[i]:
+                    e0 += ri
+                    et += ri * ai
+                    for k in range(q):
+                        e1[ract[i, k]] += ri * Z[i, k]
+            d = grp_nev[g]
+            if d == 0:
+                continue
+            sas = 0.0
+            sae = 0.0
+            eae = 0.0
+            for k in range(a):
+                tk = 0.0
+                uk = 0.0
+                for k2 in range(a):
+                    tk += Aact[k, k2] * s1[k2]
+                    uk += Aact[k, k2] * e1[k2]
+                As[k] = tk
+                Ae[k] = uk
+                sas += s1[k] * tk
+                sae += s1[k] * uk
+                eae += e1[k] * uk
+            x1 = 0.0
+            x2 = 0.0
+            y1 = 0.0
+            y2 = 0.0
+            q1 = 0.0
+            q2 = 0.0
+            q3 = 0.0
+            for kk in range(d):
+                c = kk / d if (efron and d > 1) else 0.0
+                den = s0 - c * e0
+                inv = 1.0 / den
+                tau = tt - c * et
+                nan_ = sas - 2.0 * c * sae + c * c * eae
+                term = -tau * inv * inv + 2.0 * nan_ * inv * inv * inv
+                x1 += inv
+                x2 += c * inv
+                y1 += term
+                y2 += c * term
+                q1 += inv * inv
+                q2 += c * inv * inv
+                q3 += c * c * inv * inv
+            al1[g] = x1
+            al2[g] = x2
+            be1[g] = y1
+            be2[g] = y2
+            for k in range(a):
+                ga1[g, k] = -2.0 * (q1 * As[k] - q2 * Ae[k])
+                ga2[g, k] = -2.0 * (q2 * As[k] - q3 * Ae[k])
+        # loop 2: cumulative coefficients from each group to the end of the stratum
+        tot_a = 0.0
+        tot_b = 0.0
+        for k in range(a):
+            As[k] = 0.0  # reused: total of ga1
+        for g in range(g0, g1):
+            tot_a += al1[g]
+            tot_b += be1[g]
+            for k in range(a):
+                As[k] += ga1[g, k]
+        cum_a = 0.0
+        cum_b = 0.0
+        for k in range(a):
+            Ae[k] = 0.0  # reused: running sum of ga1 before g
+        for g in range(g0, g1):
+            ca = tot_a - cum_a
+            cb = tot_b - cum_b
+            for i in range(grp_start[g], grp_start[g + 1]):
+                if event[i]:
+                    coef = arow[i] * (ca - al2[g]) + (cb - be2[g])
+                    for k in range(q):
+                        pos = ract[i, k]
+                        coef += Z[i, k] * (As[pos] - Ae[pos] - ga2[g, pos])
+                else:
+                    coef = arow[i] * ca + cb
+                    for k in range(q):
+                        pos = ract[i, k]
+                        coef += Z[i, k] * (As[pos] - Ae[pos])
+                gi = r[i] * coef
+                for j in range(p):
+                    out[j] += gi * X[i, j]
+                for k in range(q):
+                    out[p + ridx[i, k]] += gi * Z[i, k]
+            cum_a += al1[g]
+            cum_b += be1[g]
+            for k in range(a):
+                Ae[k] += ga1[g, k]
+
+
+@numba.njit(cache=True, nogil=True)
+def baseline_pass(
+    X: np.ndarray,
+    Z: np.ndarray,
+    ract: np.ndarray,
+    event: np.ndarray,
+    grp_start: np.ndarray,
+    grp_nev: np.ndarray,
+    str_gstart: np.ndarray,
+    act_ptr: np.ndarray,
+    r: np.ndarray,
+    efron: bool,
+    hazard: np.ndarray,
+    variance: np.ndarray,
+    dfix: np.ndarray,
+    drand: np.ndarray,
+) -> None:  # pragma: no cover
+    """Baseline hazard increments at the reference (centred x, b = 0) per tie group.
+
+    Per group: ``hazard`` = sum over tied deaths k of 1 / den_k (Breslow: d / S0; Efron
+    with den_k = S0 - k/d E0), ``variance`` = sum 1 / den_k^2 (the Poisson part of its
+    variance), ``dfix`` / ``drand`` = its derivative with respect to the fixed effects and
+    the stratum's active random effects, -sum (S1 - c_k E1) / den_k^2. Groups without
+    events get zeros.
+    """
+    n, p = X.shape
+    q = Z.shape[1]
+    n_strata = str_gstart.shape[0] - 1
+    amax = drand.shape[1]
+    s1 = np.zeros(p + amax)
+    e1 = np.zeros(p + amax)
+    for s in range(n_strata):
+        a = act_ptr[s + 1] - act_ptr[s]
+        for j in range(p + a):
+            s1[j] = 0.0
+        s0 = 0.0
+        for g in range(str_gstart[s], str_gstart[s + 1]):
+            e0 = 0.0
+            for j in range(p + a):
+                e1[j] = 0.0
+            for i in range(grp_start[g], grp_start[g + 1]):
+                ri = r[i]
+                s0 += ri
+                for j in range(p):
+                    s1[j] += ri * X[i, j]
+                for k in range(q):
+                    s1[p + ract[i, k]] += ri * Z[i, k]
+                if event[i]:
+                    e0 += ri
+                    for j in range(p):
+                        e1[j] += ri * X[i, j]
+                    for k in range(q):
+                        e1[p + ract[i, k]] += ri * Z[i, k]
+            d = grp_nev[g]
+            hazard[g] = 0.0
+            variance[g] = 0.0
+            for j in range(p):
+                dfix[g, j] = 0.0
+            for k in range(amax):
+                drand[g, k] = 0.0
+            if d == 0:
+                continue
+            h = 0.0
+            v = 0.0
+            w2 = 0.0
+            for kk in range(d):
+                c = kk / d if (efron and d > 1) else 0.0
+                den = s0 - c * e0
+                h += 1.0 / den
+                v += 1.0 / (den * den)
+                w2 += c / (den * den)
+            hazard[g] = h
+            variance[g] = v
+            for j in range(p):
+                dfix[g, j] = -(v * s1[j] - w2 * e1[j])
+            for k in range(a):
+                drand[g, k] = -(v * s1[p + k] - w2 * e1[p + k])
