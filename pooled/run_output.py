@@ -36,6 +36,7 @@ OutputKind = Literal[
     "clearance",  # CTC clearance result
     "sensitivity",  # SensitivityResult: HR per sensitivity analysis (leave-one-centre-out, ...)
     "time_split",  # TimeSplitResult: the exposure's HR per period of follow-up, test of equality
+    "mixed_cox",  # MixedCoxResult: random-effects Cox (coxme), tau, PI, shrunken centre HRs
 ]
 RUN_PICKLE = "run.pkl"
 

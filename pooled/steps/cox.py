@@ -128,10 +128,10 @@ def cox_flow(
 ) -> ModelFlow:
     """The flow of a Cox fit on ``data`` (rows of the cohort): what the fit dropped, per centre,
     from its own record (``CoxResult.dropped``), attributed over the cohort."""
-    return _spec_flow(cohort, data, result.spec, result.dropped, result.n, model, **left_out)
+    return spec_flow(cohort, data, result.spec, result.dropped, result.n, model, **left_out)
 
 
-def _spec_flow(
+def spec_flow(
     cohort: pd.DataFrame,
     data: pd.DataFrame,
     spec: Any,
@@ -272,7 +272,7 @@ def run_time_split(
             endpoint,
             result,
             f"Time-split Cox, {endpoint.upper()}: {ctx.exposure.name} per period {periods}",
-            flow=_spec_flow(patients, data, spec.cox, result.fit.dropped, result.n_patients, name),
+            flow=spec_flow(patients, data, spec.cox, result.fit.dropped, result.n_patients, name),
         )
     ]
 

@@ -2,7 +2,8 @@
 
 The order is the report's: the follow-up, the cohort (with the serial exposures' outputs),
 then per endpoint Kaplan-Meier, Cox, the PH test, the time-split Cox model, the interactions,
-two-stage, Bayes and the sensitivity analyses, then the exposure comparison. The cohort step prepares the cohort before
+two-stage, the random-effects Cox model, Bayes and the sensitivity analyses, then the exposure
+comparison. The cohort step prepares the cohort before
 any other step runs. The config is parsed with the same registry (each step's section in this
 order) and ``docs/config_reference.md`` is generated from it. To add a step, see
 ``pooled/steps/README.md``.
@@ -16,6 +17,7 @@ from pooled.steps.cohort import COHORT
 from pooled.steps.cox import COX, INTERACTIONS, TIME_SPLIT
 from pooled.steps.descriptives import FOLLOWUP
 from pooled.steps.km import KM
+from pooled.steps.mixed_cox import MIXED_COX
 from pooled.steps.sensitivity import SENSITIVITY
 from pooled.steps.serial import COMPARISON, TRAJECTORY
 from pooled.steps.two_stage import TWO_STAGE
@@ -31,6 +33,7 @@ STEPS = Registry(
         TIME_SPLIT,
         INTERACTIONS,
         TWO_STAGE,
+        MIXED_COX,
         BAYES,
         TRAJECTORY,
         SENSITIVITY,
