@@ -97,7 +97,8 @@ def schoenfeld_plot(
     ax.axhline(0.0, color="0.75", linewidth=0.8)
     row = result.table[result.table["term"] == term]
     p_text = format_p_value(float(row["p_value"].iloc[0])) if len(row) else ""
-    ax.set_title(f"{term}\nPH test p = {p_text} ({result.transform})", fontsize=9.5, loc="left")
+    relation = f"< {p_text[1:]}" if p_text.startswith("<") else f"= {p_text}"
+    ax.set_title(f"{term}\nPH test p {relation} ({result.transform})", fontsize=9.5, loc="left")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Beta(t) for {term}" if len(term) < 18 else "Beta(t)")
     if len(frame):
