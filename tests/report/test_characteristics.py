@@ -89,7 +89,9 @@ def test_run_characteristics_hold_every_covariate_and_the_missing_data(two_centr
     patients = two_centre_patients()
     missing_age = int(patients["age"].isna().sum())
     assert by_centre["age: missing, n (%)"]["all"].startswith(f"{missing_age} (")
-    missing = {r["variable"]: r for r in two_centre.characteristics["missing_by_centre"].to_dict("records")}
+    missing = {
+        r["variable"]: r for r in two_centre.characteristics["missing_by_centre"].to_dict("records")
+    }
     assert missing["tumour_size_mm"]["B"] == NOT_COLLECTED
     assert missing["node_positive"]["kind"] == "derived: positive_nodes > 0"
 
