@@ -324,9 +324,10 @@ def _profile_section(r: _Renderer, section: Section) -> None:
     section.add(table_html(cohort_profile(r.run), attrs={"class": "cohort-profile"}))
     profile = remark_profile(r.run)
     if len(profile):
+        section.add("<h3>Patients used by each model</h3>")
         section.add(
             table_html(
-                profile.drop(columns=["model"]),
+                profile,
                 attrs={"class": "remark-profile"},
                 wrap=["reasons", "analysis"],
             )

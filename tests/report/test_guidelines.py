@@ -46,6 +46,7 @@ def test_remark_profile_in_the_report_and_workbook(two_centre_rendered):
     table = page.table("remark-profile", "profile")
     assert table.header == [
         "analysis",
+        "model",
         "endpoint",
         "cohort",
         "not used",
