@@ -651,6 +651,8 @@ def _two_stage_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
         if prediction and np.isfinite(getattr(meta, "pi_lower", np.nan))
         else f" (no prediction interval with {k} centre{'s' if k != 1 else ''})."
     )
+    if check is not None and check.rejects:
+        caption += f" {check.flag()}: the HRs average a time-varying effect."
     section.add(
         r.figure(
             name,
@@ -821,6 +823,15 @@ def _interaction_block(r: _Renderer, out: ModelOutput, section: Section) -> None
         if frame is not None:
             section.add(table_html(frame))
         return
+    check = r.checks.get(out.endpoint)
+    if check is not None and check.rejects:
+        section.add(
+            _warn(
+                f"{check.flag()} in the one-stage model of {out.endpoint.upper()}: the HRs "
+                "within each level average an effect that changes over time.",
+                "warn ph-flag",
+            )
+        )
     name = r.reserve(f"subgroups_{out.name}")
     label_column = "level" if "level" in within.columns else "term"
     drawn = within.assign(label=within[label_column].astype(str))
@@ -936,6 +947,15 @@ def _bayes_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
             "table and in every figure (hr = exp(median log HR))."
         )
     )
+    check = r.checks.get(out.endpoint)
+    if check is not None and check.rejects:
+        section.add(
+            _warn(
+                f"{check.flag()} in the one-stage model of {out.endpoint.upper()}: this model "
+                "too has one hazard ratio for the whole follow-up.",
+                "warn ph-flag",
+            )
+        )
     table = bayes_table(out)
     section.add(table_html(table, attrs={"class": "bayes"}))
     frame = out.to_frame()

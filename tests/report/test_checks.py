@@ -110,6 +110,7 @@ def test_flag_in_the_two_stage_and_sensitivity_text(page):
     assert "PH violated (pr_positive test p < 0.001) in the one-stage model of DFS" in page.text(
         "centres"
     )
+    assert "the HRs average a time-varying effect" in page.text("centres")  # forest caption
     assert "every HR here averages a time-varying effect" in page.text("sensitivity")
 
 
@@ -277,3 +278,17 @@ def test_hazard_ratio_table_columns_without_checks(run_output):
     assert {"PH test p", "PH check"} <= set(table.columns)
     assert (table["PH check"] == "").all() and table["PH test p"].isna().all()
     assert isinstance(table, pd.DataFrame)
+
+
+def test_a_rejecting_global_test_flags_the_exposure_too(run_output, rendered):
+    check = ph_checks(run_output)["os"]
+    assert not check.rejects_exposure and check.rejects_global
+    assert check.flag() == "PH violated (global test p = 0.015)"
+    page = Page(rendered.html)
+    table = page.table("cox", "cox", **{"data-output": "cox_os_adjusted"})
+    flags = dict(zip(table.column("term"), table.column("PH check"), strict=True))
+    assert flags["ctc_positive"] == "PH violated (global test p = 0.015)"
+    assert flags["age"] == ""
+    assert "PH violated (global test p = 0.015) in the one-stage model of OS" in page.text(
+        "subgroups"
+    )
