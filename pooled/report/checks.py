@@ -133,13 +133,23 @@ class PHCheck:
         """The exposure's HR is flagged: its own or the global PH test rejects."""
         return self.rejects_exposure or self.rejects_global
 
-    def flag(self) -> str:
-        """Short text for a table cell (``""`` when nothing rejects)."""
-        if not self.rejects:
-            return ""
-        which = self.exposure if self.rejects_exposure else "global"
-        p = self.exposure_p if self.rejects_exposure else self.global_p
-        return f"PH violated ({which} test p {_relation(p)})"
+    def flag(self, *, tested: bool = True) -> str:
+        """Short text for a table cell (``""`` when nothing rejects). An HR of the exposure
+        from another model than the tested one (``tested=False``: the univariable model) is
+        flagged only when the exposure's own test rejects; the global test speaks about the
+        tested model's other terms."""
+        if self.rejects_exposure:
+            return f"PH violated ({self.exposure} test p {_relation(self.exposure_p)})"
+        if self.rejects_global and tested:
+            return f"PH violated (global test p {_relation(self.global_p)})"
+        return ""
+
+    @property
+    def rejecting_terms(self) -> tuple[str, ...]:
+        """The tested model's terms whose own PH test rejects."""
+        table = self.zph.result.table
+        hits = table.loc[(table["term"] != "GLOBAL") & (table["p_value"] < self.alpha), "term"]
+        return tuple(str(t) for t in hits)
 
     def sentence(self) -> str:
         """What the test found, in words, with what to do about it."""
@@ -162,10 +172,23 @@ class PHCheck:
             if self.time_split is not None
             else " No period-specific HRs were fitted (models.cox.time_split)."
         )
+        if self.rejects_exposure:
+            return (
+                f"Proportional hazards rejected at alpha = {self.alpha:g} ({self.model}): "
+                f"{tests}. The hazard ratio of {self.exposure} is an average over follow-up of "
+                "an effect that changes with time; read it with the Schoenfeld plot." + after
+            )
+        others = [t for t in self.rejecting_terms if t not in self.terms]
+        which = (
+            f"the effect of {', '.join(others)} changes with time"
+            if others
+            else "no single term rejects, but their joint test does"
+        )
         return (
-            f"Proportional hazards rejected at alpha = {self.alpha:g} ({self.model}): {tests}. "
-            f"The hazard ratio of {self.exposure} is an average over follow-up of an effect "
-            "that changes with time; read it with the Schoenfeld plot." + after
+            f"Proportional hazards rejected by the global test at alpha = {self.alpha:g} "
+            f"({self.model}): {tests}. The exposure's own test does not reject; {which}. The "
+            f"adjusted hazard ratio of {self.exposure} is estimated alongside a time-varying "
+            "effect; read it with the Schoenfeld plots." + after
         )
 
 

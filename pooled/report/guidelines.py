@@ -99,21 +99,14 @@ def remark_profile(run: RunOutput) -> pd.DataFrame:
     for model in flow.models:
         mine = table.loc[table["model"] == model]
         excluded = mine.loc[mine["step"] == "excluded"]
-        reasons = (
-            excluded.assign(detail=excluded["detail"].fillna("").astype(str))
-            .groupby(["reason", "detail"], sort=False)["n"]
-            .sum()
-        )
-        text = "; ".join(
-            f"{reason}{f' ({detail})' if detail else ''} {int(n):,}"
-            for (reason, detail), n in reasons.items()
-            if int(n)
-        )
+        text = _reasons_text(excluded)
         out = outputs.get(model)
-        base = model.split(": ", 1)[0]
+        base, _, part = model.partition(": ")
         label = out.label if out is not None else (outputs[base].label if base in outputs else "")
-        if out is None and ": " in model:
-            label = f"{label or base}: {model.split(': ', 1)[1]}"
+        events = events_of(out) if out is not None else np.nan
+        if out is None and part:
+            label = f"{label or base}: {part}"
+            events = _sensitivity_events(outputs.get(base), part)
         rows.append(
             {
                 "analysis": label or model,
@@ -123,10 +116,35 @@ def remark_profile(run: RunOutput) -> pd.DataFrame:
                 "not used": int(excluded["n"].sum()),
                 "reasons": text or "none",
                 "analysed": int(mine.loc[mine["step"] == "analysed", "n"].sum()),
-                "events": events_of(out) if out is not None else np.nan,
+                "events": events,
             }
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+def _reasons_text(excluded: pd.DataFrame) -> str:
+    """``"covariate missing (complete-case): age 106, grade 4; endpoint missing: dfs 12"``:
+    each reason once, with its details and counts, in the order of the flow."""
+    parts = []
+    details = excluded.assign(detail=excluded["detail"].fillna("").astype(str))
+    for reason, group in details.groupby("reason", sort=False):
+        counts = group.groupby("detail", sort=False)["n"].sum()
+        shown = [f"{d} {int(n):,}" if d else f"{int(n):,}" for d, n in counts.items() if int(n)]
+        if shown:
+            parts.append(f"{reason}: {', '.join(shown)}")
+    return "; ".join(parts)
+
+
+def _sensitivity_events(out: ModelOutput | None, analysis: str) -> float:
+    """The events of one row (``without A``) of a sensitivity table."""
+    if out is None:
+        return float("nan")
+    frame = out.to_frame()
+    if "model" not in frame or "events" not in frame:
+        return float("nan")
+    found = frame.loc[frame["model"].astype(str) == f"sensitivity: {analysis}", "events"]
+    values = pd.to_numeric(found, errors="coerce").dropna()
+    return float(values.iloc[0]) if len(values) else float("nan")
 
 
 def prisma_checklist(run: RunOutput) -> pd.DataFrame:

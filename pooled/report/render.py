@@ -44,6 +44,7 @@ from pooled.report.labels import endpoint_name, group_display, survival_label
 from pooled.report.tables import (
     bayes_table,
     fit_statistics_table,
+    format_frame,
     hazard_ratio_table,
     write_tables_xlsx,
 )
@@ -295,7 +296,8 @@ def _definitions_section(r: _Renderer, section: Section) -> None:
                 "per endpoint the patients with it (events)."
             )
         )
-        section.add(table_html(delivery, attrs={"class": "delivery"}))
+        empty = [c for c in ("source not recorded",) if c in delivery and not delivery[c].any()]
+        section.add(table_html(delivery.drop(columns=empty), attrs={"class": "delivery"}))
         mixed = delivery.loc[delivery["time origin"].astype(str).str.contains(";")]
         origins = set(delivery["time origin"].astype(str).str.replace(r" \(\d+\)", "", regex=True))
         if len(mixed) or len(origins) > 1:
@@ -469,7 +471,12 @@ def _km_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
             "median_upper": "median 95% CI upper",
         }
     )
-    section.add(table_html(summary))
+    shown_summary = format_frame(summary)
+    for column in ("median (months)", "median 95% CI lower", "median 95% CI upper"):
+        if column in summary:  # a curve (or its band) that never reaches 0.5
+            missing = summary[column].isna().to_numpy()
+            shown_summary.loc[missing, column] = "not reached"
+    section.add(table_html(shown_summary, formatted=True))
     if len(result.at_times):
         at = result.at_times
         shown = pd.DataFrame(
@@ -527,9 +534,7 @@ def _cox_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
         )
         if tested:
             table["PH test p"] = [ph_p.get(str(t), np.nan) for t in table["term"]]
-        flags = [
-            check.flag() if check.rejects and str(t) in check.terms else "" for t in table["term"]
-        ]
+        flags = [check.flag(tested=tested) if str(t) in check.terms else "" for t in table["term"]]
         if any(flags):
             table["PH check"] = flags
         classes = ["flagged" if f else "" for f in flags]
@@ -539,39 +544,41 @@ def _cox_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
         row_classes=classes or None,
         wrap=["PH check"],
     )
-    flagged = check is not None and check.rejects and any(classes)
+    flagged = check is not None and any(classes)
     tested = check is not None and check.model == (out.label or out.name)
     if flagged and check is not None and tested:
         section.add(_ph_flag_html(check))
         residuals = check.zph.result.residuals.columns
-        term = next((t for t in check.terms if t in residuals), None)
-        names = list(result.term_names)
-        coefficient = float(result.coefficients[names.index(term)]) if term in names else None
-        figure = ""
-        if term is not None:
+        shown = [t for t in check.terms if t in residuals]
+        shown += [t for t in check.rejecting_terms if t in residuals and t not in shown]
+        figures = []
+        for term in shown[:3]:
+            names = list(result.term_names)
+            coefficient = float(result.coefficients[names.index(term)]) if term in names else None
 
-            def draw(term: str = term) -> Axes:
+            def draw(term: str = term, coefficient: float | None = coefficient) -> Axes:
                 import matplotlib.pyplot as plt
 
                 _fig, ax = plt.subplots(figsize=(4.6, 3.3))
                 return schoenfeld_plot(check.zph.result, term, ax=ax, coefficient=coefficient)
 
-            figure = r.figure(
-                f"schoenfeld_{out.name}_{term}",
-                f"Scaled Schoenfeld residuals of {term} against time "
-                f"({out.endpoint.upper()}); a sloping smooth means the HR changes over "
-                "follow-up.",
-                draw,
+            figures.append(
+                r.figure(
+                    f"schoenfeld_{out.name}_{term}",
+                    f"Scaled Schoenfeld residuals of {term} against time "
+                    f"({out.endpoint.upper()}); a sloping smooth means the HR changes over "
+                    "follow-up.",
+                    draw,
+                )
             )
-        section.add(f'<div class="beside">{html_table}{figure}</div>')
+        section.add(f'<div class="beside">{html_table}{"".join(figures)}</div>')
         if check.time_split is not None:
             _time_split_block(r, check.time_split, section, beside=True)
     elif flagged and check is not None:
         section.add(
             _warn(
-                f"{check.flag()}: the PH test of {check.model} rejects for {check.exposure}; "
-                "this HR of the same exposure averages a time-varying effect too (Schoenfeld "
-                "plot with the adjusted model).",
+                f"{check.flag(tested=False)} in {check.model}: this HR of the same exposure "
+                "averages a time-varying effect too (Schoenfeld plot with the adjusted model).",
                 "warn ph-flag",
             )
         )

@@ -173,9 +173,10 @@ def hazard_ratio_table(
         if check is not None and out.kind == "cox" and check.model == (out.label or out.name):
             table = check.zph.result.table
             ph_p = {str(t): float(p) for t, p in zip(table["term"], table["p_value"], strict=True)}
+        tested = out.kind != "cox" or (check is not None and check.model == (out.label or out.name))
         for rec in pick.to_dict("records"):
             term = str(rec.get("term", ""))
-            flagged = check is not None and check.rejects and term in check.terms
+            flag = check.flag(tested=tested) if check is not None and term in check.terms else ""
             rows.append(
                 {
                     "Analysis": out.label or out.name,
@@ -189,7 +190,7 @@ def hazard_ratio_table(
                     "Patients": rec.get("n", np.nan),
                     "Events": rec.get("events", np.nan),
                     "PH test p": ph_p.get(term, np.nan),
-                    "PH check": check.flag() if flagged and check is not None else "",
+                    "PH check": flag,
                 }
             )
     table = pd.DataFrame(

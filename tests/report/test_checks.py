@@ -284,7 +284,17 @@ def test_a_rejecting_global_test_flags_the_exposure_too(run_output, rendered):
     check = ph_checks(run_output)["os"]
     assert not check.rejects_exposure and check.rejects_global
     assert check.flag() == "PH violated (global test p = 0.015)"
+    assert check.flag(tested=False) == ""  # a univariable HR is not flagged for other terms
+    assert check.rejecting_terms == ("subtypetriple_negative",)
+    sentence = check.sentence()
+    assert "rejected by the global test" in sentence
+    assert "the effect of subtypetriple_negative changes with time" in sentence
     page = Page(rendered.html)
+    stems = {p.stem for p in rendered.figures}
+    assert {
+        "schoenfeld_cox_os_adjusted_ctc_positive",
+        "schoenfeld_cox_os_adjusted_subtypetriple_negative",
+    } <= stems
     table = page.table("cox", "cox", **{"data-output": "cox_os_adjusted"})
     flags = dict(zip(table.column("term"), table.column("PH check"), strict=True))
     assert flags["ctc_positive"] == "PH violated (global test p = 0.015)"

@@ -32,10 +32,13 @@ def test_remark_profile_accounts_for_every_patient_of_every_analysis(two_centre)
         .loc["age: missing, n (%)", "all"]
         .split()[0]
     )
-    assert adjusted["reasons"] == f"covariate missing (complete-case) (age) {missing_age}"
+    assert adjusted["reasons"] == f"covariate missing (complete-case): age {missing_age}"
     left_out = profile.loc[profile["model"].str.contains(": without B")].iloc[0]
-    assert "left out by the sensitivity analysis (without B) 260" in left_out["reasons"]
+    assert "left out by the sensitivity analysis: without B 260" in left_out["reasons"]
     assert left_out["analysis"].endswith("without B")
+    sensitivity = next(o for o in two_centre.outputs if o.name == "sensitivity_dfs").to_frame()
+    expected = sensitivity.loc[sensitivity["model"] == "sensitivity: without B", "events"]
+    assert left_out["events"] == expected.iloc[0]
 
 
 def test_remark_profile_in_the_report_and_workbook(two_centre_rendered):
