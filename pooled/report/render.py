@@ -599,9 +599,11 @@ def _cox_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
         section.add(_note(text))
     fits = fit_statistics_table([out])
     if len(fits):
-        shown = fits.drop(columns=["Analysis", "Endpoint"])
+        statistics = fits.drop(columns=["Analysis", "Endpoint"])
         section.add(_note("Fit statistics (Harrell's C within strata, where the result has it)."))
-        section.add(table_html(shown, attrs={"class": "fit-statistics", "data-output": out.name}))
+        section.add(
+            table_html(statistics, attrs={"class": "fit-statistics", "data-output": out.name})
+        )
 
 
 def _time_split_block(
