@@ -144,6 +144,24 @@ class PHCheck:
             return f"PH violated (global test p {_relation(self.global_p)})"
         return ""
 
+    def note(self, subject: str) -> str:
+        """A sentence flagging ``subject`` (e.g. "the centres' HRs") as it depends on the
+        tested model: an average of a time-varying effect of the exposure, or estimated beside
+        other terms whose effect changes (global rejection only); ``""`` when nothing rejects."""
+        if not self.rejects:
+            return ""
+        where = f"{self.flag()} in {self.model}"
+        if self.rejects_exposure:
+            return (
+                f"{where}: {subject} average an effect of {self.exposure} that changes over time."
+            )
+        others = [t for t in self.rejecting_terms if t not in self.terms]
+        which = f"the effect of {', '.join(others)}" if others else "some effect"
+        return (
+            f"{where}: {which} changes over time; {subject} come from models that assume it "
+            "does not."
+        )
+
     @property
     def rejecting_terms(self) -> tuple[str, ...]:
         """The tested model's terms whose own PH test rejects."""

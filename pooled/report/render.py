@@ -647,8 +647,7 @@ def _two_stage_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
     if check is not None and check.rejects:
         section.add(
             _warn(
-                f"{check.flag()} in the one-stage model of {out.endpoint.upper()}: the centres' "
-                "HRs, and their pooled HR, average an effect that changes over time.",
+                check.note("the centres' HRs and their pooled HR"),
                 "warn ph-flag",
             )
         )
@@ -661,7 +660,7 @@ def _two_stage_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
         else f" (no prediction interval with {k} centre{'s' if k != 1 else ''})."
     )
     if check is not None and check.rejects:
-        caption += f" {check.flag()}: the HRs average a time-varying effect."
+        caption += " " + check.note("these HRs")
     section.add(
         r.figure(
             name,
@@ -836,8 +835,7 @@ def _interaction_block(r: _Renderer, out: ModelOutput, section: Section) -> None
     if check is not None and check.rejects:
         section.add(
             _warn(
-                f"{check.flag()} in the one-stage model of {out.endpoint.upper()}: the HRs "
-                "within each level average an effect that changes over time.",
+                check.note("the HRs within each level"),
                 "warn ph-flag",
             )
         )
@@ -960,8 +958,7 @@ def _bayes_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
     if check is not None and check.rejects:
         section.add(
             _warn(
-                f"{check.flag()} in the one-stage model of {out.endpoint.upper()}: this model "
-                "too has one hazard ratio for the whole follow-up.",
+                check.note("this model's HRs (one per centre for the whole follow-up)"),
                 "warn ph-flag",
             )
         )
@@ -1131,7 +1128,7 @@ def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None
         if main is not None:
             caption += ": the main estimate first (diamond, dashed line), each analysis below it"
         if check is not None and check.rejects:
-            caption += f". {check.flag()}: every HR here averages a time-varying effect"
+            caption += ". " + check.note("the HRs here").rstrip(".")
         section.add(
             r.figure(
                 f"sensitivity_{out.name}",

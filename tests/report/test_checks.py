@@ -107,11 +107,12 @@ def test_flag_in_the_xlsx_hazard_ratios(two_centre_rendered):
 
 
 def test_flag_in_the_two_stage_and_sensitivity_text(page):
-    assert "PH violated (pr_positive test p < 0.001) in the one-stage model of DFS" in page.text(
-        "centres"
-    )
-    assert "the HRs average a time-varying effect" in page.text("centres")  # forest caption
-    assert "every HR here averages a time-varying effect" in page.text("sensitivity")
+    assert (
+        "PH violated (pr_positive test p < 0.001) in Stratified Cox, DFS, adjusted: the centres' "
+        "HRs and their pooled HR average an effect of pr_positive that changes over time"
+    ) in page.text("centres")
+    assert "these HRs average an effect of pr_positive" in page.text("centres")  # caption
+    assert "the HRs here average an effect of pr_positive" in page.text("sensitivity")
 
 
 def test_no_period_specific_hrs_said_when_none_were_fitted(page):
@@ -299,6 +300,7 @@ def test_a_rejecting_global_test_flags_the_exposure_too(run_output, rendered):
     flags = dict(zip(table.column("term"), table.column("PH check"), strict=True))
     assert flags["ctc_positive"] == "PH violated (global test p = 0.015)"
     assert flags["age"] == ""
-    assert "PH violated (global test p = 0.015) in the one-stage model of OS" in page.text(
-        "subgroups"
-    )
+    assert (
+        "PH violated (global test p = 0.015) in Cox, adjusted: the effect of "
+        "subtypetriple_negative changes over time; the HRs within each level come from models"
+    ) in page.text("subgroups")
