@@ -156,11 +156,11 @@ class PHCheck:
                 f"{where}: {subject} average an effect of {self.exposure} that changes over time."
             )
         others = [t for t in self.rejecting_terms if t not in self.terms]
-        which = f"the effect of {', '.join(others)}" if others else "some effect"
-        return (
-            f"{where}: {which} changes over time; {subject} come from models that assume it "
-            "does not."
-        )
+        if len(others) > 1:
+            which = f"the effects of {', '.join(others)} change over time"
+        else:
+            which = f"the effect of {others[0] if others else 'a term'} changes over time"
+        return f"{where}: {which}; {subject} come from models that assume proportional hazards."
 
     @property
     def rejecting_terms(self) -> tuple[str, ...]:
@@ -197,11 +197,12 @@ class PHCheck:
                 "an effect that changes with time; read it with the Schoenfeld plot." + after
             )
         others = [t for t in self.rejecting_terms if t not in self.terms]
-        which = (
-            f"the effect of {', '.join(others)} changes with time"
-            if others
-            else "no single term rejects, but their joint test does"
-        )
+        if len(others) > 1:
+            which = f"the effects of {', '.join(others)} change with time"
+        elif others:
+            which = f"the effect of {others[0]} changes with time"
+        else:
+            which = "no single term rejects, but their joint test does"
         return (
             f"Proportional hazards rejected by the global test at alpha = {self.alpha:g} "
             f"({self.model}): {tests}. The exposure's own test does not reject; {which}. The "

@@ -737,12 +737,15 @@ def _comparison_display(rows: pd.DataFrame) -> pd.DataFrame:
             {
                 "endpoint": str(rec["endpoint"]).upper(),
                 "one-stage HR (95% CI)": one,
-                "SE (log)": _fmt(rec.get("one_stage_se"), 3),
-                "patients / events": _counts(rec.get("one_stage_n"), rec.get("one_stage_events")),
                 "two-stage HR (95% CI)": two,
-                "SE (log) ": _fmt(rec.get("two_stage_se"), 3),
+                "SE of log HR (one / two)": (
+                    f"{_fmt(rec.get('one_stage_se'), 3)} / {_fmt(rec.get('two_stage_se'), 3)}"
+                ),
+                "patients (events), one / two": (
+                    f"{_counts(rec.get('one_stage_n'), rec.get('one_stage_events'))} / "
+                    f"{_counts(rec.get('two_stage_n'), rec.get('two_stage_events'))}"
+                ),
                 "centres": str(rec.get("two_stage_centres", "")),
-                "patients / events ": _counts(rec.get("two_stage_n"), rec.get("two_stage_events")),
                 "difference (log HR)": _fmt(diff, 3),
                 "beyond the larger SE": (
                     "yes" if rec.get("disagree") else ("no" if np.isfinite(_num(diff)) else "")
@@ -767,7 +770,7 @@ def _fmt(x: Any, digits: int) -> str:
 
 def _counts(n: Any, events: Any) -> str:
     a, b = _num(n), _num(events)
-    return f"{int(a):,} / {int(b):,}" if np.isfinite(a) and np.isfinite(b) else ""
+    return f"{int(a):,} ({int(b):,})" if np.isfinite(a) and np.isfinite(b) else ""
 
 
 def _comparison_section(r: _Renderer, section: Section) -> None:

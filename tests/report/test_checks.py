@@ -302,5 +302,6 @@ def test_a_rejecting_global_test_flags_the_exposure_too(run_output, rendered):
     assert flags["age"] == ""
     assert (
         "PH violated (global test p = 0.015) in Cox, adjusted: the effect of "
-        "subtypetriple_negative changes over time; the HRs within each level come from models"
+        "subtypetriple_negative changes over time; the HRs within each level come from models "
+        "that assume proportional hazards"
     ) in page.text("subgroups")
