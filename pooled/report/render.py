@@ -1091,12 +1091,7 @@ def _main_estimate(r: _Renderer, out: ModelOutput) -> dict[str, Any] | None:
                 pooled = frame.loc[frame["row_type"] == "pooled"]
                 if len(pooled):
                     rec = pooled.iloc[0]
-                    return {
-                        "label": f"Main: {other.label or other.name}",
-                        "hr": rec["hr"],
-                        "ci_lower": rec["ci_lower"],
-                        "ci_upper": rec["ci_upper"],
-                    }
+                    return _reference_row(f"Main: {other.label or other.name}", rec)
         return None
     main = next(
         (o for o in r.run.outputs if o.kind == "cox" and o.name == f"cox_{out.endpoint}_adjusted"),
@@ -1110,12 +1105,14 @@ def _main_estimate(r: _Renderer, out: ModelOutput) -> dict[str, Any] | None:
     if not len(found):
         return None
     rec = found.iloc[0]
-    return {
-        "label": f"Main: {main.label or main.name}",
-        "hr": rec["hr"],
-        "ci_lower": rec["ci_lower"],
-        "ci_upper": rec["ci_upper"],
-    }
+    return _reference_row(f"Main: {main.label or main.name}", rec)
+
+
+def _reference_row(label: str, rec: pd.Series) -> dict[str, Any]:
+    row = {"label": label}
+    for column in ("hr", "ci_lower", "ci_upper", "p_value", "n", "events"):
+        row[column] = rec.get(column, np.nan)
+    return row
 
 
 def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
@@ -1142,13 +1139,8 @@ def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None
         )
         table = rows[["label"] + [c for c in [*_TIDY_SHOWN[1:], "note"] if c in rows]]
         if main is not None:
-            table = pd.concat(
-                [
-                    pd.DataFrame([{k: main[k] for k in ("label", "hr", "ci_lower", "ci_upper")}]),
-                    table,
-                ],
-                ignore_index=True,
-            )
+            first = pd.DataFrame([main])[[c for c in table.columns if c in main]]
+            table = pd.concat([first, table], ignore_index=True)
         section.add(
             table_html(
                 table, attrs={"class": "sensitivity", "data-output": out.name}, wrap=["note"]

@@ -305,3 +305,14 @@ def test_a_rejecting_global_test_flags_the_exposure_too(run_output, rendered):
         "subtypetriple_negative changes over time; the HRs within each level come from models "
         "that assume proportional hazards"
     ) in page.text("subgroups")
+
+
+def test_sensitivity_table_starts_with_the_main_estimate(two_centre, page):
+    cox = next(o for o in two_centre.outputs if o.name == "cox_dfs_adjusted").to_frame()
+    marker = cox.loc[cox["term"] == "pr_positive"].iloc[0]
+    table = page.table("sensitivity", "sensitivity", **{"data-output": "sensitivity_dfs"})
+    first = table.records()[0]
+    assert first["label"] == "Main: Stratified Cox, DFS, adjusted"
+    assert first["hr"] == f"{marker['hr']:.2f}" and first["n"] == f"{int(marker['n'])}"
+    assert table.column("label")[1:] == ["without A", "without B"]
+    assert "not estimable" in table.records()[1]["note"]  # why 'without A' has no HR
