@@ -27,6 +27,7 @@ __all__ = [
     "format_p_value",
     "format_ratio_ci",
     "heterogeneity_text",
+    "p_relation",
     "subgroup_forest_plot",
 ]
 
@@ -47,6 +48,14 @@ def format_p_value(p: float) -> str:
     if p < 0.001:
         return "<0.001"
     return f"{p:.3f}"
+
+
+def p_relation(p: float) -> str:
+    """``"= 0.012"``, ``"< 0.001"`` (``"= NA"`` for a missing p-value), to follow ``p``."""
+    text = format_p_value(p)
+    if not text:
+        return "= NA"
+    return "< " + text[1:] if text.startswith("<") else "= " + text
 
 
 def format_ratio_ci(estimate: float, lower: float, upper: float, digits: int = 2) -> str:

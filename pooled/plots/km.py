@@ -29,11 +29,6 @@ CURVE_GID = "km_curve"
 RISK_LABEL_GID = "n_at_risk"
 
 
-def _p_relation(text: str) -> str:
-    """``"= 0.012"`` or ``"< 0.001"``."""
-    return "< " + text[1:] if text.startswith("<") else "= " + text
-
-
 def risk_table_axes(ax: Axes) -> Axes | None:
     """The numbers-at-risk axes that :func:`km_plot` created under ``ax`` (or ``None``)."""
     for other in ax.figure.axes:
@@ -104,7 +99,7 @@ def km_plot(
     import matplotlib.pyplot as plt
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-    from pooled.plots.forest import format_p_value
+    from pooled.plots.forest import p_relation
 
     names = dict(group_names or {})
     steps = result.step_frame()
@@ -158,7 +153,7 @@ def km_plot(
         ax.text(
             0.98,
             0.95,
-            f"{kind} p {_p_relation(format_p_value(logrank.p_value))}",
+            f"{kind} p {p_relation(logrank.p_value)}",
             transform=ax.transAxes,
             ha="right",
             va="top",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pooled.plots.forest import format_p_value
+from pooled.plots.forest import p_relation
 
 if TYPE_CHECKING:  # pragma: no cover
     from pooled.run_output import ModelOutput, RunOutput
@@ -25,6 +25,7 @@ __all__ = [
     "MIN_CENTRES_RANDOM_EFFECTS",
     "PHCheck",
     "centre_model_differences",
+    "config_document",
     "exposure_name",
     "fit_statistics",
     "method_label",
@@ -46,7 +47,8 @@ MIN_CENTRES_PREDICTION = 3
 # the run's settings
 
 
-def _config(run: RunOutput) -> Mapping[str, Any]:
+def config_document(run: RunOutput) -> Mapping[str, Any]:
+    """The config as run (``run.config_text``) as a mapping (empty when it does not parse)."""
     import yaml
 
     try:
@@ -58,7 +60,7 @@ def _config(run: RunOutput) -> Mapping[str, Any]:
 
 def zph_alpha(run: RunOutput) -> float:
     """The level of the PH flag: the config's ``models.zph.alpha`` (default 0.05)."""
-    models = _config(run).get("models")
+    models = config_document(run).get("models")
     zph = models.get("zph") if isinstance(models, Mapping) else None
     alpha = zph.get("alpha") if isinstance(zph, Mapping) else None
     try:
@@ -75,7 +77,7 @@ def exposure_name(run: RunOutput) -> str:
         found = definitions.loc[definitions["section"] == "Exposure", "item"]
         if len(found):
             return str(found.iloc[0])
-    exposure = _config(run).get("exposure")
+    exposure = config_document(run).get("exposure")
     if isinstance(exposure, Mapping) and exposure.get("name"):
         return str(exposure["name"])
     for out in run.outputs:
@@ -139,9 +141,9 @@ class PHCheck:
         flagged only when the exposure's own test rejects; the global test speaks about the
         tested model's other terms."""
         if self.rejects_exposure:
-            return f"PH violated ({self.exposure} test p {_relation(self.exposure_p)})"
+            return f"PH violated ({self.exposure} test p {p_relation(self.exposure_p)})"
         if self.rejects_global and tested:
-            return f"PH violated (global test p {_relation(self.global_p)})"
+            return f"PH violated (global test p {p_relation(self.global_p)})"
         return ""
 
     def note(self, subject: str) -> str:
@@ -173,12 +175,12 @@ class PHCheck:
         """What the test found, in words, with what to do about it."""
         tests = (
             f"the scaled-Schoenfeld test of {self.exposure} gives chi^2 = "
-            f"{self.exposure_chisq:.2f} on {self.exposure_df:g} df, p {_relation(self.exposure_p)}"
+            f"{self.exposure_chisq:.2f} on {self.exposure_df:g} df, p {p_relation(self.exposure_p)}"
         )
         if np.isfinite(self.global_p):
             tests += (
                 f"; the global test chi^2 = {self.global_chisq:.2f} on {self.global_df:g} df, "
-                f"p {_relation(self.global_p)}"
+                f"p {p_relation(self.global_p)}"
             )
         if not self.rejects:
             return (
@@ -209,11 +211,6 @@ class PHCheck:
             f"adjusted hazard ratio of {self.exposure} is estimated alongside a time-varying "
             "effect; read it with the Schoenfeld plots." + after
         )
-
-
-def _relation(p: float) -> str:
-    text = format_p_value(p)
-    return ("< " + text[1:]) if text.startswith("<") else ("= " + text if text else "= NA")
 
 
 def _row(table: pd.DataFrame, terms: Iterable[str]) -> tuple[float, float, float]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from harmonization.schema import Reason
 from pooled.report.checks import method_label
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["cohort_profile", "events_of", "prisma_checklist", "remark_profile"]
 
-_BLOCKING = ("blocking validation error", "duplicate patient id")
+_BLOCKING = (str(Reason.BLOCKING_ERROR), str(Reason.DUPLICATE_ID))
 
 
 def events_of(out: ModelOutput) -> float:

@@ -24,6 +24,7 @@ from pooled.report.checks import (
     MIN_CENTRES_PREDICTION,
     PHCheck,
     centre_model_differences,
+    config_document,
     exposure_name,
     one_vs_two_stage,
     ph_checks,
@@ -212,22 +213,12 @@ _TIDY_SHOWN = ["term", "hr", "ci_lower", "ci_upper", "p_value", "n", "events"]
 # definitions, profile, flow, characteristics
 
 
-def _config_doc(run: RunOutput) -> Mapping[str, Any]:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(run.config_text or "")
-    except yaml.YAMLError:
-        return {}
-    return doc if isinstance(doc, Mapping) else {}
-
-
 def _definitions_section(r: _Renderer, section: Section) -> None:
     """Cohort, exposure, endpoints (with how each centre delivered them), time origin,
     covariates, models and the config's description, before any result."""
     run = r.run
     definitions = run.characteristics.get("definitions")
-    doc = _config_doc(run)
+    doc = config_document(run)
     description = str(doc.get("description") or "")
     if isinstance(definitions, pd.DataFrame) and len(definitions):
         found = definitions.loc[definitions["item"] == "description", "definition"]
