@@ -22,6 +22,7 @@ from pooled.errors import PooledError
 from pooled.plots.forest import forest_rows, format_p_value, format_ratio_ci, heterogeneity_text
 from pooled.report.checks import (
     MIN_CENTRES_PREDICTION,
+    MIN_CENTRES_RANDOM_EFFECTS,
     PHCheck,
     centre_model_differences,
     config_document,
@@ -957,10 +958,22 @@ def _bayes_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
             )
         )
     table = bayes_table(out)
-    section.add(table_html(table, attrs={"class": "bayes"}))
     frame = out.to_frame()
+    k = int((frame["quantity"] == "centre").sum()) if "quantity" in frame else 0
+    if 0 < k < MIN_CENTRES_RANDOM_EFFECTS:
+        section.add(
+            _warn(
+                f"Only {k} centre{'s' if k != 1 else ''}: the between-centre SD (tau) is "
+                "informed mostly by its prior, and so are the shrunken centre HRs and the "
+                "predictive HR for a new centre"
+                + (" (not drawn: fewer than 3 centres)." if k < MIN_CENTRES_PREDICTION else "."),
+                "caveat",
+            )
+        )
+    section.add(table_html(table, attrs={"class": "bayes"}))
     if "quantity" in frame.columns:
-        rows = frame[frame["quantity"].isin(["centre", "pooled", "predictive"])].copy()
+        wanted = ["centre", "pooled"] + (["predictive"] if k >= MIN_CENTRES_PREDICTION else [])
+        rows = frame[frame["quantity"].isin(wanted)].copy()
         order = {"centre": 0, "pooled": 1, "predictive": 2}
         rows["_order"] = rows["quantity"].map(order)
         rows = rows.sort_values("_order", kind="stable").drop(columns="_order")

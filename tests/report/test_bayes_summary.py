@@ -41,3 +41,30 @@ def test_report_states_the_convention(rendered):
     text = Page(rendered.html).text("bayes")
     assert "posterior medians with equal-tailed 95% credible intervals" in text
     assert "HDI" not in text
+
+
+def test_few_centres_caveat_and_no_predictive_row_below_three(run_output, rendered, tmp_path):
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from pooled.report import render_report
+
+    out = next(o for o in run_output.outputs if o.name == "bayes_meta_os")
+    table = out.result.table
+    two = pd.concat(
+        [
+            table.loc[table["quantity"] != "centre"],
+            table.loc[table["quantity"] == "centre"].head(2),
+        ],
+        ignore_index=True,
+    )
+    run = replace(run_output, outputs=(replace(out, result=replace(out.result, table=two)),))
+    files = render_report(run, tmp_path, formats=("png",))
+    text = Page(files.html).text("bayes")
+    assert "Only 2 centres: the between-centre SD (tau) is informed mostly by its prior" in text
+    drawn = files.forest_rows["bayes_forest_bayes_meta_os"]["label"].tolist()
+    assert "New centre" not in drawn and "Pooled" in drawn
+    # the reference run's eight centres carry no caveat and keep the predictive row
+    assert "informed mostly by its prior" not in Page(rendered.html).text("bayes")
+    assert "New centre" in rendered.forest_rows["bayes_forest_bayes_meta_os"]["label"].tolist()
