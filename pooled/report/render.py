@@ -218,16 +218,17 @@ def _definitions_section(r: _Renderer, section: Section) -> None:
     """Cohort, exposure, endpoints (with how each centre delivered them), time origin,
     covariates, models and the config's description, before any result."""
     run = r.run
-    definitions = run.characteristics.get("definitions")
+    found_table = run.characteristics.get("definitions")
+    definitions = found_table if isinstance(found_table, pd.DataFrame) else pd.DataFrame()
     doc = config_document(run)
+    has_table = len(definitions) > 0
     description = str(doc.get("description") or "")
-    if isinstance(definitions, pd.DataFrame) and len(definitions):
+    if has_table:
         found = definitions.loc[definitions["item"] == "description", "definition"]
-        if len(found):
-            description = str(found.iloc[0])
-        shown = definitions.loc[definitions["item"] != "description"]
-        if description:
-            section.add(f'<p class="description">{html.escape(description)}</p>')
+        description = str(found.iloc[0]) if len(found) else description
+    if description:
+        section.add(f'<p class="description">{html.escape(description)}</p>')
+    if has_table:
         section.add(
             _note(
                 "What this run analysed. Endpoint definitions are the consortium schema's; "
@@ -236,19 +237,20 @@ def _definitions_section(r: _Renderer, section: Section) -> None:
         )
         section.add(
             table_html(
-                shown.rename(columns={"section": "", "item": "item", "definition": "definition"}),
+                definitions.loc[definitions["item"] != "description"].rename(
+                    columns={"section": ""}
+                ),
                 attrs={"class": "definitions-list"},
                 formatted=True,
                 wrap=["definition"],
             )
         )
     else:
-        if description:
-            section.add(f'<p class="description">{html.escape(description)}</p>')
-        items: list[tuple[str, Any]] = []
-        for key in ("exposure", "endpoints", "covariates", "strata", "origin", "models"):
-            if key in doc:
-                items.append((key, doc[key]))
+        items = [
+            (key, doc[key])
+            for key in ("exposure", "endpoints", "covariates", "strata", "origin", "models")
+            if key in doc
+        ]
         if items:
             section.add(
                 _note("This run predates the definitions table; the config's own keys follow.")
