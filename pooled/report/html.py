@@ -44,12 +44,14 @@ footer td,footer th{font-size:0.95em}
 table.definitions th{border-bottom:1px solid #e3e8ed;background:#f4f7fa}
 table.definitions td.text{white-space:normal;max-width:820px}
 td.wrap,th.wrap{white-space:normal;min-width:14em;max-width:40em;text-align:left}
+.beside td.wrap,.beside th.wrap{min-width:9em;max-width:13em}
 tr.flagged td{background:#fff4e5}
 .flag{color:#a04000;font-weight:600}
 .caveat{background:#fdf2f2;border-left:4px solid #c0392b;padding:6px 12px;margin:8px 0}
 .beside{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start;max-width:100%}
 .beside>*{min-width:0;max-width:100%;flex:0 1 auto}
-.beside figure{margin:8px 0}
+.beside figure{margin:8px 0;display:table}
+.beside figcaption{display:table-caption;caption-side:bottom}
 .description{font-size:1.05em;margin:0.6em 0 1em}
 """
 

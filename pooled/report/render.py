@@ -510,7 +510,9 @@ def _cox_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
     frame = out.to_frame()
     check = r.checks.get(out.endpoint)
     section.add(_title(out))
-    cols = [c for c in _TIDY_SHOWN + ["lr_p_value"] if c in frame.columns]
+    # patients and events are the same on every row: they are in the note under the table
+    shown_columns = [c for c in _TIDY_SHOWN if c not in ("n", "events")] + ["lr_p_value"]
+    cols = [c for c in shown_columns if c in frame.columns]
     table = frame[cols].copy()
     classes: list[str] = []
     if check is not None:
@@ -553,7 +555,7 @@ def _cox_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
             def draw(term: str = term, coefficient: float | None = coefficient) -> Axes:
                 import matplotlib.pyplot as plt
 
-                _fig, ax = plt.subplots(figsize=(4.6, 3.3))
+                _fig, ax = plt.subplots(figsize=(4.0, 3.0))
                 return schoenfeld_plot(check.zph.result, term, ax=ax, coefficient=coefficient)
 
             figures.append(

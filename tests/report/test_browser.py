@@ -169,6 +169,11 @@ window.addEventListener('load', function () {
         out.overlaps.push(name(blocks[i]) + ' / ' + name(blocks[j]));
     }
   }
+  out.beside = Array.prototype.slice.call(document.querySelectorAll('.beside')).map(function (b) {
+    var table = box(b.querySelector('.table-wrap'));
+    return Array.prototype.slice.call(b.querySelectorAll('figure')).map(function (f) {
+      var r = box(f); return r.left >= table.right - 1 && r.top < table.bottom; });
+  });
   out.scrollWidth = document.documentElement.scrollWidth;
   out.innerWidth = window.innerWidth;
   var node = document.createElement('pre');
@@ -192,6 +197,8 @@ def test_no_table_or_figure_overflows_its_box(request, which, width, tmp_path):
     assert probe["scrollWidth"] <= probe["innerWidth"], probe
     if width < WIDTH:  # a narrow window: the wide tables scroll inside their boxes
         assert probe["scrolling"], "no table is wider than 820 px?"
+    elif which == "two_centre_rendered":  # the Schoenfeld plot stands beside the flagged HR
+        assert probe["beside"] and all(all(row) for row in probe["beside"]), probe["beside"]
 
 
 @pytest.mark.parametrize("which", ["rendered", "two_centre_rendered"])
