@@ -17,6 +17,27 @@ if TYPE_CHECKING:
     from pooled.models.bayes import BayesMetaResult, BayesResult
 
 
+SUMMARY_GID = "posterior_summary"
+
+
+def posterior_summary(
+    result: BayesResult | BayesMetaResult, var_name: str = "mu", *, hazard_ratio: bool = True
+) -> tuple[float, float, float]:
+    """The posterior median and equal-tailed interval of ``var_name`` as the result's table
+    reports them (``mu``: the pooled row, ``tau``: the heterogeneity row), on the HR scale
+    when ``hazard_ratio`` (else the log scale for ``mu``)."""
+    table = result.to_frame()
+    quantity = {"mu": "pooled", "tau": "heterogeneity"}.get(var_name)
+    if quantity is None or "quantity" not in table:
+        raise KeyError(f"the result's table has no summary of {var_name!r}")
+    row = table.loc[table["quantity"] == quantity].iloc[0]
+    if var_name == "tau":
+        return float(row["estimate"]), float(row["ci_lower"]), float(row["ci_upper"])
+    if hazard_ratio:
+        return float(row["hr"]), float(row["ci_lower"]), float(row["ci_upper"])
+    return float(row["estimate"]), float(np.log(row["ci_lower"])), float(np.log(row["ci_upper"]))
+
+
 def posterior_plot(
     result: BayesResult | BayesMetaResult,
     ax: Axes | None = None,
@@ -25,10 +46,14 @@ def posterior_plot(
     hazard_ratio: bool = True,
     ref_val: float | None = 1.0,
 ) -> Axes:
-    """Posterior density of one scalar quantity (default: the pooled marker HR).
+    """Posterior density of one scalar quantity (default: the pooled marker HR), with the
+    posterior median and the equal-tailed credible interval the result's table reports.
 
-    ``hazard_ratio`` draws ``exp`` of a log HR; ``ref_val`` marks the share of the posterior
-    on either side of it (``P(HR > 1)``).
+    The density is ArviZ's; the summary drawn on it (a vertical line at the median, a thick
+    bar over the interval, both printed) is read from ``result.to_frame()``, so the figure
+    and the table show the same numbers (no HDI, no mean). ``hazard_ratio`` draws ``exp``
+    of a log HR; ``ref_val`` marks the share of the posterior on either side of it
+    (``P(HR > 1)``).
 
     Examples
     --------
@@ -38,17 +63,36 @@ def posterior_plot(
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
+    ratio = hazard_ratio and var_name != "tau"
     az.plot_posterior(
         result.idata,
         var_names=[var_name],
-        transform=np.exp if hazard_ratio else None,
-        hdi_prob=result.spec.ci_level,
-        ref_val=ref_val if hazard_ratio else None,
+        transform=np.exp if ratio else None,
+        hdi_prob="hide",
+        point_estimate=None,
+        ref_val=ref_val if ratio else None,
+        textsize=9,
         ax=ax,
     )
-    label = "hazard ratio" if hazard_ratio else var_name
-    ax.set_title(f"{var_name}: {label}")
+    median, lower, upper = posterior_summary(result, var_name, hazard_ratio=ratio)
+    level = getattr(result.spec, "ci_level", 0.95)
+    bottom = ax.get_ylim()[0]
+    (bar,) = ax.plot([lower, upper], [bottom, bottom], color="#1f4e79", linewidth=5.0,
+                     solid_capstyle="butt", zorder=4)  # fmt: skip
+    bar.set_gid(SUMMARY_GID)
+    ax.axvline(median, color="#1f4e79", linewidth=1.2, zorder=4)
+    ax.text(
+        0.02,
+        0.97,
+        f"median {median:.2f}\n{100 * level:g}% equal-tailed\ninterval {lower:.2f}\u2013{upper:.2f}",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=9,
+    )
+    label = "hazard ratio" if ratio else var_name
+    ax.set_title(f"{var_name}: {label} (posterior median, {100 * level:g}% ETI)", fontsize=10)
     return ax
 
 

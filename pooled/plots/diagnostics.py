@@ -73,7 +73,7 @@ def schoenfeld_plot(
     """
     import matplotlib.pyplot as plt
 
-    from pooled.plots.forest import format_p_value
+    from pooled.plots.forest import p_relation
 
     if term not in result.residuals.columns:
         raise KeyError(f"'{term}' has no residual column; expected one of {ph_terms(result)}.")
@@ -96,8 +96,8 @@ def schoenfeld_plot(
         ax.axhline(coefficient, color="#1f4e79", linestyle="--", linewidth=1.0)
     ax.axhline(0.0, color="0.75", linewidth=0.8)
     row = result.table[result.table["term"] == term]
-    p_text = format_p_value(float(row["p_value"].iloc[0])) if len(row) else ""
-    ax.set_title(f"{term}\nPH test p = {p_text} ({result.transform})", fontsize=9.5, loc="left")
+    relation = p_relation(float(row["p_value"].iloc[0])) if len(row) else "= NA"
+    ax.set_title(f"{term}\nPH test p {relation} ({result.transform})", fontsize=9.5, loc="left")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Beta(t) for {term}" if len(term) < 18 else "Beta(t)")
     if len(frame):

@@ -7,7 +7,7 @@ nothing statistical; the only arithmetic here is display (marker sizes, text for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,7 @@ __all__ = [
     "format_p_value",
     "format_ratio_ci",
     "heterogeneity_text",
+    "p_relation",
     "subgroup_forest_plot",
 ]
 
@@ -35,6 +36,7 @@ DIAMOND_GID = "pooled_diamond"
 PREDICTION_GID = "prediction_interval"
 HETEROGENEITY_GID = "heterogeneity"
 INTERACTION_GID = "interaction_p"
+REFERENCE_GID = "main_estimate"
 MAX_SQUARE_AREA = 220.0
 MIN_SQUARE_AREA = 12.0
 
@@ -46,6 +48,14 @@ def format_p_value(p: float) -> str:
     if p < 0.001:
         return "<0.001"
     return f"{p:.3f}"
+
+
+def p_relation(p: float) -> str:
+    """``"= 0.012"``, ``"< 0.001"`` (``"= NA"`` for a missing p-value), to follow ``p``."""
+    text = format_p_value(p)
+    if not text:
+        return "= NA"
+    return "< " + text[1:] if text.startswith("<") else "= " + text
 
 
 def format_ratio_ci(estimate: float, lower: float, upper: float, digits: int = 2) -> str:
@@ -401,11 +411,14 @@ def estimate_forest_plot(
     xlabel: str = "Hazard ratio",
     text_header: str = "HR (95% CI)",
     log_scale: bool = True,
+    reference: Mapping[str, Any] | None = None,
 ) -> Axes:
     """Forest plot of the rows of a tidy table (``hr, ci_lower, ci_upper``), in its order.
 
     Rows whose label is in ``pooled`` are drawn as diamonds (e.g. the pooled and predictive
-    rows of a Bayesian model); the others as equal squares.
+    rows of a Bayesian model); the others as equal squares. A ``reference`` estimate (the
+    main analysis a sensitivity table varies) is the first row, a diamond, and a dashed
+    vertical line through its estimate that every other row is read against.
 
     Parameters
     ----------
@@ -419,6 +432,9 @@ def estimate_forest_plot(
     title, xlabel, text_header : str
     log_scale : bool
         Log x axis with a line at 1 (hazard ratios); linear with a line at 0 otherwise.
+    reference : mapping, optional
+        ``label, hr, ci_lower, ci_upper`` (``estimate`` instead of ``hr`` on a linear
+        scale) of the main estimate, drawn first with a dashed line through it.
 
     Returns
     -------
@@ -449,6 +465,20 @@ def estimate_forest_plot(
             "weight_percent": np.nan,
         }
     )
+    if reference is not None:
+        value = reference["hr"] if log_scale else reference.get("estimate", reference["hr"])
+        first = pd.DataFrame(
+            {
+                "label": [str(reference.get("label", "Main analysis"))],
+                "term": [str(reference.get("term", ""))],
+                "row_type": ["pooled"],
+                "hr": [float(value)],
+                "ci_lower": [float(reference["ci_lower"])],
+                "ci_upper": [float(reference["ci_upper"])],
+                "weight_percent": [np.nan],
+            }
+        )
+        rows = pd.concat([first, rows], ignore_index=True)
     rows["text"] = [
         format_ratio_ci(h, lo, hi)
         for h, lo, hi in zip(rows["hr"], rows["ci_lower"], rows["ci_upper"], strict=True)
@@ -465,6 +495,11 @@ def estimate_forest_plot(
         show_weights=False,
         null_value=1.0 if log_scale else 0.0,
     )
+    if reference is not None and np.isfinite(rows["hr"].iloc[0]):
+        line = ax.axvline(
+            float(rows["hr"].iloc[0]), color="#c0392b", linestyle="--", linewidth=1.0, zorder=1
+        )
+        line.set_gid(REFERENCE_GID)
     return ax
 
 

@@ -42,6 +42,17 @@ pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:0.82em;max-width:1
 footer{margin-top:3em;border-top:1px solid #cfd8e0;padding-top:10px;font-size:0.85em;color:#3d4852}
 footer td,footer th{font-size:0.95em}
 table.definitions th{border-bottom:1px solid #e3e8ed;background:#f4f7fa}
+table.definitions td.text{white-space:normal;max-width:820px}
+td.wrap,th.wrap{white-space:normal;min-width:14em;max-width:40em;text-align:left}
+.beside td.wrap,.beside th.wrap{min-width:9em;max-width:13em}
+tr.flagged td{background:#fff4e5}
+.flag{color:#a04000;font-weight:600}
+.caveat{background:#fdf2f2;border-left:4px solid #c0392b;padding:6px 12px;margin:8px 0}
+.beside{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start;max-width:100%}
+.beside>*{min-width:0;max-width:100%;flex:0 1 auto}
+.beside figure{margin:8px 0;display:table}
+.beside figcaption{display:table-caption;caption-side:bottom}
+.description{font-size:1.05em;margin:0.6em 0 1em}
 """
 
 
@@ -79,17 +90,22 @@ def table_html(
     row_attrs: Sequence[Mapping[str, str]] | None = None,
     row_classes: Sequence[str] | None = None,
     formatted: bool = False,
+    wrap: Sequence[str] = (),
 ) -> str:
-    """An HTML table of ``frame``, numbers rounded for display (unless ``formatted``)."""
+    """An HTML table of ``frame``, numbers rounded for display (unless ``formatted``).
+
+    Columns in ``wrap`` (long text: reasons, notes) wrap within a bounded width instead of
+    widening the table; any table wider than the page scrolls inside its own box."""
     shown = frame if formatted else format_frame(frame)
     text_columns = {c for c in frame.columns if _is_text(frame[c])}
+    wrapped = {c for c in frame.columns if c in set(wrap)}
     attr_text = "".join(f' {k}="{html.escape(str(v))}"' for k, v in (attrs or {}).items())
     out = [f'<div class="table-wrap"><table{attr_text}>']
     if caption:
         out.append(f"<caption>{html.escape(caption)}</caption>")
     out.append("<thead><tr>")
     for column in frame.columns:
-        cls = ' class="text"' if column in text_columns else ""
+        cls = _cell_class(column, text_columns, wrapped)
         out.append(f"<th{cls}>{html.escape(str(column))}</th>")
     out.append("</tr></thead><tbody>")
     for i, (_, row) in enumerate(shown.iterrows()):
@@ -100,11 +116,17 @@ def table_html(
             extra += f' class="{html.escape(row_classes[i])}"'
         cells = []
         for column in frame.columns:
-            cls = ' class="text"' if column in text_columns else ""
+            cls = _cell_class(column, text_columns, wrapped)
             cells.append(f"<td{cls}>{html.escape(str(row[column]))}</td>")
         out.append(f"<tr{extra}>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
+
+
+def _cell_class(column: Any, text_columns: set[Any], wrapped: set[Any]) -> str:
+    if column in wrapped:
+        return ' class="text wrap"'
+    return ' class="text"' if column in text_columns else ""
 
 
 def figure_html(figure: HtmlFigure) -> str:

@@ -20,6 +20,20 @@ import pandas as pd
 
 from pooled.errors import PooledError
 from pooled.plots.forest import forest_rows, format_p_value, format_ratio_ci, heterogeneity_text
+from pooled.report.checks import (
+    MIN_CENTRES_PREDICTION,
+    MIN_CENTRES_RANDOM_EFFECTS,
+    PHCheck,
+    centre_model_differences,
+    config_document,
+    exposure_name,
+    one_vs_two_stage,
+    ph_checks,
+    time_split_rows,
+    two_stage_caveat,
+    why_they_differ,
+)
+from pooled.report.guidelines import cohort_profile, prisma_checklist, remark_profile
 from pooled.report.html import (
     HtmlFigure,
     Section,
@@ -28,10 +42,12 @@ from pooled.report.html import (
     page_html,
     table_html,
 )
+from pooled.report.labels import endpoint_name, group_display, survival_label
 from pooled.report.tables import (
     bayes_table,
+    fit_statistics_table,
+    format_frame,
     hazard_ratio_table,
-    model_flow_table,
     write_tables_xlsx,
 )
 
@@ -60,6 +76,9 @@ class ReportFiles:
     figures : every figure file (PNG and SVG), in report order.
     forest_rows : per forest figure name, the rows it drew (label, term, row_type, hr,
         ci_lower, ci_upper, weight_percent, text), raw numbers.
+    at_risk_labels : per Kaplan-Meier figure name, the drawn boxes ``(x0, y0, x1, y1)``
+        (pixels) of the labels of its numbers-at-risk table (numbers and group names), as
+        measured by matplotlib when the figure was drawn.
     """
 
     folder: Path
@@ -67,6 +86,9 @@ class ReportFiles:
     xlsx: Path
     figures: tuple[Path, ...]
     forest_rows: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    at_risk_labels: Mapping[str, list[tuple[float, float, float, float]]] = field(
+        default_factory=dict
+    )
 
 
 def _slug(text: str) -> str:
@@ -85,8 +107,12 @@ class _Renderer:
         self.dpi = dpi
         self.files: list[Path] = []
         self.forest: dict[str, pd.DataFrame] = {}
+        self.at_risk: dict[str, list[tuple[float, float, float, float]]] = {}
         self.names: set[str] = set()
         self.reserved: set[str] = set()
+        self.checks: dict[str, PHCheck] = ph_checks(run)
+        self.exposure = exposure_name(run)
+        self.shown: set[str] = set()  # outputs already shown (a time split beside its HR)
 
     def reserve(self, name: str) -> str:
         """A unique file-safe figure name (``forest_two_stage_os``, not ``forest_forest_...``)."""
@@ -161,6 +187,10 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
+def _warn(text: str, cls: str = "warn") -> str:
+    return f'<p class="{cls}">{html.escape(text)}</p>'
+
+
 def _title(out: ModelOutput) -> str:
     return f"<h3>{html.escape(out.label or out.name)}</h3>"
 
@@ -181,7 +211,123 @@ _TIDY_SHOWN = ["term", "hr", "ci_lower", "ci_upper", "p_value", "n", "events"]
 
 
 # ---------------------------------------------------------------------------------------------
-# sections
+# definitions, profile, flow, characteristics
+
+
+def _definitions_section(r: _Renderer, section: Section) -> None:
+    """Cohort, exposure, endpoints (with how each centre delivered them), time origin,
+    covariates, models and the config's description, before any result."""
+    run = r.run
+    found_table = run.characteristics.get("definitions")
+    definitions = found_table if isinstance(found_table, pd.DataFrame) else pd.DataFrame()
+    doc = config_document(run)
+    has_table = len(definitions) > 0
+    description = str(doc.get("description") or "")
+    if has_table:
+        found = definitions.loc[definitions["item"] == "description", "definition"]
+        description = str(found.iloc[0]) if len(found) else description
+    if description:
+        section.add(f'<p class="description">{html.escape(description)}</p>')
+    if has_table:
+        section.add(
+            _note(
+                "What this run analysed. Endpoint definitions are the consortium schema's; "
+                "the options are the config's as run (in full in the reproducibility section)."
+            )
+        )
+        section.add(
+            table_html(
+                definitions.loc[definitions["item"] != "description"].rename(
+                    columns={"section": ""}
+                ),
+                attrs={"class": "definitions-list"},
+                formatted=True,
+                wrap=["definition"],
+            )
+        )
+    else:
+        items = [
+            (key, doc[key])
+            for key in ("exposure", "endpoints", "covariates", "strata", "origin", "models")
+            if key in doc
+        ]
+        if items:
+            section.add(
+                _note("This run predates the definitions table; the config's own keys follow.")
+            )
+            section.add(definition_table(items))
+    prov = run.provenance
+    origin = prov.get("time_origin")
+    not_converted = dict(prov.get("origin_not_converted") or {})
+    if origin:
+        section.add(
+            _p(
+                f"Time origin of the analysis: {origin}"
+                + (
+                    " (the schema's origin per setting: diagnosis in early, sample in "
+                    "metastatic disease)."
+                    if str(origin) == "schema default"
+                    else "."
+                )
+            )
+        )
+    if not_converted:
+        section.add(
+            _warn(
+                "Delivered durations could not be converted to the analysis's time origin "
+                "(an origin date is missing) and count from the centre's own origin: "
+                + ", ".join(f"{c}: {n:,} patients" for c, n in sorted(not_converted.items()))
+                + "."
+            )
+        )
+    delivery = run.characteristics.get("endpoint_delivery")
+    if isinstance(delivery, pd.DataFrame) and len(delivery):
+        section.add("<h3>How each centre delivered the endpoints</h3>")
+        section.add(
+            _note(
+                "Per centre, the analysed patients whose endpoints were computed from dates or "
+                "taken from durations the centre delivered, what their times count from, and "
+                "per endpoint the patients with it (events)."
+            )
+        )
+        empty = [c for c in ("source not recorded",) if c in delivery and not delivery[c].any()]
+        section.add(table_html(delivery.drop(columns=empty), attrs={"class": "delivery"}))
+        mixed = delivery.loc[delivery["time origin"].astype(str).str.contains(";")]
+        origins = set(delivery["time origin"].astype(str).str.replace(r" \(\d+\)", "", regex=True))
+        if len(mixed) or len(origins) > 1:
+            section.add(
+                _warn(
+                    "Centres' times count from different origins ("
+                    + ", ".join(sorted(origins))
+                    + "): hazard ratios stratified by centre are unaffected by a shift of the "
+                    "origin within a centre only if no one is left-truncated; survival curves "
+                    "pooled over centres mix time scales."
+                )
+            )
+
+
+def _profile_section(r: _Renderer, section: Section) -> None:
+    """The REMARK-style profile: received to cohort, then patients and events per analysis."""
+    section.add(
+        _note(
+            "REMARK profile: the patients from received to the analysis cohort, then for each "
+            "analysis the cohort patients it did not use, with every reason (counted at the "
+            "first reason: left out by the analysis, endpoint missing, first missing covariate "
+            "in model order, centre not estimable), and the patients and events it analysed. "
+            "Per centre in model_flow.csv."
+        )
+    )
+    section.add(table_html(cohort_profile(r.run), attrs={"class": "cohort-profile"}))
+    profile = remark_profile(r.run)
+    if len(profile):
+        section.add("<h3>Patients used by each model</h3>")
+        section.add(
+            table_html(
+                profile,
+                attrs={"class": "remark-profile"},
+                wrap=["reasons", "analysis"],
+            )
+        )
 
 
 def _flow_section(r: _Renderer, section: Section) -> None:
@@ -198,18 +344,6 @@ def _flow_section(r: _Renderer, section: Section) -> None:
     section.add(
         r.figure("exclusion_flow", "Exclusion flow, all centres", lambda: flow_diagram(flow))
     )
-    used = model_flow_table(r.run)
-    if len(used):
-        section.add("<h3>Patients used by each model</h3>")
-        section.add(
-            _note(
-                "Cohort patients each model did not use, by reason (counted at the first "
-                "reason: left out by the analysis, endpoint missing, first missing covariate "
-                "in model order, centre not estimable) and the patients analysed; per centre "
-                "in model_flow.csv."
-            )
-        )
-        section.add(table_html(used, attrs={"class": "flow"}))
     sample_flow = getattr(r.run, "sample_flow", None)
     if sample_flow is not None:
         section.add("<h3>Serial samples</h3>")
@@ -222,10 +356,59 @@ def _flow_section(r: _Renderer, section: Section) -> None:
         section.add(table_html(sample_flow.to_frame(), attrs={"class": "flow"}))
 
 
+_NOT_CHARACTERISTICS = ("definitions", "endpoint_delivery", "missing_by_centre")
+
+
 def _characteristics_section(r: _Renderer, section: Section) -> None:
-    for name, table in r.run.characteristics.items():
+    tables = r.run.characteristics
+    if "missing_by_centre" in tables:
+        section.add(
+            _note(
+                "Medians (IQR) of known values; percentages of categories among patients with a "
+                "known value. 'missing': patients without a value at centres that collect the "
+                "variable; 'not collected': patients of centres whose data has no value of it "
+                "at all. [covariate], [derived: ...] mark the models' covariates."
+            )
+        )
+    for name, table in tables.items():
+        if name in _NOT_CHARACTERISTICS:
+            continue
         section.add(f"<h3>{html.escape(name.replace('_', ' ').capitalize())}</h3>")
-        section.add(table_html(table))
+        section.add(table_html(table, attrs={"class": f"characteristics {name}"}, formatted=True))
+    missing = tables.get("missing_by_centre")
+    if isinstance(missing, pd.DataFrame) and len(missing):
+        section.add("<h3>Missing values by centre</h3>")
+        section.add(
+            _note(
+                "Patients without a value, n (%), per variable and centre; 'not collected' where "
+                "the centre's data has no value of the variable at all."
+            )
+        )
+        section.add(table_html(missing, attrs={"class": "missing"}, formatted=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# survival
+
+
+def _followup_block(out: ModelOutput, section: Section) -> None:
+    result = out.result
+    section.add(_title(out))
+    extra = out.extra or {}
+    q1, q3 = extra.get("q1"), extra.get("q3")
+    iqr = ""
+    if q1 is not None and q3 is not None and np.isfinite(q1):
+        upper = f"{q3:.1f}" if np.isfinite(q3) else "not reached"
+        iqr = f", IQR {q1:.1f}-{upper}"
+    name = endpoint_name(out.endpoint) or "the primary endpoint"
+    section.add(
+        _p(
+            f"Median follow-up: {result.median:.1f} months{iqr} "
+            f"(95% CI {result.ci_lower:.1f}-{result.ci_upper:.1f}), by the reverse Kaplan-Meier "
+            f"method on {name.lower()} (censoring counted as the event; the definition of the "
+            f"validation reports); {result.n:,} patients, {result.n_censored:,} censored."
+        )
+    )
 
 
 def _km_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
@@ -233,29 +416,66 @@ def _km_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
 
     result = out.result
     logrank = out.extra.get("logrank") if out.extra else None
+    names = dict(out.extra.get("group_names") or {}) if out.extra else {}
+    n_centres = sum(1 for n in r.run.flow.received.values() if int(n) > 0)
+    pooled = (
+        f"The curves pool the patients of all {n_centres} centres (Kaplan-Meier, not stratified "
+        "by centre)"
+    )
+    if logrank is not None and logrank.strata:
+        pooled += (
+            f"; the log-rank test is stratified by {', '.join(logrank.strata)} "
+            f"({logrank.n_strata} strata), so it compares groups within centres."
+        )
+    else:
+        pooled += "; the log-rank test is unstratified."
     section.add(_title(out))
+    name = r.reserve(f"km_{out.name}")
+
+    def draw() -> Axes:
+        from pooled.plots.km import risk_table_boxes
+
+        ax = km_plot(
+            result,
+            logrank=logrank,
+            group_names=names,
+            xlabel="Months",
+            ylabel=survival_label(out.endpoint),
+            title=endpoint_name(out.endpoint),
+        )
+        r.at_risk[name] = risk_table_boxes(ax)
+        return ax
+
     section.add(
         r.figure(
-            f"km_{out.name}",
-            out.label or out.name,
-            lambda: km_plot(
-                result,
-                logrank=logrank,
-                group_names=out.extra.get("group_names") if out.extra else None,
-                xlabel="Months",
-                title=f"{out.endpoint.upper()}" if out.endpoint else "",
-            ),
+            name,
+            f"{endpoint_name(out.endpoint)} by {getattr(result.spec, 'group', '') or 'group'}. "
+            + pooled
+            + " Numbers at risk at the x ticks.",
+            draw,
         )
     )
-    summary = result.summary.rename(
-        columns={"median_lower": "median 95% CI lower", "median_upper": "median 95% CI upper"}
+    summary = result.summary.drop(columns=["group"], errors="ignore")
+    summary = summary.assign(label=[group_display(lab, names) for lab in summary["label"]])
+    summary = summary.rename(
+        columns={
+            "label": "group",
+            "median": "median (months)",
+            "median_lower": "median 95% CI lower",
+            "median_upper": "median 95% CI upper",
+        }
     )
-    section.add(table_html(summary.drop(columns=["group"], errors="ignore")))
+    shown_summary = format_frame(summary)
+    for column in ("median (months)", "median 95% CI lower", "median 95% CI upper"):
+        if column in summary:  # a curve (or its band) that never reaches 0.5
+            missing = summary[column].isna().to_numpy()
+            shown_summary.loc[missing, column] = "not reached"
+    section.add(table_html(shown_summary, formatted=True))
     if len(result.at_times):
         at = result.at_times
         shown = pd.DataFrame(
             {
-                "group": at["label"].astype(str),
+                "group": [group_display(lab, names) for lab in at["label"]],
                 "time": at["time"],
                 "n at risk": at["n_risk"],
                 "survival (95% CI)": [
@@ -266,25 +486,146 @@ def _km_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
                 ],
             }
         )
-        section.add(_note(f"Survival at fixed times (95% CI, {result.spec.conf_type})."))
+        section.add(
+            _note(
+                f"{endpoint_name(out.endpoint)} at the configured times (95% CI, "
+                f"{result.spec.conf_type}), pooled over centres."
+            )
+        )
         section.add(table_html(shown))
 
 
-def _cox_block(out: ModelOutput, section: Section) -> None:
+# ---------------------------------------------------------------------------------------------
+# Cox models and their checks
+
+
+def _ph_flag_html(check: PHCheck) -> str:
+    return _warn(check.sentence(), "warn ph-flag")
+
+
+def _cox_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    from pooled.plots.diagnostics import schoenfeld_plot
+
     result = out.result
     frame = out.to_frame()
+    check = r.checks.get(out.endpoint)
     section.add(_title(out))
-    cols = [c for c in _TIDY_SHOWN + ["lr_p_value"] if c in frame.columns]
-    section.add(table_html(frame[cols]))
-    dropped = getattr(result, "dropped", None)
+    # patients and events are the same on every row: they are in the note under the table
+    shown_columns = [c for c in _TIDY_SHOWN if c not in ("n", "events")] + ["lr_p_value"]
+    cols = [c for c in shown_columns if c in frame.columns]
+    table = frame[cols].copy()
+    classes: list[str] = []
+    if check is not None:
+        tested = check.model == (out.label or out.name)
+        ph_p = (
+            dict(
+                zip(
+                    check.zph.result.table["term"].astype(str),
+                    check.zph.result.table["p_value"],
+                    strict=True,
+                )
+            )
+            if tested
+            else {}
+        )
+        if tested:
+            table["PH test p"] = [ph_p.get(str(t), np.nan) for t in table["term"]]
+        flags = [check.flag(tested=tested) if str(t) in check.terms else "" for t in table["term"]]
+        if any(flags):
+            table["PH check"] = flags
+        classes = ["flagged" if f else "" for f in flags]
+    html_table = table_html(
+        table,
+        attrs={"class": "cox", "data-output": out.name},
+        row_classes=classes or None,
+        wrap=["PH check"],
+    )
+    flagged = check is not None and any(classes)
+    tested = check is not None and check.model == (out.label or out.name)
+    if flagged and check is not None and tested:
+        section.add(_ph_flag_html(check))
+        residuals = check.zph.result.residuals.columns
+        shown = [t for t in check.terms if t in residuals]
+        shown += [t for t in check.rejecting_terms if t in residuals and t not in shown]
+        figures = []
+        for term in shown[:3]:
+            names = list(result.term_names)
+            coefficient = float(result.coefficients[names.index(term)]) if term in names else None
+
+            def draw(term: str = term, coefficient: float | None = coefficient) -> Axes:
+                import matplotlib.pyplot as plt
+
+                _fig, ax = plt.subplots(figsize=(4.0, 3.0))
+                return schoenfeld_plot(check.zph.result, term, ax=ax, coefficient=coefficient)
+
+            figures.append(
+                r.figure(
+                    f"schoenfeld_{out.name}_{term}",
+                    f"Scaled Schoenfeld residuals of {term} against time "
+                    f"({out.endpoint.upper()}); a sloping smooth means the HR changes over "
+                    "follow-up.",
+                    draw,
+                )
+            )
+        section.add(f'<div class="beside">{html_table}{"".join(figures)}</div>')
+        if check.time_split is not None:
+            _time_split_block(r, check.time_split, section, beside=True)
+    elif flagged and check is not None:
+        section.add(
+            _warn(
+                f"{check.flag(tested=False)} in {check.model}: this HR of the same exposure "
+                "averages a time-varying effect too (Schoenfeld plot with the adjusted model).",
+                "warn ph-flag",
+            )
+        )
+        section.add(html_table)
+    else:
+        section.add(html_table)
     n = getattr(result, "n", None)
     events = getattr(result, "events", None)
+    dropped = getattr(result, "dropped", None)
     if n is not None:
         text = f"{n:,} patients, {events:,} events."
         if isinstance(dropped, pd.DataFrame) and len(dropped):
             count = dropped.select_dtypes("number").to_numpy().sum()
-            text += f" Complete-case analysis: {int(count):,} patients dropped (see tables.xlsx)."
+            text += f" Complete-case analysis: {int(count):,} patients dropped (see the profile)."
+        strata = getattr(getattr(result, "spec", None), "strata", ())
+        if strata:
+            text += f" Stratified by {', '.join(strata)}."
         section.add(_note(text))
+    fits = fit_statistics_table([out])
+    if len(fits):
+        statistics = fits.drop(columns=["Analysis", "Endpoint"])
+        section.add(_note("Fit statistics (Harrell's C within strata, where the result has it)."))
+        section.add(
+            table_html(statistics, attrs={"class": "fit-statistics", "data-output": out.name})
+        )
+
+
+def _time_split_block(
+    r: _Renderer, out: ModelOutput, section: Section, *, beside: bool = False
+) -> None:
+    if out.name in r.shown:
+        return
+    r.shown.add(out.name)
+    rows = time_split_rows(out, r.exposure)
+    heading = "Period-specific hazard ratios" if beside else (out.label or out.name)
+    section.add(f"<h3>{html.escape(heading)}</h3>")
+    if not len(rows):
+        section.add(_note("No period-specific estimates."))
+        return
+    section.add(
+        _note(
+            f"The HR of {r.exposure or 'the exposure'} within each period of follow-up "
+            f"({out.label or out.name}): where proportional hazards fail, these are the "
+            "estimates to read."
+        )
+    )
+    section.add(table_html(rows, attrs={"class": "time-split", "data-output": out.name}))
+
+
+# ---------------------------------------------------------------------------------------------
+# two-stage
 
 
 def _two_stage_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
@@ -292,15 +633,39 @@ def _two_stage_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
 
     result = out.result
     meta = getattr(result, "meta", result)
+    k = int(getattr(meta, "k", 0))
+    prediction = k >= MIN_CENTRES_PREDICTION
     section.add(_title(out))
+    caveat = two_stage_caveat(meta)
+    if caveat:
+        section.add(_warn(caveat, "caveat"))
+    check = r.checks.get(out.endpoint)
+    if check is not None and check.rejects:
+        section.add(
+            _warn(
+                check.note("the centres' HRs and their pooled HR"),
+                "warn ph-flag",
+            )
+        )
     name = r.reserve(f"forest_{out.name}")
     rows = forest_rows(result)
+    caption = f"{out.label or out.name}: squares sized by weight, pooled diamond"
+    caption += (
+        ", dotted line the 95% prediction interval."
+        if prediction and np.isfinite(getattr(meta, "pi_lower", np.nan))
+        else f" (no prediction interval with {k} centre{'s' if k != 1 else ''})."
+    )
+    if check is not None and check.rejects:
+        caption += " " + check.note("these HRs")
     section.add(
         r.figure(
             name,
-            f"{out.label or out.name}: squares sized by weight, pooled diamond, dotted line the "
-            "95% prediction interval.",
-            lambda: forest_plot(result, title=f"{out.endpoint.upper()} by centre".strip()),
+            caption,
+            lambda: forest_plot(
+                result,
+                title=f"{endpoint_name(out.endpoint)} by centre".strip(),
+                show_prediction=prediction,
+            ),
             rows=rows,
         )
     )
@@ -334,16 +699,120 @@ def _two_stage_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
             row_classes=classes,
         )
     )
-    excluded = getattr(result, "excluded", None)
-    if isinstance(excluded, pd.DataFrame) and len(excluded):
+    differences = centre_model_differences(result)
+    if len(differences):
         section.add(
             _note(
-                "Centres not pooled: "
-                + "; ".join(
-                    f"{c} ({why})"
-                    for c, why in zip(excluded["centre"], excluded["reason"], strict=True)
-                )
+                "Centres whose stage-one model differs from the one-stage model (terms left "
+                "out because they are constant in the centre; centres not pooled, with why):"
             )
+        )
+        section.add(
+            table_html(differences, attrs={"class": "centre-differences"}, wrap=["difference"])
+        )
+
+
+def _comparison_display(rows: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as a manuscript prints it: HR (95% CI) text, SEs to 3 decimals."""
+    out = []
+    for rec in rows.to_dict("records"):
+        one = (
+            format_ratio_ci(
+                rec.get("one_stage_hr", np.nan),
+                rec.get("one_stage_ci_lower", np.nan),
+                rec.get("one_stage_ci_upper", np.nan),
+            )
+            if "one_stage_hr" in rec
+            else ""
+        )
+        two = format_ratio_ci(
+            rec["two_stage_hr"], rec["two_stage_ci_lower"], rec["two_stage_ci_upper"]
+        )
+        diff = rec.get("difference_log_hr", np.nan)
+        out.append(
+            {
+                "endpoint": str(rec["endpoint"]).upper(),
+                "one-stage HR (95% CI)": one,
+                "two-stage HR (95% CI)": two,
+                "SE of log HR (one / two)": (
+                    f"{_fmt(rec.get('one_stage_se'), 3)} / {_fmt(rec.get('two_stage_se'), 3)}"
+                ),
+                "patients (events), one / two": (
+                    f"{_counts(rec.get('one_stage_n'), rec.get('one_stage_events'))} / "
+                    f"{_counts(rec.get('two_stage_n'), rec.get('two_stage_events'))}"
+                ),
+                "centres": str(rec.get("two_stage_centres", "")),
+                "difference (log HR)": _fmt(diff, 3),
+                "beyond the larger SE": (
+                    "yes" if rec.get("disagree") else ("no" if np.isfinite(_num(diff)) else "")
+                ),
+                "per-centre model differences": rec.get("centre_differences") or "none",
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _fmt(x: Any, digits: int) -> str:
+    value = _num(x)
+    return f"{value:.{digits}f}" if np.isfinite(value) else ""
+
+
+def _counts(n: Any, events: Any) -> str:
+    a, b = _num(n), _num(events)
+    return f"{int(a):,} ({int(b):,})" if np.isfinite(a) and np.isfinite(b) else ""
+
+
+def _comparison_section(r: _Renderer, section: Section) -> None:
+    """One-stage vs two-stage estimates of the exposure side by side, with why they differ."""
+    rows = one_vs_two_stage(r.run)
+    if not len(rows):
+        return
+    section.add(
+        _note(
+            "The exposure's HR from the one-stage model (adjusted Cox, stratified by centre) and "
+            "the two-stage model (per-centre Cox, pooled), with standard errors of the log HR. "
+            "They disagree here when their log HRs differ by more than the larger standard "
+            "error (a descriptive yardstick: both come from the same patients)."
+        )
+    )
+    section.add(
+        table_html(
+            _comparison_display(rows),
+            attrs={"class": "one-vs-two-stage"},
+            formatted=True,
+            wrap=["per-centre model differences"],
+        )
+    )
+    for rec in rows.to_dict("records"):
+        if "one_stage_hr" not in rec:
+            continue
+        one, two = rec["one_stage_hr"], rec["two_stage_hr"]
+        strata = "centre"
+        lead = f"{str(rec['endpoint']).upper()}: one-stage HR {one:.2f}, two-stage HR {two:.2f}; "
+        if rec.get("disagree"):
+            lead += (
+                f"they differ by {abs(rec['difference_log_hr']):.3f} on the log scale, more than "
+                f"the larger standard error ({rec['larger_se']:.3f})."
+            )
+            css = "warn disagree"
+        else:
+            lead += (
+                f"they differ by {abs(rec['difference_log_hr']):.3f} on the log scale, within "
+                f"the larger standard error ({rec['larger_se']:.3f})."
+            )
+            css = "note agree"
+        reasons = why_they_differ({str(k): v for k, v in rec.items()}, strata)
+        section.add(
+            f'<p class="{css}">{html.escape(lead)} Why they can differ: '
+            + html.escape("; ".join(reasons))
+            + ".</p>"
         )
 
 
@@ -361,6 +830,14 @@ def _interaction_block(r: _Renderer, out: ModelOutput, section: Section) -> None
         if frame is not None:
             section.add(table_html(frame))
         return
+    check = r.checks.get(out.endpoint)
+    if check is not None and check.rejects:
+        section.add(
+            _warn(
+                check.note("the HRs within each level"),
+                "warn ph-flag",
+            )
+        )
     name = r.reserve(f"subgroups_{out.name}")
     label_column = "level" if "level" in within.columns else "term"
     drawn = within.assign(label=within[label_column].astype(str))
@@ -400,7 +877,19 @@ def _zph_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
 
     result = out.result
     section.add(_title(out))
-    section.add(table_html(result.table))
+    check = r.checks.get(out.endpoint)
+    table = result.table.copy()
+    classes = None
+    if check is not None:
+        table["rejects"] = table["p_value"] < check.alpha
+        classes = [
+            "flagged" if (str(t) in check.terms or t == "GLOBAL") and rej else ""
+            for t, rej in zip(table["term"], table["rejects"], strict=True)
+        ]
+        section.add(
+            _warn(check.sentence(), "warn ph-flag") if check.rejects else _note(check.sentence())
+        )
+    section.add(table_html(table, attrs={"class": "zph"}, row_classes=classes))
     coefficients = _coefficients_for(r.run, result.spec)
     terms = ph_terms(result)
     if terms:
@@ -458,11 +947,37 @@ def _bayes_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
         )
     else:
         section.add(_note("R-hat <= 1.01, bulk and tail ESS >= 400 and no divergences."))
+    section.add(
+        _note(
+            "Summaries are posterior medians with equal-tailed 95% credible intervals, in the "
+            "table and in every figure (hr = exp(median log HR))."
+        )
+    )
+    check = r.checks.get(out.endpoint)
+    if check is not None and check.rejects:
+        section.add(
+            _warn(
+                check.note("this model's HRs (one per centre for the whole follow-up)"),
+                "warn ph-flag",
+            )
+        )
     table = bayes_table(out)
-    section.add(table_html(table))
     frame = out.to_frame()
+    k = int((frame["quantity"] == "centre").sum()) if "quantity" in frame else 0
+    if 0 < k < MIN_CENTRES_RANDOM_EFFECTS:
+        section.add(
+            _warn(
+                f"Only {k} centre{'s' if k != 1 else ''}: the between-centre SD (tau) is "
+                "informed mostly by its prior, and so are the shrunken centre HRs and the "
+                "predictive HR for a new centre"
+                + (" (not drawn: fewer than 3 centres)." if k < MIN_CENTRES_PREDICTION else "."),
+                "caveat",
+            )
+        )
+    section.add(table_html(table, attrs={"class": "bayes"}))
     if "quantity" in frame.columns:
-        rows = frame[frame["quantity"].isin(["centre", "pooled", "predictive"])].copy()
+        wanted = ["centre", "pooled"] + (["predictive"] if k >= MIN_CENTRES_PREDICTION else [])
+        rows = frame[frame["quantity"].isin(wanted)].copy()
         order = {"centre": 0, "pooled": 1, "predictive": 2}
         rows["_order"] = rows["quantity"].map(order)
         rows = rows.sort_values("_order", kind="stable").drop(columns="_order")
@@ -474,20 +989,21 @@ def _bayes_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
             section.add(
                 r.figure(
                     f"bayes_forest_{out.name}",
-                    "Posterior median and 95% credible interval: shrunken centre HRs, the pooled "
-                    "HR and the predictive HR for a new centre.",
+                    "Posterior median and 95% equal-tailed credible interval: shrunken centre "
+                    "HRs, the pooled HR and the predictive HR for a new centre.",
                     lambda: estimate_forest_plot(
                         rows,
                         label_column="label",
                         pooled=("Pooled", "New centre"),
-                        title=f"{out.endpoint.upper()} by centre (Bayesian)".strip(),
+                        title=f"{endpoint_name(out.endpoint)} by centre (Bayesian)".strip(),
                         text_header="HR (95% CrI)",
                     ),
                     rows=rows,
                 )
             )
     captions = {
-        "posterior_plot": "Posterior of the pooled hazard ratio (mu) with its 95% HDI and P(HR > 1)",
+        "posterior_plot": "Posterior of the pooled hazard ratio (mu) with its posterior median "
+        "and 95% equal-tailed interval (as in the table) and P(HR > 1)",
         "trace_plot": "Trace and per-chain posterior densities of mu and tau",
     }
     for name, function in _bayes_plot_functions():
@@ -547,18 +1063,11 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _generic_block(out: ModelOutput, section: Section) -> None:
-    section.add(_title(out))
-    result = out.result
-    if out.kind == "followup" and hasattr(result, "median"):
-        section.add(
-            _p(
-                f"Median follow-up (reverse Kaplan-Meier): {result.median:.1f} months "
-                f"(95% CI {result.ci_lower:.1f}-{result.ci_upper:.1f}); {result.n:,} patients, "
-                f"{result.n_censored:,} censored."
-            )
-        )
+    if out.kind == "followup" and hasattr(out.result, "median"):
+        _followup_block(out, section)
         return
-    frame = _frame_of(result)
+    section.add(_title(out))
+    frame = _frame_of(out.result)
     if frame is None or frame.empty:
         section.add(_note("No table."))
         return
@@ -568,6 +1077,52 @@ def _generic_block(out: ModelOutput, section: Section) -> None:
         section.add(_note(f"First 200 of {len(frame):,} rows; all rows in tables.xlsx."))
 
 
+def _logrank_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    """The log-rank table with the groups named as in the Kaplan-Meier plot."""
+    km = next((o for o in r.run.outputs if o.kind == "km" and o.endpoint == out.endpoint), None)
+    names = dict((km.extra or {}).get("group_names") or {}) if km is not None else {}
+    section.add(_title(out))
+    frame = _display(out.to_frame())
+    if "term" in frame:
+        frame = frame.assign(term=[group_display(t, names) for t in frame["term"]])
+        frame = frame.rename(columns={"term": "group"})
+    section.add(table_html(frame))
+
+
+def _main_estimate(r: _Renderer, out: ModelOutput) -> dict[str, Any] | None:
+    """The estimate a sensitivity table varies: the two-stage pooled HR for the two-stage
+    sensitivity analyses, else the exposure's HR in the adjusted one-stage model."""
+    if out.name.startswith("sensitivity_two_stage"):
+        for other in r.run.of_kind("two_stage"):
+            if other.endpoint == out.endpoint:
+                frame = other.to_frame()
+                pooled = frame.loc[frame["row_type"] == "pooled"]
+                if len(pooled):
+                    rec = pooled.iloc[0]
+                    return _reference_row(f"Main: {other.label or other.name}", rec)
+        return None
+    main = next(
+        (o for o in r.run.outputs if o.kind == "cox" and o.name == f"cox_{out.endpoint}_adjusted"),
+        None,
+    )
+    if main is None:
+        return None
+    frame = main.to_frame()
+    term = r.exposure or (str(frame["term"].iloc[0]) if len(frame) else "")
+    found = frame.loc[frame["term"].astype(str) == term]
+    if not len(found):
+        return None
+    rec = found.iloc[0]
+    return _reference_row(f"Main: {main.label or main.name}", rec)
+
+
+def _reference_row(label: str, rec: pd.Series) -> dict[str, Any]:
+    row = {"label": label}
+    for column in ("hr", "ci_lower", "ci_upper", "p_value", "n", "events"):
+        row[column] = rec.get(column, np.nan)
+    return row
+
+
 def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
     from pooled.plots.forest import estimate_forest_plot
 
@@ -575,16 +1130,49 @@ def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None
     section.add(_title(out))
     if {"hr", "ci_lower", "ci_upper", "model"} <= set(frame.columns) and len(frame):
         rows = frame.assign(label=frame["model"].astype(str).str.replace("sensitivity: ", ""))
+        main = _main_estimate(r, out)
+        check = r.checks.get(out.endpoint)
+        caption = out.label or out.name
+        if main is not None:
+            caption += ": the main estimate first (diamond, dashed line), each analysis below it"
+        if check is not None and check.rejects:
+            caption += ". " + check.note("the HRs here").rstrip(".")
         section.add(
             r.figure(
                 f"sensitivity_{out.name}",
-                out.label or out.name,
-                lambda: estimate_forest_plot(rows, label_column="label"),
+                caption + ".",
+                lambda: estimate_forest_plot(rows, label_column="label", reference=main),
+                rows=rows,
             )
         )
-        section.add(table_html(rows[["label"] + [c for c in _TIDY_SHOWN[1:] if c in rows]]))
+        table = rows[["label"] + [c for c in [*_TIDY_SHOWN[1:], "note"] if c in rows]]
+        if main is not None:
+            first = pd.DataFrame([main])[[c for c in table.columns if c in main]]
+            table = pd.concat([first, table], ignore_index=True)
+        section.add(
+            table_html(
+                table, attrs={"class": "sensitivity", "data-output": out.name}, wrap=["note"]
+            )
+        )
     else:
         _generic_block(out, section)
+
+
+def _prisma_section(r: _Renderer, section: Section) -> None:
+    section.add(
+        _note(
+            "PRISMA-IPD items this report answers (yes), answers in part, or leaves to other "
+            "documents (no), and where."
+        )
+    )
+    section.add(
+        table_html(
+            prisma_checklist(r.run),
+            attrs={"class": "prisma"},
+            formatted=True,
+            wrap=["what the run shows"],
+        )
+    )
 
 
 def _footer(run: RunOutput) -> str:
@@ -595,7 +1183,7 @@ def _footer(run: RunOutput) -> str:
     parts.append(definition_table([("analysis", run.name), *scalar]))
     if skipped:
         parts.append("<h3>Models skipped (the data could not support them)</h3>")
-        parts.append(table_html(pd.DataFrame(skipped), formatted=True))
+        parts.append(table_html(pd.DataFrame(skipped), formatted=True, wrap=["reason"]))
     versions = prov.get("upload_versions") or {}
     hashes = prov.get("upload_sha256") or {}
     if versions or hashes:
@@ -633,10 +1221,14 @@ def _dispatch(r: _Renderer, out: ModelOutput, sections: Mapping[str, Section]) -
     """Render one output into its section."""
     if out.kind == "km":
         _km_block(r, out, sections["survival"])
-    elif out.kind in ("logrank", "followup"):
+    elif out.kind == "followup":
         _generic_block(out, sections["survival"])
+    elif out.kind == "logrank":
+        _logrank_block(r, out, sections["survival"])
     elif out.kind == "cox":
-        _cox_block(out, sections["cox"])
+        _cox_block(r, out, sections["cox"])
+    elif out.kind == "time_split":
+        _time_split_block(r, out, sections["cox"])
     elif out.kind == "two_stage":
         _two_stage_block(r, out, sections["centres"])
         _funnel_block(r, out, sections["diagnostics"])
@@ -656,6 +1248,27 @@ def _dispatch(r: _Renderer, out: ModelOutput, sections: Mapping[str, Section]) -
         _generic_block(out, sections["other"])
 
 
+#: The report's sections, in order.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("definitions", "Definitions"),
+    ("profile", "Reporting profile (REMARK)"),
+    ("flow", "Exclusion flow"),
+    ("characteristics", "Patient characteristics"),
+    ("survival", "Follow-up and Kaplan-Meier curves"),
+    ("cox", "Hazard ratios (stratified Cox)"),
+    ("centres", "Forest plots by centre"),
+    ("comparison", "One-stage and two-stage estimates"),
+    ("subgroups", "Subgroups"),
+    ("diagnostics", "Model diagnostics"),
+    ("bayes", "Bayesian hierarchical models"),
+    ("serial", "Serial CTC counts"),
+    ("sensitivity", "Sensitivity analyses"),
+    ("prisma", "PRISMA-IPD checklist"),
+    ("other", "Other results"),
+    ("all", "All results"),
+)
+
+
 def render_report(
     run: RunOutput,
     out_dir: str | Path,
@@ -665,14 +1278,19 @@ def render_report(
 ) -> ReportFiles:
     """Render a run into ``out_dir``: ``figures/``, ``tables.xlsx`` and ``report.html``.
 
-    The page shows the exclusion flow per centre, patient characteristics, Kaplan-Meier
-    curves with numbers at risk, Cox hazard ratios, forest plots by centre (squares sized by
-    weight, pooled diamond, prediction interval, the tau^2 / I^2 / Q line) and by subgroup
-    (with the interaction p), proportional-hazards diagnostics, Bayesian posteriors with
-    their convergence diagnostics, trajectory groups, sensitivity analyses and a
-    reproducibility footer (config and data hashes, upload versions per centre, package
-    versions, seed). Only here are numbers rounded; ``tables.xlsx`` keeps them as numbers
-    with display formats. Images are embedded as base64 PNG so the page opens offline.
+    The page starts with the definitions (description, cohort, exposure, each endpoint's
+    definition and how each centre delivered it, time origin, covariates, models) and a
+    REMARK-style profile (patients and events of each analysis, every exclusion with its
+    reason), then the exclusion flow per centre, patient characteristics with their missing
+    data, the median follow-up, Kaplan-Meier curves with numbers at risk, Cox hazard ratios
+    with their fit statistics and proportional-hazards flags (the Schoenfeld plot and the
+    period-specific HRs beside a flagged HR), forest plots by centre (squares sized by
+    weight, pooled diamond, prediction interval from 3 centres, a caveat below 5), the
+    one-stage and two-stage estimates side by side, subgroups, diagnostics, Bayesian
+    posteriors (medians and equal-tailed intervals), trajectory groups, sensitivity analyses
+    against the main estimate, a PRISMA-IPD checklist and a reproducibility footer. Only here
+    are numbers rounded; ``tables.xlsx`` keeps them as numbers with display formats. Images
+    are embedded as base64 PNG so the page opens offline.
 
     Parameters
     ----------
@@ -694,6 +1312,9 @@ def render_report(
     .. [1] Stewart LA, Clarke M, Rovers M, et al. Preferred reporting items for a systematic
        review and meta-analysis of individual participant data: the PRISMA-IPD statement.
        JAMA 2015;313:1657-65.
+    .. [2] Altman DG, McShane LM, Sauerbrei W, Taube SE. Reporting recommendations for tumor
+       marker prognostic studies (REMARK): explanation and elaboration. PLoS Med
+       2012;9:e1001216.
 
     Examples
     --------
@@ -709,23 +1330,9 @@ def render_report(
             stale.unlink()
     with matplotlib.rc_context({"font.size": 10, "svg.fonttype": "none"}):
         r = _Renderer(run, folder, tuple(formats), dpi)
-        sections = {
-            key: Section(key, title)
-            for key, title in [
-                ("flow", "Exclusion flow"),
-                ("characteristics", "Patient characteristics"),
-                ("survival", "Kaplan-Meier curves"),
-                ("cox", "Hazard ratios (stratified Cox)"),
-                ("centres", "Forest plots by centre"),
-                ("subgroups", "Subgroups"),
-                ("diagnostics", "Model diagnostics"),
-                ("bayes", "Bayesian hierarchical models"),
-                ("serial", "Serial CTC counts"),
-                ("sensitivity", "Sensitivity analyses"),
-                ("other", "Other results"),
-                ("all", "All results"),
-            ]
-        }
+        sections = {key: Section(key, title) for key, title in SECTIONS}
+        _definitions_section(r, sections["definitions"])
+        _profile_section(r, sections["profile"])
         _flow_section(r, sections["flow"])
         _characteristics_section(r, sections["characteristics"])
         for out in run.outputs:
@@ -739,11 +1346,21 @@ def render_report(
                     "produces for this kind; re-run `pooled run` if run.pkl is from an older "
                     "version."
                 ) from exc
-        hr = hazard_ratio_table(run.outputs)
+        _comparison_section(r, sections["comparison"])
+        _prisma_section(r, sections["prisma"])
+        hr = hazard_ratio_table(run.outputs, r.checks)
         if len(hr):
             sections["all"].add(
                 "<details><summary>Hazard ratio table (as in tables.xlsx)</summary>"
-                + table_html(hr)
+                + table_html(hr.dropna(axis=1, how="all"), attrs={"class": "hazard-ratios"})
+                + "</details>"
+            )
+        fits = fit_statistics_table(run.outputs)
+        if len(fits):
+            sections["all"].add(
+                "<details><summary>Fit statistics of every Cox model (as in tables.xlsx)"
+                "</summary>"
+                + table_html(fits, attrs={"class": "fit-statistics-all"})
                 + "</details>"
             )
         results = run.results()
@@ -769,4 +1386,5 @@ def render_report(
         xlsx=xlsx,
         figures=tuple(r.files),
         forest_rows=dict(r.forest),
+        at_risk_labels=dict(r.at_risk),
     )

@@ -7,7 +7,7 @@ In the workbook the numbers stay numbers, shown through Excel number formats.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,28 +17,42 @@ import pandas as pd
 from pooled.plots.forest import format_p_value, format_ratio_ci
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pooled.report.checks import PHCheck
     from pooled.run_output import ModelOutput, RunOutput
 
 __all__ = [
+    "FIT_STATISTIC_NAMES",
     "bayes_table",
+    "comparison_table",
+    "fit_statistics_table",
     "format_frame",
     "format_number",
     "heterogeneity_table",
     "hazard_ratio_table",
     "model_flow_table",
     "subgroup_table",
+    "time_split_table",
     "write_tables_xlsx",
 ]
 
 # column name -> (kind) for display formatting and Excel number formats
 _RATIO = {"hr", "ci_lower", "ci_upper", "pi_lower", "pi_upper", "HR", "95% CI lower"}
 _RATIO |= {"95% CI upper", "PI lower", "PI upper"}
-_P = {"p_value", "q_p_value", "lr_p_value", "p", "Q p", "Interaction p", "LR p"}
+_P = {"p_value", "q_p_value", "lr_p_value", "p", "Q p", "Interaction p", "LR p", "Wald p"}
+_P |= {"Score p", "Robust score p", "PH test p"}
 _PERCENT = {"i2", "weight_percent", "I^2 (%)", "Weight (%)"}
 _INTEGER = {"n", "events", "k", "q_df", "df", "n_risk", "n_patients", "Patients", "Events"}
 _INTEGER |= {"received", "analysed", "Centres", "n_groups", "divergences", "cohort"}
-_PROBABILITY = {"prob_hr_gt_1", "P(HR > 1)", "r_hat", "mcse_median"}
-_ROUNDED = {"ess_bulk", "ess_tail", "aic", "bic", "loglik", "chisq", "Q"}
+_INTEGER |= {"LR df", "Wald df", "Score df", "Robust score df", "not used", "patients"}
+_INTEGER |= {"One-stage patients", "One-stage events", "Two-stage patients", "Two-stage events"}
+_INTEGER |= {"from dates", "from delivered durations", "source not recorded"}
+_PROBABILITY = {"prob_hr_gt_1", "P(HR > 1)", "r_hat", "mcse_median", "C (Harrell)", "C SE"}
+_PROBABILITY |= {"One-stage SE", "Two-stage SE", "Difference in log HR", "Larger SE"}
+_MONTHS = {"median (months)", "median 95% CI lower", "median 95% CI upper", "median"}
+_ROUNDED = {"ess_bulk", "ess_tail", "aic", "bic", "loglik", "chisq", "Q", "AIC", "Log-lik (null)"}
+_ROUNDED |= {"Log-lik", "LR chi^2", "Wald chi^2", "Score chi^2", "Robust score chi^2"}
+_RATIO |= {"One-stage HR", "Two-stage HR", "One-stage CI lower", "One-stage CI upper"}
+_RATIO |= {"Two-stage CI lower", "Two-stage CI upper"}
 
 EXCEL_FORMATS = {
     "ratio": "0.00",
@@ -55,7 +69,7 @@ def _kind(column: str) -> str:
         return "ratio"
     if column in _P:
         return "p"
-    if column in _PERCENT:
+    if column in _PERCENT or column in _MONTHS:
         return "percent"
     if column in _INTEGER or column.startswith("excluded"):
         return "integer"
@@ -128,9 +142,17 @@ def _ci_text(frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def hazard_ratio_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
+def hazard_ratio_table(
+    outputs: Iterable[ModelOutput], checks: Mapping[str, PHCheck] | None = None
+) -> pd.DataFrame:
     """Manuscript HR table: every Cox term, each two-stage pooled row, each Bayesian pooled
-    and predictive row (raw numbers plus an "HR (95% CI)" text column)."""
+    and predictive row (raw numbers plus an "HR (95% CI)" text column).
+
+    With the run's PH ``checks`` (:func:`pooled.report.checks.ph_checks`), the tested
+    model's terms carry their own PH test p-value (``PH test p``) and every row of the
+    exposure at an endpoint whose PH check rejects carries the flag (``PH check``).
+    """
+    checks = checks or {}
     rows = []
     for out in outputs:
         frame = out.to_frame()
@@ -146,7 +168,15 @@ def hazard_ratio_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
             pick = frame
         else:
             continue
+        check = checks.get(out.endpoint)
+        ph_p: dict[str, float] = {}
+        if check is not None and out.kind == "cox" and check.model == (out.label or out.name):
+            table = check.zph.result.table
+            ph_p = {str(t): float(p) for t, p in zip(table["term"], table["p_value"], strict=True)}
+        tested = out.kind != "cox" or (check is not None and check.model == (out.label or out.name))
         for rec in pick.to_dict("records"):
+            term = str(rec.get("term", ""))
+            flag = check.flag(tested=tested) if check is not None and term in check.terms else ""
             rows.append(
                 {
                     "Analysis": out.label or out.name,
@@ -159,6 +189,8 @@ def hazard_ratio_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
                     "p": rec.get("p_value", np.nan),
                     "Patients": rec.get("n", np.nan),
                     "Events": rec.get("events", np.nan),
+                    "PH test p": ph_p.get(term, np.nan),
+                    "PH check": flag,
                 }
             )
     table = pd.DataFrame(
@@ -174,6 +206,8 @@ def hazard_ratio_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
             "p",
             "Patients",
             "Events",
+            "PH test p",
+            "PH check",
         ],
     )
     table.insert(
@@ -191,7 +225,10 @@ def hazard_ratio_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
 
 def heterogeneity_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
     """One row per two-stage meta-analysis: pooled HR, tau^2, I^2, Q (df, p), prediction
-    interval, centres pooled."""
+    interval (from 3 centres on, else empty), centres pooled, and the caveat for fewer than
+    5 centres."""
+    from pooled.report.checks import MIN_CENTRES_PREDICTION, two_stage_caveat
+
     rows = []
     for out in outputs:
         meta = getattr(out.result, "meta", None)
@@ -217,11 +254,123 @@ def heterogeneity_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
                 "Q": meta.q,
                 "df": meta.q_df,
                 "Q p": meta.q_p_value,
-                "PI lower": tr(meta.pi_lower),
-                "PI upper": tr(meta.pi_upper),
+                "PI lower": tr(meta.pi_lower) if meta.k >= MIN_CENTRES_PREDICTION else np.nan,
+                "PI upper": tr(meta.pi_upper) if meta.k >= MIN_CENTRES_PREDICTION else np.nan,
+                "Caveat": two_stage_caveat(meta),
             }
         )
     return pd.DataFrame(rows)
+
+
+#: Display names of the fit statistics (:data:`pooled.report.checks.FIT_STATISTICS`).
+FIT_STATISTIC_NAMES: Mapping[str, str] = {
+    "loglik_null": "Log-lik (null)",
+    "loglik": "Log-lik",
+    "lr_chisq": "LR chi^2",
+    "lr_df": "LR df",
+    "lr_p_value": "LR p",
+    "wald_chisq": "Wald chi^2",
+    "wald_df": "Wald df",
+    "wald_p_value": "Wald p",
+    "score_chisq": "Score chi^2",
+    "score_df": "Score df",
+    "score_p_value": "Score p",
+    "robust_score_chisq": "Robust score chi^2",
+    "robust_score_df": "Robust score df",
+    "robust_score_p_value": "Robust score p",
+    "aic": "AIC",
+    "concordance": "C (Harrell)",
+    "concordance_se": "C SE",
+}
+
+
+def fit_statistics_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
+    """One row per Cox model (and interaction model): patients, events and the fit
+    statistics its result carries (:func:`pooled.report.checks.fit_statistics`): log-
+    likelihoods, LR / Wald / score tests with df and p, AIC, Harrell's C with its SE.
+    Columns no model carries are left out; statistics beyond the known ones keep their name."""
+    from pooled.report.checks import fit_statistics
+
+    rows = []
+    for out in outputs:
+        if out.kind == "cox":
+            result = out.result
+        elif out.kind == "interaction" and getattr(out.result, "fit", None) is not None:
+            result = out.result.fit
+        else:
+            continue
+        stats = fit_statistics(result)
+        rows.append(
+            {
+                "Analysis": out.label or out.name,
+                "Endpoint": out.endpoint.upper(),
+                "Patients": getattr(result, "n", np.nan),
+                "Events": getattr(result, "events", np.nan),
+                **{FIT_STATISTIC_NAMES.get(k, k): v for k, v in stats.items()},
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not len(table):
+        return table
+    known = ["Analysis", "Endpoint", "Patients", "Events", *FIT_STATISTIC_NAMES.values()]
+    ordered = [c for c in known if c in table.columns]
+    ordered += [c for c in table.columns if c not in ordered]
+    return table[ordered].dropna(axis=1, how="all")
+
+
+def time_split_table(run: RunOutput) -> pd.DataFrame:
+    """The period-specific HRs of every ``time_split`` output (``Analysis, Endpoint`` and the
+    rows of :func:`pooled.report.checks.time_split_rows`)."""
+    from pooled.report.checks import exposure_name, time_split_rows
+
+    exposure = exposure_name(run)
+    frames: list[pd.DataFrame] = []
+    for out in run.outputs:
+        if out.kind != "time_split":
+            continue
+        rows = time_split_rows(out, exposure)
+        if len(rows):
+            rows.insert(0, "Endpoint", out.endpoint.upper())
+            rows.insert(0, "Analysis", out.label or out.name)
+            frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+_COMPARISON_NAMES = {
+    "endpoint": "Endpoint",
+    "exposure": "Exposure",
+    "one_stage_hr": "One-stage HR",
+    "one_stage_ci_lower": "One-stage CI lower",
+    "one_stage_ci_upper": "One-stage CI upper",
+    "one_stage_se": "One-stage SE",
+    "one_stage_n": "One-stage patients",
+    "one_stage_events": "One-stage events",
+    "two_stage_hr": "Two-stage HR",
+    "two_stage_ci_lower": "Two-stage CI lower",
+    "two_stage_ci_upper": "Two-stage CI upper",
+    "two_stage_se": "Two-stage SE",
+    "two_stage_n": "Two-stage patients",
+    "two_stage_events": "Two-stage events",
+    "two_stage_centres": "Centres",
+    "difference_log_hr": "Difference in log HR",
+    "larger_se": "Larger SE",
+    "disagree": "Disagree beyond SE",
+    "centre_differences": "Per-centre model differences",
+}
+
+
+def comparison_table(run: RunOutput) -> pd.DataFrame:
+    """One-stage against two-stage estimates of the exposure, per endpoint, with display
+    column names (:func:`pooled.report.checks.one_vs_two_stage`; SEs on the log scale)."""
+    from pooled.report.checks import one_vs_two_stage
+
+    frame = one_vs_two_stage(run)
+    if not len(frame):
+        return frame
+    columns = [c for c in _COMPARISON_NAMES if c in frame.columns]
+    table = frame[columns].rename(columns=_COMPARISON_NAMES)
+    table["Endpoint"] = table["Endpoint"].astype(str).str.upper()
+    return table
 
 
 def subgroup_table(outputs: Iterable[ModelOutput]) -> pd.DataFrame:
@@ -363,18 +512,75 @@ def write_tables_xlsx(run: RunOutput, path: str | Path) -> Path:
                 "Cohort patients each model used; per centre in model_flow.csv.",
             )
         )
+    from pooled.report.checks import ph_checks
+    from pooled.report.guidelines import cohort_profile, prisma_checklist, remark_profile
+
+    special = {
+        "definitions": ("Definitions", "What the run analysed, as configured."),
+        "endpoint_delivery": (
+            "Endpoint delivery",
+            "Per centre: endpoints computed from dates or delivered as durations, and the "
+            "time origin.",
+        ),
+        "missing_by_centre": (
+            "Missing by centre",
+            "Patients missing each variable; 'not collected': the centre has no value at all.",
+        ),
+    }
+    if "definitions" in run.characteristics:
+        title, note = special["definitions"]
+        sheets.insert(0, (title, run.characteristics["definitions"], note))
+    profile = remark_profile(run)
+    sheets.append(("Cohort profile", cohort_profile(run), "Received to analysis cohort."))
+    if len(profile):
+        sheets.append(
+            (
+                "Reporting profile",
+                profile,
+                "REMARK profile: per analysis the patients it did not use, with reasons, and "
+                "the patients and events it analysed.",
+            )
+        )
     for name, table in run.characteristics.items():
-        sheets.append((f"Characteristics {name.replace('_', ' ')}", table, ""))
+        if name == "definitions":
+            continue
+        title, note = special.get(name, (f"Characteristics {name.replace('_', ' ')}", ""))
+        sheets.append((title, table, note))
+    checks = ph_checks(run)
     sheets.append(
         (
             "Hazard ratios",
-            hazard_ratio_table(run.outputs),
-            "HR: hazard ratio; CI: confidence interval (credible interval for Bayesian rows).",
+            hazard_ratio_table(run.outputs, checks),
+            "HR: hazard ratio; CI: confidence interval (credible interval for Bayesian rows). "
+            "PH check: the proportional-hazards test of the exposure (or the global test) "
+            "rejects at the configured level; the HR averages an effect changing over time.",
         )
     )
+    fits = fit_statistics_table(run.outputs)
+    if len(fits):
+        sheets.append(("Fit statistics", fits, "Harrell's C within strata; tests on the df shown."))
+    split = time_split_table(run)
+    if len(split):
+        sheets.append(("Period-specific HRs", split, "HR of the exposure within each period."))
     het = heterogeneity_table(run.outputs)
     if len(het):
-        sheets.append(("Heterogeneity", het, "PI: 95% prediction interval for a new centre."))
+        sheets.append(
+            (
+                "Heterogeneity",
+                het,
+                "PI: 95% prediction interval for a new centre (from 3 centres on).",
+            )
+        )
+    comparison = comparison_table(run)
+    if len(comparison):
+        sheets.append(
+            (
+                "One- vs two-stage",
+                comparison,
+                "SE on the log-HR scale; 'disagree' when the log HRs differ by more than the "
+                "larger SE.",
+            )
+        )
     sub = subgroup_table(run.outputs)
     if len(sub):
         sheets.append(
@@ -383,6 +589,7 @@ def write_tables_xlsx(run: RunOutput, path: str | Path) -> Path:
     for o in run.outputs:
         if o.kind in ("bayes", "bayes_meta"):
             sheets.append((f"Bayes {o.endpoint}".strip(), bayes_table(o), o.label))
+    sheets.append(("PRISMA-IPD", prisma_checklist(run), "Which PRISMA-IPD items this run covers."))
     sheets.append(("All results", run.results(), "Raw numbers, as results.csv."))
 
     used: set[str] = set()

@@ -165,3 +165,34 @@ def test_draws_into_a_given_axes():
 )
 def test_p_value_text(p, text):
     assert format_p_value(p) == text
+
+
+def test_sensitivity_forest_shows_the_main_estimate_as_row_and_line():
+    from pooled.plots.forest import REFERENCE_GID
+
+    frame = fitted.cox_adjusted().to_frame()
+    main = frame.loc[frame["term"] == fitted.MARKER].iloc[0]
+    rows = frame.loc[frame["term"].isin(["age", "subtypeluminal_b"])]
+    reference = {
+        "label": "Main: adjusted Cox",
+        "hr": main["hr"],
+        "ci_lower": main["ci_lower"],
+        "ci_upper": main["ci_upper"],
+    }
+    ax = estimate_forest_plot(rows, reference=reference)
+    assert _ticks(ax) == ["Main: adjusted Cox", *rows["term"]]
+    (line,) = _by_gid(ax, REFERENCE_GID)
+    assert line.get_xdata()[0] == pytest.approx(main["hr"])
+    (diamond,) = _by_gid(ax, DIAMOND_GID)
+    xs = diamond.get_xy()[:, 0]
+    assert xs.min() == pytest.approx(main["ci_lower"]) and xs.max() == pytest.approx(
+        main["ci_upper"]
+    )
+    assert format_ratio_ci(main["hr"], main["ci_lower"], main["ci_upper"]) in _texts(ax)
+    assert not _by_gid(estimate_forest_plot(rows), REFERENCE_GID)  # only when asked
+
+
+def test_prediction_interval_left_out_when_asked():
+    ax = forest_plot(fitted.two_stage(), show_prediction=False)
+    assert not _by_gid(ax, PREDICTION_GID)
+    assert not any(t.startswith("PI ") for t in _texts(ax))

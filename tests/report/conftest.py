@@ -155,3 +155,96 @@ def rendered(run_output, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("report")
     return render_report(run_output, folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# the two-centre run (crossing hazards, a covariate constant in one centre, a field one
+# centre does not collect, delivered durations), through the real parser and runner
+
+
+@pytest.fixture(scope="session")
+def two_centre():
+    from tests.report.cohorts import two_centre_run
+
+    return two_centre_run()
+
+
+@pytest.fixture(scope="session")
+def two_centre_rendered(two_centre, tmp_path_factory):
+    from pooled.report import render_report
+
+    return render_report(two_centre, tmp_path_factory.mktemp("two_centre"))
+
+
+class CoxWithStatistics:
+    """A Cox result as another developer extends it: the real fit plus Harrell's C (and its
+    SE) and the likelihood-ratio df, delegating everything else to the fit."""
+
+    concordance = 0.634
+    concordance_se = 0.0123
+    lr_df = 5
+
+    def __init__(self, fit):
+        self._fit = fit
+
+    def __getattr__(self, name):
+        return getattr(self._fit, name)
+
+    def to_frame(self):
+        return self._fit.to_frame().assign(concordance=self.concordance)
+
+
+class TimeSplitResult:
+    """Period-specific HRs of the exposure (the ``time_split`` output kind)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def to_frame(self):
+        from pooled.results import tidy_frame
+
+        return tidy_frame(self.rows)
+
+
+TIME_SPLIT_ROWS = [
+    {"term": "pr_positive", "model": "cox_time_split", "start": 0.0, "stop": 24.0,
+     "hr": 0.31, "ci_lower": 0.21, "ci_upper": 0.46, "p_value": 1e-8, "n": 641, "events": 190},
+    {"term": "pr_positive", "model": "cox_time_split", "start": 24.0, "stop": 60.0,
+     "hr": 2.71, "ci_lower": 2.10, "ci_upper": 3.50, "p_value": 1e-12, "n": 520, "events": 300},
+    {"term": "pr_positive", "model": "cox_time_split", "start": 60.0, "stop": float("inf"),
+     "hr": 2.95, "ci_lower": 1.90, "ci_upper": 4.58, "p_value": 1e-6, "n": 210, "events": 96},
+    {"term": "age", "model": "cox_time_split", "start": 0.0, "stop": float("inf"),
+     "hr": 1.01, "ci_lower": 1.0, "ci_upper": 1.02, "p_value": 0.2, "n": 641, "events": 586},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def augmented(two_centre):
+    """The two-centre run with a Cox result carrying C and a time-split output for DFS."""
+    from dataclasses import replace
+
+    from pooled.run_output import ModelOutput
+
+    outputs = []
+    for out in two_centre.outputs:
+        if out.name == "cox_dfs_adjusted":
+            out = replace(out, result=CoxWithStatistics(out.result))
+        outputs.append(out)
+        if out.name == "zph_dfs":
+            outputs.append(
+                ModelOutput(
+                    "time_split_dfs",
+                    "time_split",  # type: ignore[arg-type]
+                    "dfs",
+                    TimeSplitResult(TIME_SPLIT_ROWS),
+                    "Stratified Cox, DFS, HR by period",
+                )
+            )
+    return replace(two_centre, outputs=tuple(outputs))
+
+
+@pytest.fixture(scope="session")
+def augmented_rendered(augmented, tmp_path_factory):
+    from pooled.report import render_report
+
+    return render_report(augmented, tmp_path_factory.mktemp("augmented"), formats=("png",))
