@@ -285,6 +285,10 @@ def time_split_rows(out: ModelOutput, exposure: str = "") -> pd.DataFrame:
     frame = out.to_frame()
     if frame.empty:
         return frame
+    if "row_type" in frame and (frame["row_type"] == "period").any():
+        frame = frame.loc[frame["row_type"] == "period"]  # TimeSplitResult: the period rows
+        if "label" in frame:
+            frame = frame.assign(period=frame["label"].astype(str) + " months")
     if exposure and "term" in frame:
         mine = frame["term"].astype(str).str.startswith(exposure)
         if mine.any():
@@ -401,11 +405,18 @@ def fit_statistics(result: Any) -> dict[str, float]:
                     values = pd.to_numeric(frame[column], errors="coerce").dropna().unique()
                     if len(values) == 1:
                         stats[key] = float(values[0])
+    model_statistics = getattr(result, "model_statistics", None)
+    if callable(model_statistics):  # CoxResult: {"model_loglik": ..., "model_aic": ...}
+        for key, value in model_statistics().items():
+            number = _float(value)
+            if np.isfinite(number):
+                stats[str(key).removeprefix("model_")] = number
     given = getattr(result, "fit_statistics", None)
     if callable(given):
         given = given()
-    if isinstance(given, pd.DataFrame) and len(given):
-        given = {str(k): v for k, v in given.iloc[0].to_dict().items()}
+    if isinstance(given, pd.DataFrame):  # a one-row table; a long one (term rows) is not
+        wide = len(given) == 1 and "term" not in given.columns
+        given = {str(k): v for k, v in given.iloc[0].to_dict().items()} if wide else None
     if isinstance(given, Mapping):
         for key, value in given.items():
             number = _float(value)

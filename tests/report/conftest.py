@@ -193,6 +193,11 @@ class CoxWithStatistics:
     def to_frame(self):
         return self._fit.to_frame().assign(concordance=self.concordance)
 
+    def model_statistics(self):
+        stats = dict(self._fit.model_statistics())
+        stats.update(model_concordance=self.concordance, model_concordance_se=self.concordance_se)
+        return stats
+
 
 class TimeSplitResult:
     """Period-specific HRs of the exposure (the ``time_split`` output kind)."""

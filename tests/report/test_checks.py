@@ -149,7 +149,22 @@ def test_fit_statistics_of_a_plain_cox_result(two_centre):
     assert stats["lr_chisq"] == pytest.approx(2 * (fit.loglik - fit.loglik_null))
     assert stats["lr_df"] == 5 and stats["wald_df"] == 5 and stats["score_df"] == 5
     assert stats["aic"] == pytest.approx(-2 * fit.loglik + 10)
-    assert "concordance" not in stats and "robust_score_df" not in stats
+    assert stats["concordance"] == fit.concordance and 0.5 < stats["concordance"] < 1
+    assert stats["concordance_se"] == fit.concordance_se
+    assert "robust_score_df" not in stats  # no cluster, no robust score test
+
+
+def _without_concordance(outputs):
+    """The outputs with Cox results that carry no C (as CoxSpec(concordance=False) gives)."""
+    from dataclasses import replace
+
+    out = []
+    for o in outputs:
+        result = o.result
+        if hasattr(result, "concordance") and hasattr(result, "concordance_se"):
+            result = replace(result, concordance=float("nan"), concordance_se=float("nan"))
+        out.append(replace(o, result=result))
+    return out
 
 
 def test_fit_statistics_pick_up_what_a_result_carries(augmented):
@@ -164,7 +179,7 @@ def test_fit_statistics_pick_up_what_a_result_carries(augmented):
     assert "C (Harrell)" in table and "C SE" in table
     row = table.loc[table["Analysis"] == "Stratified Cox, DFS, adjusted"].iloc[0]
     assert row["C (Harrell)"] == 0.634
-    plain = fit_statistics_table(augmented.outputs[:4])  # no model carries C
+    plain = fit_statistics_table(_without_concordance(augmented.outputs[:4]))
     assert "C (Harrell)" not in plain
 
 
@@ -176,8 +191,9 @@ def test_fit_statistics_in_the_report_and_workbook(augmented_page, page, augment
     assert record["C (Harrell)"] == "0.634" and record["C SE"] == "0.012"
     assert record["LR df"] == "5" and record["LR p"] == "<0.001"
     assert {"Log-lik (null)", "Log-lik", "Wald chi^2", "Score chi^2", "AIC"} <= set(table.header)
-    plain = page.table("fit-statistics", "cox", **{"data-output": "cox_dfs_adjusted"})
-    assert "C (Harrell)" not in plain.header
+    real = page.table("fit-statistics", "cox", **{"data-output": "cox_dfs_adjusted"})
+    assert "C (Harrell)" in real.header  # the real fit carries its C (the fake above 0.634)
+    assert real.records()[0]["C (Harrell)"] != "0.634"
     sheet = load_workbook(augmented_rendered.xlsx)["Fit statistics"]
     header = [c.value for c in sheet[1]]
     values = [r[header.index("C (Harrell)")] for r in sheet.iter_rows(min_row=2, values_only=True)]
@@ -316,3 +332,25 @@ def test_sensitivity_table_starts_with_the_main_estimate(two_centre, page):
     assert first["hr"] == f"{marker['hr']:.2f}" and first["n"] == f"{int(marker['n'])}"
     assert table.column("label")[1:] == ["without A", "without B"]
     assert "not estimable" in table.records()[1]["note"]  # why 'without A' has no HR
+
+
+def test_period_rows_of_a_real_time_split_fit():
+    """The report's period table reads a real TimeSplitResult (not only the test fake)."""
+    import pandas as pd
+
+    from pooled.models.cox import CoxSpec
+    from pooled.models.timesplit import TimeSplitSpec, fit_time_split
+    from pooled.report.checks import time_split_rows
+    from pooled.run_output import ModelOutput
+    from tests.models.conftest import REFERENCE
+
+    cohort = pd.read_csv(REFERENCE / "cohort_multicentre.csv").dropna()
+    spec = TimeSplitSpec(
+        cox=CoxSpec(duration="os_months", event="os_event",
+                    covariates=("ctc_positive", "age", "node_positive", "grade3")),
+        exposure="ctc_positive", cuts=(24.0, 60.0),
+    )  # fmt: skip
+    result = fit_time_split(cohort, spec)
+    rows = time_split_rows(ModelOutput("time_split_os", "time_split", "os", result), "ctc_positive")
+    assert rows["period"].tolist() == ["(0,24] months", "(24,60] months", "(60,Inf) months"]
+    assert rows["hr"].to_numpy() == pytest.approx(result.periods["hr"].to_numpy(), rel=1e-12)
