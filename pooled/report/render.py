@@ -1062,6 +1062,66 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
+def _mixed_cox_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    """The one-stage random-effects Cox model: the pooled exposure HR, the variance
+    components with their LR test, the prediction interval for a new centre, and the forest
+    of the shrunken centre HRs beside the two-stage per-centre estimates of the endpoint."""
+    from pooled.plots.mixed_cox import centre_effects_plot
+
+    result = out.result
+    section.add(_title(out))
+    k = len(getattr(result, "centres", ()))
+    if k < MIN_CENTRES_RANDOM_EFFECTS:
+        section.add(
+            _warn(
+                f"Only {k} centre{'s' if k != 1 else ''}: with fewer than "
+                f"{MIN_CENTRES_RANDOM_EFFECTS} centres the variance of the random effects is "
+                "poorly estimated.",
+                "caveat",
+            )
+        )
+    if getattr(result, "boundary", False):
+        section.add(_note("A variance is at its boundary (0, or a correlation of +-1); the "
+                          "model's notes say which."))  # fmt: skip
+    frame = out.to_frame()
+    fixed = frame.loc[frame.get("row_type", pd.Series("", index=frame.index)) == "fixed"]
+    variance = frame.loc[frame.get("row_type", pd.Series("", index=frame.index)) == "variance"]
+    columns = [c for c in ("term", "hr", "ci_lower", "ci_upper", "p_value", "pi_lower",
+                           "pi_upper", "n", "events") if c in fixed]  # fmt: skip
+    section.add(table_html(fixed[columns], attrs={"class": "mixed-fixed", "data-output": out.name}))
+    if len(variance):
+        keep = [c for c in ("term", "estimate", "lr_statistic", "p_value", "lr_null")
+                if c in variance]  # fmt: skip
+        section.add(
+            table_html(variance[keep], attrs={"class": "mixed-variance", "data-output": out.name})
+        )
+    two_stage = next(
+        (o for o in r.run.outputs if o.kind == "two_stage" and o.endpoint == out.endpoint), None
+    )
+    per_centre = None
+    if two_stage is not None:
+        table = getattr(two_stage.result, "per_centre", None)
+        if isinstance(table, pd.DataFrame) and {"centre", "hr"} <= set(table.columns):
+            per_centre = table.loc[table["included"].astype(bool)] if "included" in table else table
+    caption = (
+        f"{out.label or out.name}: each centre's HR shrunken towards the mean (filled), "
+        + ("beside its own two-stage estimate (open), " if per_centre is not None else "")
+        + "the mean effect and the 95% prediction interval for a new centre."
+    )
+    name = r.reserve(f"centre_effects_{out.name}")
+    section.add(
+        r.figure(
+            name,
+            caption,
+            lambda: centre_effects_plot(
+                result, per_centre, title=f"{endpoint_name(out.endpoint)} by centre".strip()
+            ),
+        )
+    )
+    for note in getattr(result, "notes", ()) or ():
+        section.add(_note(str(note)))
+
+
 def _generic_block(out: ModelOutput, section: Section) -> None:
     if out.kind == "followup" and hasattr(out.result, "median"):
         _followup_block(out, section)
@@ -1236,6 +1296,8 @@ def _dispatch(r: _Renderer, out: ModelOutput, sections: Mapping[str, Section]) -
         _interaction_block(r, out, sections["subgroups"])
     elif out.kind == "zph":
         _zph_block(r, out, sections["diagnostics"])
+    elif out.kind == "mixed_cox":
+        _mixed_cox_block(r, out, sections["random_effects"])
     elif out.kind in ("bayes", "bayes_meta"):
         _bayes_block(r, out, sections["bayes"])
     elif out.kind == "trajectory":
@@ -1258,6 +1320,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("cox", "Hazard ratios (stratified Cox)"),
     ("centres", "Forest plots by centre"),
     ("comparison", "One-stage and two-stage estimates"),
+    ("random_effects", "Random-effects Cox models (one stage)"),
     ("subgroups", "Subgroups"),
     ("diagnostics", "Model diagnostics"),
     ("bayes", "Bayesian hierarchical models"),

@@ -71,3 +71,22 @@ def test_a_random_intercept_with_stratified_baselines_is_refused(tmp_path):
         _config(tmp_path, "{random: [intercept], strata: true}")
     cfg = _config(tmp_path, "{random: [intercept, marker], strata: false}")
     assert cfg.section("mixed_cox").random == ("intercept", "marker")
+
+
+def test_the_report_shows_the_random_effects_model(tmp_path):
+    from pooled.report import render_report
+
+    section = "{random: [marker], strata: true}"
+    cfg = _config(tmp_path, section)
+    cfg = parse_analysis_config(
+        CONFIG.format(section=section).replace("cox: {ties: efron}", "cox: {ties: efron}\n  two_stage: {method: REML}"),
+        path=str(tmp_path / "mixed.yaml"),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PooledWarning)
+        run = run_analysis(cfg, dataset(small_cohort(1500, seed=3)))
+    files = render_report(run, tmp_path / "report", formats=("png",))
+    html = files.html.read_text(encoding="utf-8")
+    assert "Random-effects Cox models (one stage)" in html
+    assert 'class="mixed-fixed"' in html and 'class="mixed-variance"' in html
+    assert any(p.name.startswith("centre_effects_mixed_cox_os") for p in files.figures)
