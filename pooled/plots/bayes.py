@@ -6,7 +6,9 @@ stored ``InferenceData``, and return the Axes; matplotlib is imported inside the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +17,22 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from pooled.models.bayes import BayesMetaResult, BayesResult
+
+
+@contextmanager
+def _arviz_on_matplotlib_311() -> Iterator[None]:
+    """ArviZ 0.23 de-aliases plot keywords by passing a dict to matplotlib's
+    ``normalize_kwargs``, which matplotlib 3.11 deprecates (MatplotlibDeprecationWarning,
+    once per drawn element); the call is ArviZ's, so that one warning is filtered here."""
+    from matplotlib import MatplotlibDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="Passing a dict or None as alias_mapping to normalize_kwargs",
+            category=MatplotlibDeprecationWarning,
+        )
+        yield
 
 
 def posterior_plot(
@@ -39,14 +57,21 @@ def posterior_plot(
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
-    az.plot_posterior(
-        result.idata,
-        var_names=[var_name],
-        transform=np.exp if hazard_ratio else None,
-        hdi_prob=result.spec.ci_level,
-        ref_val=ref_val if hazard_ratio else None,
-        ax=ax,
-    )
+    with _arviz_on_matplotlib_311():
+        az.plot_posterior(
+            result.idata,
+            var_names=[var_name],
+            transform=np.exp if hazard_ratio else None,
+            hdi_prob=result.spec.ci_level,
+            ref_val=ref_val if hazard_ratio else None,
+            ax=ax,
+        )
+    # ArviZ writes the share of the posterior on either side of ref_val in "semibold", a
+    # weight matplotlib's DejaVu Sans does not have (matplotlib then logs "findfont: Failed
+    # to find font weight semibold"): ask for the bold it would have used anyway
+    for text in ax.texts:
+        if text.get_fontweight() in ("semibold", "demibold", "demi", 600):
+            text.set_fontweight("bold")
     label = "hazard ratio" if hazard_ratio else var_name
     ax.set_title(f"{var_name}: {label}")
     return ax
@@ -70,4 +95,5 @@ def trace_plot(
     names = [v for v in var_names if v in result.idata["posterior"]]
     if axes is None:
         _, axes = plt.subplots(len(names), 2, figsize=(9, 2.2 * len(names)), squeeze=False)
-    return az.plot_trace(result.idata, var_names=names, axes=axes, compact=True)
+    with _arviz_on_matplotlib_311():
+        return az.plot_trace(result.idata, var_names=names, axes=axes, compact=True)

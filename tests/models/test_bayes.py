@@ -135,9 +135,21 @@ def test_collapsed_likelihood_equals_patient_level(consortium, covariates, zero_
         k: v + rng.normal(0, 0.3, np.shape(v))
         for k, v in model.initial_point(random_seed=1).items()
     }
-    point["covariate_log_hr"] = np.array([0.4, 0.03])[: len(covariates)]
+    # the sampler moves z with beta = transform @ z: pick beta (a strong age effect), solve for z
+    names = list(model.coords["fixed_effect"])
+    beta = rng.normal(0, 0.3, len(names))
+    beta[-len(covariates) :] = np.array([0.4, 0.03])[: len(covariates)]
+    transform = model["fixed_effects_transform"].get_value()
+    point["fixed_effects_z"] = np.linalg.solve(transform, beta)
     outputs = model.replace_rvs_by_values(
-        [model["loglik"], model["log_baseline"], model["centre_log_hr"]]
+        [
+            model["loglik"],
+            model["log_baseline"],
+            model["centre_log_hr"],
+            model["interaction_log_hr"],
+            model["subtype_log_hr"],
+            model["covariate_log_hr"],
+        ]
     )
     fn = model.compile_fn(
         outputs,
@@ -146,11 +158,12 @@ def test_collapsed_likelihood_equals_patient_level(consortium, covariates, zero_
         mode="FAST_COMPILE",
         point_fn=True,
     )
-    loglik, log_baseline, centre_log_hr = fn(point)
+    loglik, log_baseline, centre_log_hr, interaction, subtype, covariate = fn(point)
+    np.testing.assert_allclose(covariate, beta[-len(covariates) :])
     untransformed = {
-        "interaction_log_hr": point["interaction_log_hr"],
-        "subtype_log_hr": point["subtype_log_hr"],
-        "covariate_log_hr": point["covariate_log_hr"],
+        "interaction_log_hr": interaction,
+        "subtype_log_hr": subtype,
+        "covariate_log_hr": covariate,
     }
     expected = _patient_level_loglik(
         data, spec, untransformed, {"log_baseline": log_baseline, "centre_log_hr": centre_log_hr}
