@@ -169,8 +169,29 @@ def test_collapsed_likelihood_equals_patient_level(consortium, covariates, zero_
         data, spec, untransformed, {"log_baseline": log_baseline, "centre_log_hr": centre_log_hr}
     )
     assert float(loglik) == pytest.approx(expected, rel=1e-10)
+    complete = data.dropna(subset=list(covariates))
+    assert (
+        cells.n_zero_time == int((complete[spec.duration] == 0).sum()) > (0 if zero_times else -1)
+    )
     assert cells.n == len(data.dropna(subset=list(covariates)))
     assert cells.events.sum() == data.dropna(subset=list(covariates))[spec.event].sum()
+
+
+@pytest.mark.parametrize("axes", [(-1,), (-2, -1)])
+def test_zero_sum_draws_transformed_as_pymc_does(axes):
+    """nutpie stores unconstrained draws; they are mapped back in numpy as PyMC would."""
+    import pytensor.tensor as pt
+    from pymc.distributions.transforms import ZeroSumTransform
+
+    from pooled.models.bayes import _extend_zero_sum
+
+    values = np.random.default_rng(1).normal(size=(2, 3, 4, 5))
+    expected = ZeroSumTransform(axes).backward(pt.as_tensor(values)).eval()
+    got = values
+    for axis in axes:
+        got = _extend_zero_sum(got, axis)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert np.allclose(got.sum(axis=-1), 0.0)
 
 
 def test_model_coords_and_no_sampling(consortium):
@@ -258,6 +279,13 @@ def test_tidy_table_and_probabilities(recovery_fit):
     assert new["ci_upper"] / new["ci_lower"] > pooled["ci_upper"] / pooled["ci_lower"]
     assert math.isnan(recovery_fit.row("heterogeneity")["hr"])  # tau is not a hazard ratio
     assert recovery_fit.sampler == "nutpie" and recovery_fit.n_cells < 3000
+    # the priors and the zero times are stated in the table, every parameter is diagnosed
+    assert table.loc[table["quantity"] == "heterogeneity", "prior"].item() == "HalfNormal(0.5)"
+    assert recovery_fit.tau_prior == "HalfNormal(0.5)"
+    assert table.loc[table["term"] == "node_positive", "prior"].item() == "Normal(0, 1)"
+    assert (table["n_zero_time"] == 0).all() and recovery_fit.n_zero_time == 0
+    assert set(recovery_fit.parameters["parameter"]) >= {"tau", "baseline_deviation_sd", "centre_z"}
+    assert "tau" in set(recovery_fit.prior_frame()["parameter"])
     assert int(table["n"].iloc[0]) == 3000
 
 
