@@ -1414,9 +1414,10 @@ def fit_bayes_survival(
     credible interval and ``P(HR > 1)`` (and ``P(HR > t)`` for ``spec.thresholds``) of the
     pooled marker HR, each centre's HR, the predictive HR of a new centre, each subtype's
     marker HR, the interactions, ``tau``, and the adjustment terms, each with R-hat, bulk and
-    tail ESS and the number of divergences. Issues a
-    :class:`~pooled.errors.SamplingWarning` when R-hat > ``rhat_max``, ESS < ``ess_min`` or
-    any transition diverged.
+    tail ESS, the number of divergences and its prior; every sampled parameter's worst R-hat
+    and ESS are in ``parameters``. Issues a :class:`~pooled.errors.SamplingWarning` when any
+    of them has R-hat > ``rhat_max`` or ESS < ``ess_min``, or any transition diverged. A
+    model of a structure compiled before in the process is not compiled again.
 
     Parameters
     ----------
