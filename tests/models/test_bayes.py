@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import warnings
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
 
 from pooled.errors import ConfigError, DataError, SamplingWarning
+from pooled.models._backend import az  # ArviZ imported as the package imports it
 from pooled.models.bayes import (
     BayesMetaSpec,
     BayesSpec,
