@@ -334,9 +334,12 @@ def test_vague_priors_agree_with_stratified_cox(cohort, survival_reference):
         centre_effects="common",
         n_intervals=20,
         priors=PriorSpec.vague(),
-        sampling=SamplerSpec(draws=1000, tune=500, chains=2, cores=2, ess_min=300),
+        sampling=SamplerSpec(cores=2),  # the defaults: 4 chains x (500 + 1,000)
     )
-    res = fit_bayes_survival(cohort, spec, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)  # converges at the default settings
+        res = fit_bayes_survival(cohort, spec, seed=7)
+    assert res.converged and res.divergences == 0
     assert res.n == reference["n"] and res.events == reference["nevent"]
     pooled = res.row("pooled")
     tolerance = 3 * pooled["mcse_median"] + 0.1 * reference["se"]["ctc_positive"]
