@@ -22,12 +22,32 @@ parameter                   weakly informative     why
 ``mu`` (pooled marker)      Normal(0, 1)           95 % of prior mass on HR 0.14-7.1
 ``tau`` (between centres)   HalfNormal(0.5)        centre HRs differing by a factor ~2.7 at most
 interactions                Normal(0, 1)           as ``mu``
-subtype, covariates         Normal(0, 1)           per unit of the covariate (centred)
+subtype, covariates         Normal(0, 1)           per unit of a discrete covariate, per
+                                                   standard deviation of a continuous one
 shared log baseline         RW1: first ~ N(m0, 2), m0 = log(events / person-time)
-                            steps ~ N(0, 1)
+                            steps ~ N(0, 1)        (hazard of the average patient with an event)
 centre baseline level       ZeroSumNormal(1)       centre log-rate offsets
 centre x interval dev. sd   HalfNormal(0.3)        non-centred, zero-sum deviations
 ==========================  =====================  ==========================================
+
+Every result states its priors: the ``prior`` column of :meth:`BayesResult.to_frame`,
+:meth:`BayesResult.prior_frame` and :attr:`BayesResult.tau_prior`.
+
+How the model is sampled (the model itself is the one above; these are exact
+reparameterisations, chosen so that every parameter reaches R-hat <= 1.01 and ESS >= 400 at
+the default 4 chains x (500 + 1,000) on the shipped scenarios and on two-centre cohorts):
+
+* the fixed effects (``mu``, interactions, subtype and covariate effects) are one vector
+  ``beta = transform @ z``, with ``transform`` the inverse Cholesky factor of their
+  approximate posterior precision (a Poisson-weighted QR reparameterisation), and the
+  design centred at its events-weighted mean, so that dummies of a rare reference level,
+  correlated dummies and the baseline do not fight (:class:`_FixedEffects`);
+* the centre effects are ``beta_c = m + tau * u_c`` (``u`` zero-sum) and
+  ``mu = m - tau * zbar``, ``zbar ~ Normal(0, 1 / sqrt(C))``: exactly ``mu + tau * z_c``
+  with iid standard normal ``z``, but ``m``, which the data pin, no longer trades off
+  against ``tau``;
+* ``tau`` and the deviation sd are ``|s|`` with ``s ~ Normal(0, scale)``, exactly
+  HalfNormal, without the long left tail of ``log tau`` when the centres agree.
 
 ``PriorSpec.vague()`` widens every scale (Normal(0, 10) effects, HalfNormal(5) tau and
 deviation scale, sd 10 for the baseline levels) for sensitivity analyses and for comparison
@@ -45,11 +65,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import arviz as az
 import numpy as np
 import pandas as pd
-import pymc as pm
-import pytensor.tensor as pt
 import xarray as xr
 
 from pooled.errors import (
@@ -59,6 +76,7 @@ from pooled.errors import (
     PooledWarning,
     SamplingWarning,
 )
+from pooled.models._backend import az, pm, pt  # configured PyTensor, quiet ArviZ import
 from pooled.models.bayes_cells import CellData, collapse_cells
 from pooled.results import tidy_frame
 
@@ -71,9 +89,12 @@ __all__ = [
     "SamplerSpec",
     "build_meta_model",
     "build_piecewise_model",
+    "clear_compiled_models",
     "compile_model",
     "fit_bayes_meta",
     "fit_bayes_survival",
+    "model_structure_key",
+    "parameter_diagnostics",
     "piecewise_cells",
     "sample",
 ]
@@ -130,6 +151,10 @@ class PriorSpec:
         )
 
 
+#: with fewer centres than this, the default target_accept is 0.95 (see SamplerSpec)
+FEW_CENTRES = 4
+
+
 @dataclass(frozen=True, slots=True)
 class SamplerSpec:
     """How to sample and when to warn.
@@ -137,23 +162,32 @@ class SamplerSpec:
     Attributes
     ----------
     draws, tune, chains : posterior draws and tuning steps per chain, number of chains.
+        The defaults, 4 chains x (500 tuning + 1,000 draws), give R-hat <= 1.01, bulk and
+        tail ESS >= 400 and no divergences for every sampled parameter on the shipped
+        scenarios, PADDY-sized, and on two-centre cohorts of 700 to 3,000 patients
+        (``bench/results/bayes.md``): with the model's parameterisation nutpie adapts within
+        500 steps, and 1,000 draws per chain keep the largest of ~150 R-hats below 1.01.
     sampler : ``"nutpie"`` (compiled with numba; default, falls back to PyMC's NUTS if it
         fails), ``"pymc"`` or ``"numpyro"`` (needs jax and numpyro installed).
     cores : chains run in parallel; ``None`` uses ``min(chains, os.cpu_count())``.
-    target_accept : NUTS target acceptance rate; 0.9 by default (0.8 left a rare divergence
-        in the upper tail of tau on the PADDY-sized benchmark at no gain in speed).
+    target_accept : NUTS target acceptance rate. ``None`` (default): 0.95 when the marker
+        effects vary between fewer than :data:`FEW_CENTRES` centres, else 0.9. With two or
+        three centres tau is informed by little more than its prior while each centre's
+        effect is pinned by its data, a funnel where 0.9 left one or two divergences in
+        4,000 transitions on a third of two-centre cohorts; 0.95 halves the step size, which
+        with many centres only doubles the time. The meta model uses 0.95.
     low_rank_mass_matrix : nutpie's low-rank modified mass matrix adaptation.
     rhat_max, ess_min : a :class:`~pooled.errors.SamplingWarning` is raised when any
-        reported quantity has R-hat above ``rhat_max`` or bulk or tail ESS below ``ess_min``,
-        or when any transition diverged.
+        reported quantity or any element of a sampled parameter has R-hat above
+        ``rhat_max`` or bulk or tail ESS below ``ess_min``, or when any transition diverged.
     """
 
     draws: int = 1000
-    tune: int = 1000
+    tune: int = 500
     chains: int = 4
     sampler: Sampler = "nutpie"
     cores: int | None = None
-    target_accept: float = 0.9
+    target_accept: float | None = None
     low_rank_mass_matrix: bool = False
     rhat_max: float = 1.01
     ess_min: float = 400.0
@@ -168,8 +202,14 @@ class SamplerSpec:
                 "SamplerSpec needs draws >= 1, tune >= 0, chains >= 1; "
                 f"got draws={self.draws}, tune={self.tune}, chains={self.chains}."
             )
-        if not 0 < self.target_accept < 1:
+        if self.target_accept is not None and not 0 < self.target_accept < 1:
             raise ConfigError(f"target_accept must be in (0, 1); got {self.target_accept}.")
+
+    def resolved_target_accept(self, n_centres: int, random_effects: bool = True) -> float:
+        """``target_accept``, or the default for ``n_centres`` centres (see the class)."""
+        if self.target_accept is not None:
+            return self.target_accept
+        return 0.95 if random_effects and 1 < n_centres < FEW_CENTRES else 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,9 +325,126 @@ def _interval_labels(cuts: Sequence[float]) -> list[str]:
     return [*labels, f"({edges[-1]:g}, inf)"]
 
 
+@dataclass(frozen=True, slots=True)
+class _FixedEffects:
+    """The fixed-effect log hazard ratios as one vector ``beta``, and how the model samples it.
+
+    ``beta = (mu, interactions, subtype main effects, covariates)``: ``names`` and ``blocks``
+    label its entries, ``prior_sd`` are their prior sds. The sampler moves ``z`` with
+    ``beta = transform @ z``, where ``transform`` is the inverse (transposed) Cholesky factor
+    of an approximate posterior precision of ``beta``: the Poisson information of the design
+    with the centre x interval baseline profiled out (weights: person-time x crude rate of the
+    centre x interval), plus the prior precision. The ``z`` are then close to uncorrelated
+    with unit scale whatever the coding of the covariates (a reference level held by few
+    patients, correlated dummies, covariates on different scales): the QR reparameterisation
+    of the Stan user's guide, weighted for the Poisson likelihood. The prior stays on
+    ``beta`` (a linear map has a constant Jacobian), so the model is unchanged.
+
+    ``mean`` is the events-weighted mean of each design column; the linear predictor is
+    centred at it, so the sampled baseline is the hazard of an average patient with an event,
+    not of the reference patient, and is not confounded with the effects (the reported
+    ``log_baseline`` is the reference patient's, ``x = 0``).
+    """
+
+    names: tuple[str, ...]
+    blocks: tuple[str, ...]
+    prior_sd: np.ndarray
+    transform: np.ndarray
+    mean: np.ndarray
+    pattern_design: np.ndarray  # n_patterns x the columns other than continuous covariates
+    event_design: np.ndarray  # sum over events of every design column
+
+    def block(self, name: str) -> slice:
+        where = [j for j, b in enumerate(self.blocks) if b == name]
+        return slice(where[0], where[-1] + 1) if where else slice(0, 0)
+
+
+def _fixed_effects(cells: CellData, spec: BayesSpec) -> _FixedEffects:
+    pr = spec.priors
+    subtypes = cells.subtypes
+    marker = cells.pattern_marker
+    n_contrast = len(subtypes) - 1
+    dummies = np.column_stack(
+        [(cells.pattern_subtype == j).astype(float) for j in range(1, len(subtypes))]
+        or [np.zeros(marker.size)]
+    )[:, :n_contrast]
+    columns = [marker[:, None]]
+    names, blocks, prior_sd = ["mu"], ["marker"], [pr.marker_sd]
+    if spec.interaction and n_contrast:
+        columns.append(marker[:, None] * dummies)
+        names += [f"{spec.marker}:{s}" for s in subtypes[1:]]
+        blocks += ["interaction"] * n_contrast
+        prior_sd += [pr.interaction_sd] * n_contrast
+    if n_contrast:
+        columns.append(dummies)
+        names += [f"subtype[{s}]" for s in subtypes[1:]]
+        blocks += ["subtype"] * n_contrast
+        prior_sd += [pr.covariate_sd] * n_contrast
+    columns.append(cells.pattern_x)
+    terms = (*cells.terms, *cells.continuous_terms)
+    names += list(terms)
+    blocks += ["covariate"] * len(terms)
+    prior_sd += [pr.covariate_sd] * len(terms)
+    pattern_design = np.column_stack(columns)
+    sd = np.asarray(prior_sd, dtype=float)
+
+    # crude rate of each centre x interval: a unit's expected events under the baseline alone
+    n_centre, n_int = len(cells.centres), cells.n_intervals
+    events_ck = np.zeros((n_centre, n_int))
+    np.add.at(events_ck, (cells.cell_centre, cells.cell_interval), cells.events)
+    exposure_ck = np.zeros((n_centre, n_int))
+    np.add.at(exposure_ck, cells.pattern_centre, cells.pattern_exposure)
+    rate = np.divide(events_ck, exposure_ck, out=np.zeros_like(events_ck), where=exposure_ck > 0)
+    if cells.continuous_terms:
+        design = np.column_stack([pattern_design[cells.patient_pattern], cells.patient_x])
+        centre = cells.pattern_centre[cells.patient_pattern]
+        unit_exposure = cells.patient_exposure
+    else:
+        design, centre, unit_exposure = pattern_design, cells.pattern_centre, cells.pattern_exposure
+    # within centre x interval weighted cross-products: sum w x x' - sum_ck W_ck xbar xbar'
+    sums = np.zeros((n_centre, n_int, design.shape[1]))
+    np.add.at(sums, centre, unit_exposure[:, :, None] * design[:, None, :])
+    means = np.divide(
+        sums, exposure_ck[:, :, None], out=np.zeros_like(sums), where=exposure_ck[:, :, None] > 0
+    )
+    weight = (unit_exposure * rate[centre]).sum(axis=1)
+    information = (design * weight[:, None]).T @ design
+    information -= np.einsum("ck,ckp,ckq->pq", exposure_ck * rate, means, means)
+    precision = (information + information.T) / 2 + np.diag(1.0 / sd**2)
+    try:
+        transform = np.linalg.inv(np.linalg.cholesky(precision)).T
+    except np.linalg.LinAlgError:  # pragma: no cover - the prior precision keeps it PD
+        transform = np.diag(1.0 / np.sqrt(np.diag(precision)))
+    event_pattern = np.bincount(cells.cell_pattern, weights=cells.events, minlength=len(marker))
+    event_design = np.concatenate([event_pattern @ pattern_design, cells.event_x_sum])
+    return _FixedEffects(
+        names=tuple(names),
+        blocks=tuple(blocks),
+        prior_sd=sd,
+        transform=transform,
+        mean=event_design / max(float(cells.events.sum()), 1.0),
+        pattern_design=pattern_design,
+        event_design=event_design,
+    )
+
+
+def _half_normal(name: str, sigma: float) -> Any:
+    """A HalfNormal(sigma) scale, sampled as |s| with s ~ Normal(0, sigma) (``<name>_signed``).
+
+    On the log scale PyMC would sample, a scale whose posterior reaches down to 0 (tau when
+    the centres agree, as is common) has a long exponential left tail that NUTS crosses
+    slowly: tail ESS of tau below 400 where everything else mixes well. |s| has exactly the
+    HalfNormal(sigma) prior, and ``s`` has a flat-topped, symmetric posterior around 0
+    instead. The sign of ``s`` is not identified, so diagnostics are taken on ``|s|``.
+    """
+    signed = pm.Normal(f"{name}_signed", 0.0, sigma)
+    return pm.Deterministic(name, pt.abs(signed))
+
+
 def _model_from_cells(cells: CellData, spec: BayesSpec) -> pm.Model:
     pr = spec.priors
     n_centre, n_int, n_sub = len(cells.centres), cells.n_intervals, len(cells.subtypes)
+    fixed = _fixed_effects(cells, spec)
     terms = (*cells.terms, *cells.continuous_terms)
     coords: dict[str, Any] = {
         "centre": list(cells.centres),
@@ -295,168 +452,141 @@ def _model_from_cells(cells: CellData, spec: BayesSpec) -> pm.Model:
         "subtype": list(cells.subtypes),
         "subtype_contrast": list(cells.subtypes[1:]),
         "term": list(terms),
+        "fixed_effect": list(fixed.names),
     }
-    person_time = cells.exposure.sum() + cells.row_exposure.sum()
+    person_time = float(cells.pattern_exposure.sum())
     log_rate = math.log(max(cells.n_events, 1) / person_time)
-    with pm.Model(coords=coords) as model:
+    # check_bounds=False: every constrained parameter is sampled on a transformed scale and
+    # every prior scale is a positive constant (PriorSpec checks it), so the parameter checks
+    # only add nodes to the compiled graph
+    with pm.Model(coords=coords, check_bounds=False) as model:
+        # Baseline of the average patient with an event: crude log rate + shared random walk
+        # (centred at 0, so the initial point does not depend on the data) + zero-sum centre
+        # levels + zero-sum centre x interval deviations.
+        crude = pm.Data("log_rate_crude", np.asarray(log_rate))
         if n_int > 1:
             shared = pm.GaussianRandomWalk(
                 "log_baseline_shared",
                 mu=0.0,
                 sigma=pr.baseline_rw_sd,
-                init_dist=pm.Normal.dist(log_rate, pr.baseline_level_sd),
+                init_dist=pm.Normal.dist(0.0, pr.baseline_level_sd),
                 dims="interval",
             )
         else:
-            shared = pm.Normal(
-                "log_baseline_shared", log_rate, pr.baseline_level_sd, dims="interval"
-            )
-        log_baseline = pt.broadcast_to(shared[None, :], (n_centre, n_int))
+            shared = pm.Normal("log_baseline_shared", 0.0, pr.baseline_level_sd, dims="interval")
+        average = pt.broadcast_to(crude + shared[None, :], (n_centre, n_int))
         if n_centre > 1:
             level = pm.ZeroSumNormal("centre_log_baseline", sigma=pr.centre_level_sd, dims="centre")
-            log_baseline = log_baseline + level[:, None]
+            average = average + level[:, None]
             if spec.baseline == "hierarchical" and n_int > 1:
-                dev_sd = pm.HalfNormal("baseline_deviation_sd", sigma=pr.baseline_deviation_sd)
+                dev_sd = _half_normal("baseline_deviation_sd", pr.baseline_deviation_sd)
                 dev_z = pm.ZeroSumNormal(
                     "baseline_deviation_z", sigma=1.0, dims=("centre", "interval"), n_zerosum_axes=2
                 )
-                log_baseline = log_baseline + dev_sd * dev_z
-        log_baseline = pm.Deterministic("log_baseline", log_baseline, dims=("centre", "interval"))
+                average = average + dev_sd * dev_z
 
-        mu = pm.Normal("mu", 0.0, pr.marker_sd)
-        if spec.centre_effects == "random" and n_centre > 1:
-            tau = pm.HalfNormal("tau", sigma=pr.tau_sd)
-            centre_z = pm.Normal("centre_z", 0.0, 1.0, dims="centre")
-            centre_log_hr = pm.Deterministic("centre_log_hr", mu + tau * centre_z, dims="centre")
+        # Fixed effects beta = transform @ z (see _FixedEffects), their prior on beta.
+        # With random centre effects beta[0] is the centre average m of the marker effects:
+        # beta_c = m + tau * u_c with u zero-sum, and mu = m - tau * zbar with
+        # zbar ~ N(0, 1/sqrt(C)). With z_c = u_c + zbar this is exactly beta_c = mu + tau * z_c,
+        # z_c ~ N(0, 1) iid, but the data pin m, which no longer trades off against tau.
+        z = pm.Flat("fixed_effects_z", dims="fixed_effect")
+        beta = pt.dot(pm.Data("fixed_effects_transform", fixed.transform), z)
+        random = spec.centre_effects == "random" and n_centre > 1
+        if random:
+            tau = _half_normal("tau", pr.tau_sd)
+            centre_z = pm.ZeroSumNormal("centre_z", sigma=1.0, dims="centre")
+            centre_z_mean = pm.Normal("centre_z_mean", 0.0, 1.0 / math.sqrt(n_centre))
+            centre_dev = tau * centre_z
+            mu = pm.Deterministic("mu", beta[0] - tau * centre_z_mean)
+            pm.Deterministic("centre_log_hr", beta[0] + centre_dev, dims="centre")
             new_z = pm.Normal("new_centre_z", 0.0, 1.0)
             pm.Deterministic("new_centre_log_hr", mu + tau * new_z)
+            prior_beta = pt.set_subtensor(beta[0], mu)
         else:
-            centre_log_hr = pt.ones(n_centre) * mu
-
-        subtype_full = pt.zeros(n_sub)
-        inter_full = pt.zeros(n_sub)
-        if n_sub > 1:
-            subtype_main = pm.Normal(
-                "subtype_log_hr", 0.0, pr.covariate_sd, dims="subtype_contrast"
+            mu = pm.Deterministic("mu", beta[0])
+            centre_dev = pt.zeros(n_centre)
+            prior_beta = beta
+        pm.Potential(
+            "fixed_effects_prior", pm.logp(pm.Normal.dist(0.0, fixed.prior_sd), prior_beta).sum()
+        )
+        offset = pt.dot(pm.Data("fixed_effects_mean", fixed.mean), beta)
+        log_baseline = pm.Deterministic(
+            "log_baseline", average - offset, dims=("centre", "interval")
+        )
+        if fixed.block("interaction").stop > fixed.block("interaction").start:
+            inter = pm.Deterministic(
+                "interaction_log_hr", beta[fixed.block("interaction")], dims="subtype_contrast"
             )
-            subtype_full = pt.concatenate([pt.zeros(1), subtype_main])
-            if spec.interaction:
-                inter = pm.Normal(
-                    "interaction_log_hr", 0.0, pr.interaction_sd, dims="subtype_contrast"
-                )
-                inter_full = pt.concatenate([pt.zeros(1), inter])
-                pm.Deterministic("subtype_marker_log_hr", mu + inter_full, dims="subtype")
-        n_disc = len(cells.terms)
-        gamma = (
-            pm.Normal("covariate_log_hr", 0.0, pr.covariate_sd, dims="term")
-            if terms
-            else pt.zeros(0)
-        )
-        loglik = _log_likelihood(
-            cells,
-            log_baseline,
-            centre_log_hr,
-            inter_full,
-            subtype_full,
-            gamma[:n_disc],
-            gamma[n_disc:],
-        )
+            pm.Deterministic(
+                "subtype_marker_log_hr",
+                mu + pt.concatenate([pt.zeros(1), inter]),
+                dims="subtype",
+            )
+        if n_sub > 1:
+            pm.Deterministic(
+                "subtype_log_hr", beta[fixed.block("subtype")], dims="subtype_contrast"
+            )
+        if terms:
+            pm.Deterministic("covariate_log_hr", beta[fixed.block("covariate")], dims="term")
+        loglik = _log_likelihood(cells, fixed, log_baseline, beta, centre_dev)
         pm.Potential("loglik", loglik)
     return model
 
 
-DENSE_LIMIT = 4_000_000
-
-
 def _log_likelihood(
-    cells: CellData,
-    log_baseline: Any,
-    centre_log_hr: Any,
-    interaction: Any,
-    subtype_effect: Any,
-    gamma_discrete: Any,
-    gamma_continuous: Any,
+    cells: CellData, fixed: _FixedEffects, log_baseline: Any, beta: Any, centre_dev: Any
 ) -> Any:
-    """Piecewise-exponential log-likelihood ``sum d * eta - e * exp(eta)`` on the cells.
+    """Piecewise-exponential log-likelihood ``sum d * eta - e * exp(eta)``, collapsed.
 
-    The event part is linear in the parameters, so it only needs event totals by centre x
-    interval, centre x marker, subtype x marker, subtype and covariates. The person-time
-    part is computed on a dense centre x interval x (marker, subtype, covariate pattern)
-    array without gathers when it fits in ``DENSE_LIMIT`` entries, else cell by cell;
-    with continuous covariates it runs over the patient x interval exposure rows.
+    The event part is linear in the parameters: it needs event totals by centre x interval,
+    by centre among marker-positive patients, and of every design column. The person-time
+    part runs over patterns x intervals (``exp(eta)`` times the pattern's person-time). With
+    continuous covariates each patient's person-time is weighted by ``exp(x * gamma)``
+    first; as a patient has the full width of every interval before the last, that takes one
+    ``exp`` and two scatter-adds per patient and a cumulative sum over intervals, not a
+    patient x interval array.
 
-    Every array enters as ``pm.Data`` (a shared variable), so the compiled graph does not
-    depend on the data: compiled code is reused across data sets of the same structure.
+    Every array enters as ``pm.Data`` with no static shape, so the compiled graph does not
+    depend on the data: it is reused across data sets of the same structure.
     """
-    n_centre, n_int, n_sub = len(cells.centres), cells.n_intervals, len(cells.subtypes)
-    cc, ci, cs, cm = cells.cell_centre, cells.cell_interval, cells.cell_subtype, cells.cell_marker
-    d = cells.events
-    events_ck = np.zeros((n_centre, n_int))
-    np.add.at(events_ck, (cc, ci), d)
+    n_centre = len(cells.centres)
+    n_pattern_columns = fixed.pattern_design.shape[1]
+    beta_pattern, beta_continuous = beta[:n_pattern_columns], beta[n_pattern_columns:]
+    events_ck = np.zeros((n_centre, cells.n_intervals))
+    np.add.at(events_ck, (cells.cell_centre, cells.cell_interval), cells.events)
+    events_marker = np.bincount(
+        cells.cell_centre, weights=cells.events * cells.cell_marker, minlength=n_centre
+    )
     loglik = (
         pt.sum(pm.Data("events_centre_interval", events_ck) * log_baseline)
-        + pt.dot(
-            pm.Data("events_marker_centre", np.bincount(cc, weights=d * cm, minlength=n_centre)),
-            centre_log_hr,
-        )
-        + pt.dot(
-            pm.Data("events_marker_subtype", np.bincount(cs, weights=d * cm, minlength=n_sub)),
-            interaction,
-        )
-        + pt.dot(
-            pm.Data("events_subtype", np.bincount(cs, weights=d, minlength=n_sub)), subtype_effect
-        )
+        + pt.dot(pm.Data("events_design", fixed.event_design), beta)
+        + pt.dot(pm.Data("events_marker_centre", events_marker), centre_dev)
     )
-    if cells.terms:
-        loglik = loglik + pt.dot(pm.Data("events_x_discrete", d @ cells.cell_x), gamma_discrete)
-
-    def cell_eta() -> Any:
-        centre = pm.Data("cell_centre", cc)
-        interval = pm.Data("cell_interval", ci)
-        subtype = pm.Data("cell_subtype", cs)
-        marker = pm.Data("cell_marker", cm)
-        eta = (
-            log_baseline[centre, interval]
-            + marker * (centre_log_hr[centre] + interaction[subtype])
-            + subtype_effect[subtype]
-        )
-        if cells.terms:
-            eta = eta + pt.dot(pm.Data("cell_x", cells.cell_x), gamma_discrete)
-        return eta
-
+    centre = pm.Data("pattern_centre", cells.pattern_centre)
+    marker = pm.Data("pattern_marker", cells.pattern_marker)
+    design = pm.Data("pattern_design", fixed.pattern_design)
+    eta = (
+        log_baseline[centre] + (pt.dot(design, beta_pattern) + marker * centre_dev[centre])[:, None]
+    )
     if cells.continuous_terms:
-        loglik = loglik + pt.dot(
-            pm.Data("events_x_continuous", cells.event_x_sum), gamma_continuous
+        # person-time of pattern p in interval k, each patient weighted by u = exp(x * gamma):
+        # the full width of k times the u of the pattern's patients still at risk after k,
+        # plus the partial person-time of those whose follow-up ends in k
+        weight = pt.exp(pt.dot(pm.Data("patient_x", cells.patient_x), beta_continuous))
+        group = pm.Data(
+            "patient_group", cells.patient_pattern * cells.n_intervals + cells.patient_last
         )
-        patient_lp = pt.dot(pm.Data("patient_x", cells.patient_x), gamma_continuous)
-        row_lp = (
-            cell_eta()[pm.Data("row_cell", cells.row_cell)]
-            + patient_lp[pm.Data("row_patient", cells.row_patient)]
-        )
-        return loglik - pt.sum(pm.Data("row_exposure", cells.row_exposure) * pt.exp(row_lp))
-    patterns, pattern = np.unique(cells.cell_x, axis=0, return_inverse=True)
-    n_pat = max(patterns.shape[0], 1)
-    pattern = pattern.reshape(-1) if cells.cell_x.shape[1] else np.zeros(cc.size, dtype=int)
-    if n_centre * n_int * 2 * n_sub * n_pat > DENSE_LIMIT:
-        return loglik - pt.sum(pm.Data("cell_exposure", cells.exposure) * pt.exp(cell_eta()))
-    exposure = np.zeros((n_centre, n_int, 2, n_sub, n_pat))
-    np.add.at(exposure, (cc, ci, cm.astype(int), cs, pattern), cells.exposure)
-    exposure_data = pm.Data(
-        "exposure_dense", exposure.reshape((n_centre, n_int, 2 * n_sub * n_pat))
-    )
-    marker = np.array([0.0, 1.0])
-    log_w = (
-        marker[None, :, None] * (centre_log_hr[:, None, None] + interaction[None, None, :])
-        + subtype_effect[None, None, :]
-    )
-    if cells.terms:
-        pattern_lp = pt.dot(pm.Data("patterns", patterns), gamma_discrete)
-        log_w = log_w[:, :, :, None] + pattern_lp[None, None, None, :]
+        flat = pt.zeros(eta.shape[0] * eta.shape[1])
+        ending = pt.inc_subtensor(flat[group], weight).reshape(eta.shape)
+        partial = pm.Data("patient_partial", cells.patient_partial)
+        partial_sum = pt.inc_subtensor(flat[group], weight * partial).reshape(eta.shape)
+        beyond = pt.cumsum(ending[:, ::-1], axis=1)[:, ::-1] - ending
+        width = pm.Data("interval_width", cells.interval_width)
+        exposure = width[None, :] * beyond + partial_sum
     else:
-        log_w = log_w[:, :, :, None]
-    weight = pt.exp(log_w).reshape((n_centre, 1, 2 * n_sub * n_pat))
-    weighted = pt.sum(exposure_data * weight, axis=2)
-    return loglik - pt.sum(pt.exp(log_baseline) * weighted)
+        exposure = pm.Data("pattern_exposure", cells.pattern_exposure)
+    return loglik - pt.sum(exposure * pt.exp(eta))
 
 
 def build_piecewise_model(data: pd.DataFrame, spec: BayesSpec | None = None) -> pm.Model:
@@ -468,9 +598,11 @@ def build_piecewise_model(data: pd.DataFrame, spec: BayesSpec | None = None) -> 
 
     with ``beta_c = mu + tau * z_c`` (non-centred), ``delta_s`` the marker x subtype
     interactions (reference subtype 0), ``gamma_s`` subtype main effects and ``gamma`` the
-    adjustment covariates (numeric ones centred at their mean). ``log_baseline[c, k]`` is a
-    shared random-walk curve plus a zero-sum centre level plus zero-sum centre x interval
-    deviations with a learned sd. The likelihood is the exact piecewise-exponential
+    adjustment covariates (numeric ones centred at their mean, continuous ones per standard
+    deviation). ``log_baseline[c, k]`` is a shared random-walk curve plus a zero-sum centre
+    level plus zero-sum centre x interval deviations with a learned sd; the sampled curve is
+    that of the average patient with an event (see the module docstring for how the model is
+    parameterised for sampling). The likelihood is the exact piecewise-exponential
     (Poisson-kernel) likelihood on collapsed cells, added as the potential ``loglik``.
 
     Parameters
@@ -481,7 +613,8 @@ def build_piecewise_model(data: pd.DataFrame, spec: BayesSpec | None = None) -> 
     Returns
     -------
     pm.Model
-        With coords ``centre``, ``interval``, ``subtype``, ``subtype_contrast``, ``term``.
+        With coords ``centre``, ``interval``, ``subtype``, ``subtype_contrast``, ``term``,
+        ``fixed_effect``.
 
     References
     ----------
@@ -536,7 +669,7 @@ def build_meta_model(
         raise DataError(f"labels must be unique; got {names}.")
     with pm.Model(coords={"centre": names}) as model:
         mu = pm.Normal("mu", 0.0, spec.priors.marker_sd)
-        tau = pm.HalfNormal("tau", sigma=spec.priors.tau_sd)
+        tau = _half_normal("tau", spec.priors.tau_sd)
         z = pm.Normal("centre_z", 0.0, 1.0, dims="centre")
         theta = pm.Deterministic("centre_log_hr", mu + tau * z, dims="centre")
         new_z = pm.Normal("new_centre_z", 0.0, 1.0)
@@ -554,42 +687,198 @@ def build_meta_model(
 def compile_model(model: pm.Model) -> Any:
     """Compile a built model for nutpie (numba backend), to reuse across data sets.
 
-    The data of the piecewise and meta models are ``pm.Data`` containers, so a model compiled
-    once can sample any data set of the same structure (same coords): pass it to
-    :func:`sample` (or the ``fit_*`` functions) as ``compiled``. Compiling costs tens of
-    seconds of CPU; sampling a PADDY-sized model a few seconds.
+    The data of the piecewise and meta models are ``pm.Data`` containers without static
+    shapes, so a model compiled once can sample any data set of the same structure (same
+    number of centres, intervals, subtypes and covariate terms, same options and priors):
+    pass it to :func:`sample` (or the ``fit_*`` functions) as ``compiled``. Compiling costs
+    tens of seconds of CPU; sampling a PADDY-sized model a few seconds.
+
+    :func:`sample` also keeps every model it compiled for the rest of the process, keyed by
+    the model's structure (:func:`model_structure_key`), so a second fit of the same structure
+    does not compile again. Across processes only PyTensor's on-disk cache of its numba
+    functions helps: nutpie's compiled entry points hold pointers to this process's data and
+    cannot be cached by numba, and PyTensor's key for the whole graph is not yet stable
+    across processes.
     """
     import nutpie
 
-    free = [var.name for var in model.free_RVs]
-    return nutpie.compile_pymc_model(model, backend="numba", var_names=free)
+    # var_names=[]: nutpie keeps the unconstrained draws only, so its second compiled
+    # function (the "expand" of draws into variables) is a copy, not the transforms (a third
+    # of the compile time); _complete_posterior transforms them in numpy
+    return nutpie.compile_pymc_model(model, backend="numba", var_names=[])
+
+
+#: nutpie models compiled in this process, by model structure (most recent last)
+_COMPILED: dict[str, Any] = {}
+_COMPILED_MAX = 8
+
+
+def model_structure_key(model: pm.Model) -> str:
+    """A key that two models share exactly when one's compiled code samples the other.
+
+    The printed log-density graph (operations, constants, the names of the data containers,
+    not their values) with the free variables' names and shapes and the deterministics'
+    names: data sets of one structure share it, a change of priors, options, or numbers of
+    centres, intervals, subtypes or terms changes it.
+    """
+    import hashlib
+    import io
+
+    from pytensor.printing import debugprint
+
+    text = io.StringIO()
+    debugprint(model.logp(), file=text, print_type=True)
+    dims = model.named_vars_to_dims
+    shapes = [
+        (var.name, tuple(len(model.coords[d]) for d in dims.get(var.name, ())))
+        for var in model.free_RVs
+    ]
+    text.write(repr(sorted(shapes)))
+    text.write(repr(sorted(var.name for var in model.deterministics)))
+    text.write(repr(sorted((var.name, var.ndim) for var in model.data_vars)))
+    return hashlib.sha256(text.getvalue().encode()).hexdigest()
+
+
+def clear_compiled_models() -> None:
+    """Forget the models compiled in this process (the next fit compiles again)."""
+    _COMPILED.clear()
+
+
+def _compiled_for(model: pm.Model) -> Any:
+    key = model_structure_key(model)
+    compiled = _COMPILED.pop(key, None)
+    if compiled is None:
+        compiled = compile_model(model)
+    _COMPILED[key] = compiled
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    return _with_model_data(compiled, model)
+
+
+def _with_model_data(compiled: Any, model: pm.Model) -> Any:
+    """``compiled`` with ``model``'s data and coordinate labels (same structure)."""
+    import dataclasses
+
+    known = set(compiled.shared_data)  # data the compiled graph does not use were dropped
+    compiled = compiled.with_data(
+        **{name: value for name, value in _model_data(model).items() if name in known}
+    )
+    coords = dict(compiled.coords or {})
+    coords.update({name: pd.Index(values) for name, values in model.coords.items()})
+    return dataclasses.replace(compiled, _coords=coords)
+
+
+def _extend_zero_sum(values: np.ndarray, axis: int) -> np.ndarray:
+    """PyMC's ``ZeroSumTransform.extend_axis`` in numpy: n - 1 free values to n summing to 0."""
+    n = values.shape[axis] + 1
+    total = values.sum(axis=axis, keepdims=True)
+    norm = total / (math.sqrt(n) + n)
+    return np.concatenate([values, norm - total / math.sqrt(n)], axis=axis) - norm
+
+
+def _constrained(post: xr.Dataset, model: pm.Model) -> xr.Dataset:
+    """Free variables from their unconstrained draws (the value variables nutpie stores)."""
+    from pymc.distributions.transforms import ZeroSumTransform
+    from pymc.logprob.transforms import LogTransform
+
+    dims = model.named_vars_to_dims
+    out = post.copy()
+    for rv in model.free_RVs:
+        value = model.rvs_to_values[rv]
+        if value.name not in out:
+            continue
+        draws = np.asarray(out[value.name].values)
+        transform = model.rvs_to_transforms.get(rv)
+        if transform is None:
+            values = draws
+        elif isinstance(transform, LogTransform):
+            values = np.exp(draws)
+        elif isinstance(transform, ZeroSumTransform):
+            values = draws
+            for axis in transform.zerosum_axes:
+                values = _extend_zero_sum(values, axis)
+        else:  # pragma: no cover - no other transform in this module's models
+            values = transform.backward(pt.as_tensor(draws), *rv.owner.inputs).eval()
+        rv_dims = tuple(dims.get(rv.name, ()))
+        if len(rv_dims) != values.ndim - 2:
+            rv_dims = tuple(f"{rv.name}_dim_{j}" for j in range(values.ndim - 2))
+        coords = {d: list(model.coords[d]) for d in rv_dims if d in model.coords}
+        out = out.drop_vars(value.name)
+        out[rv.name] = xr.DataArray(
+            values,
+            dims=("chain", "draw", *rv_dims),
+            coords={"chain": post["chain"], "draw": post["draw"], **coords},
+        )
+    return out.drop_dims(
+        [
+            d
+            for d in out.dims
+            if d not in ("chain", "draw") and not any(d in v.dims for v in out.data_vars.values())
+        ]
+    )
 
 
 def _complete_posterior(idata: az.InferenceData, model: pm.Model) -> az.InferenceData:
     """Add the deterministics of the models of this module to a posterior of free variables.
 
     nutpie is compiled for the free variables only (a second compiled function for the
-    deterministics doubles the numba compile time); they are cheap to compute in numpy.
+    deterministics doubles the numba compile time); they are cheap to compute in numpy from
+    the free variables and the model's data.
     """
-    post = idata["posterior"]
+    post = _constrained(idata["posterior"], model)
+    for name in ("tau", "baseline_deviation_sd"):
+        if f"{name}_signed" in post:
+            post[name] = np.abs(post[f"{name}_signed"])
+    idata["posterior"] = post
     names = set(model.named_vars)
-    if "centre_z" in post and "tau" in post:
+    data = _model_data(model)
+    if "fixed_effects_z" in post:
+        z = post["fixed_effects_z"]
+        beta = z.copy(data=np.einsum("pq,cdq->cdp", data["fixed_effects_transform"], z.values))
+        # the layout of beta (see _FixedEffects): mu, interactions, subtype effects, covariates
+        n_contrast = len(model.coords["subtype_contrast"])
+        start = 1
+        first = beta.isel(fixed_effect=0, drop=True)
+        if "centre_z_mean" in post:  # random centre effects: beta[0] is their centre average
+            post["mu"] = first - post["tau"] * post["centre_z_mean"]
+            post["centre_log_hr"] = first + post["tau"] * post["centre_z"]
+            post["new_centre_log_hr"] = post["mu"] + post["tau"] * post["new_centre_z"]
+        else:
+            post["mu"] = first
+        for name, size, dim in (
+            ("interaction_log_hr", n_contrast, "subtype_contrast"),
+            ("subtype_log_hr", n_contrast, "subtype_contrast"),
+            ("covariate_log_hr", len(model.coords["term"]), "term"),
+        ):
+            if name in names:
+                block = beta.isel(fixed_effect=slice(start, start + size))
+                post[name] = block.rename(fixed_effect=dim).assign_coords(
+                    {dim: list(model.coords[dim])}
+                )
+                start += size
+        if "log_baseline" in names:
+            average = post["log_baseline_shared"] + float(data["log_rate_crude"])
+            if "centre_log_baseline" in post:
+                average = average + post["centre_log_baseline"]
+            else:
+                average = average.expand_dims(centre=list(model.coords["centre"]), axis=2)
+            if "baseline_deviation_z" in post:
+                average = average + post["baseline_deviation_sd"] * post["baseline_deviation_z"]
+            offset = xr.DataArray(
+                np.einsum("p,cdp->cd", data["fixed_effects_mean"], beta.values),
+                dims=("chain", "draw"),
+            )
+            post["log_baseline"] = (average - offset).transpose(
+                "chain", "draw", "centre", "interval"
+            )
+    if "centre_z" in post and "tau" in post and "centre_log_hr" not in post:  # meta model
         post["centre_log_hr"] = post["mu"] + post["tau"] * post["centre_z"]
         post["new_centre_log_hr"] = post["mu"] + post["tau"] * post["new_centre_z"]
-    if "interaction_log_hr" in post:
+    if "interaction_log_hr" in post and "subtype_marker_log_hr" in names:
         inter = post["interaction_log_hr"].rename(subtype_contrast="subtype")
         reference = (post["mu"] * 0.0).expand_dims(subtype=[model.coords["subtype"][0]])
         full = xr.concat([reference, inter], dim="subtype").transpose("chain", "draw", "subtype")
         post["subtype_marker_log_hr"] = post["mu"] + full
-    if "log_baseline" in names and "log_baseline_shared" in post:
-        shared = post["log_baseline_shared"]
-        if "centre_log_baseline" in post:
-            shared = shared + post["centre_log_baseline"]
-        else:
-            shared = shared.expand_dims(centre=list(model.coords["centre"]), axis=2)
-        if "baseline_deviation_z" in post:
-            shared = shared + post["baseline_deviation_sd"] * post["baseline_deviation_z"]
-        post["log_baseline"] = shared.transpose("chain", "draw", "centre", "interval")
     missing = sorted(v.name for v in model.deterministics if v.name not in post)
     if missing:
         raise ConvergenceError(f"Deterministics {missing} were not reconstructed.")
@@ -629,7 +918,8 @@ def sample(
     target_accept : NUTS target acceptance rate.
     low_rank_mass_matrix : nutpie's low-rank modified mass matrix (ignored by the others).
     compiled : a nutpie model from :func:`compile_model` of a model of the same structure;
-        its data are replaced by this model's, skipping compilation.
+        its data are replaced by this model's, skipping compilation. Without it, a model of
+        a structure compiled before in this process is reused (:func:`compile_model`).
 
     References
     ----------
@@ -648,9 +938,9 @@ def sample(
             import nutpie
 
             if compiled is None:
-                compiled = compile_model(model)
+                compiled = _compiled_for(model)
             else:
-                compiled = compiled.with_data(**_model_data(model))
+                compiled = _with_model_data(compiled, model)
             result = nutpie.sample(
                 compiled,
                 draws=draws,
@@ -700,7 +990,12 @@ def sample(
 
 
 def _run(
-    model: pm.Model, sampling: SamplerSpec, seed: int, compiled: Any | None = None
+    model: pm.Model,
+    sampling: SamplerSpec,
+    seed: int,
+    compiled: Any | None = None,
+    *,
+    target_accept: float = 0.9,
 ) -> tuple[az.InferenceData, float]:
     start = time.perf_counter()
     idata = sample(
@@ -711,7 +1006,7 @@ def _run(
         seed=seed,
         sampler=sampling.sampler,
         cores=sampling.cores,
-        target_accept=sampling.target_accept,
+        target_accept=target_accept,
         low_rank_mass_matrix=sampling.low_rank_mass_matrix,
         compiled=compiled,
     )
@@ -781,18 +1076,128 @@ def _divergences(idata: az.InferenceData) -> int:
     return int(np.asarray(stats["diverging"].values).sum())
 
 
-def _check_diagnostics(table: pd.DataFrame, sampling: SamplerSpec, divergences: int) -> list[str]:
+def parameter_diagnostics(idata: az.InferenceData, names: Sequence[str]) -> pd.DataFrame:
+    """R-hat and bulk / tail ESS of every element of every sampled parameter ``names``.
+
+    One row per parameter: its number of elements, the largest R-hat and the smallest bulk
+    and tail ESS over them (rank-normalised split R-hat and ESS of Vehtari et al. 2021).
+    """
+    post = idata["posterior"]
+    present = [name for name in names if name in post]
+    rows = []
+    if present and post.sizes.get("draw", 0) >= 4:
+        subset = post[present]
+        rhat = az.rhat(subset)
+        bulk = az.ess(subset, method="bulk")
+        tail = az.ess(subset, method="tail")
+        for name in present:
+            rows.append(
+                {
+                    "parameter": name,
+                    "size": int(np.prod(post[name].shape[2:], dtype=int)),
+                    "r_hat": float(np.nanmax(rhat[name].values)),
+                    "ess_bulk": float(np.nanmin(bulk[name].values)),
+                    "ess_tail": float(np.nanmin(tail[name].values)),
+                }
+            )
+    else:
+        rows = [
+            {"parameter": n, "size": 0, "r_hat": np.nan, "ess_bulk": np.nan, "ess_tail": np.nan}
+            for n in present
+        ]
+    return pd.DataFrame(rows, columns=["parameter", "size", "r_hat", "ess_bulk", "ess_tail"])
+
+
+def _sampled_parameters(model: pm.Model) -> list[str]:
+    """The free variables, a scale sampled with a sign (``_half_normal``) as the scale."""
+    return [v.name.removesuffix("_signed") for v in model.free_RVs]
+
+
+def parameter_diagnostics_empty() -> pd.DataFrame:
+    return pd.DataFrame(columns=["parameter", "size", "r_hat", "ess_bulk", "ess_tail"])
+
+
+def _prior_frame(spec: BayesSpec | BayesMetaSpec) -> pd.DataFrame:
+    pr = spec.priors
+    rows = [
+        ("mu", f"Normal(0, {pr.marker_sd:g})", "pooled marker log HR"),
+        ("tau", f"HalfNormal({pr.tau_sd:g})", "between-centre sd of the marker log HR"),
+        ("centre_log_hr", "Normal(mu, tau)", "each centre's marker log HR (non-centred)"),
+    ]
+    if isinstance(spec, BayesSpec):
+        rows += [
+            ("interaction_log_hr", f"Normal(0, {pr.interaction_sd:g})", "marker x subtype"),
+            ("subtype_log_hr", f"Normal(0, {pr.covariate_sd:g})", "subtype main effects"),
+            (
+                "covariate_log_hr",
+                f"Normal(0, {pr.covariate_sd:g})",
+                "per unit of a discrete covariate, per standard deviation of a continuous one",
+            ),
+            (
+                "log_baseline_shared",
+                f"GaussianRandomWalk(first ~ Normal(log(events / person-time), "
+                f"{pr.baseline_level_sd:g}), steps ~ Normal(0, {pr.baseline_rw_sd:g}))",
+                "log hazard of the average patient with an event, per interval",
+            ),
+            ("centre_log_baseline", f"ZeroSumNormal({pr.centre_level_sd:g})", "centre levels"),
+            (
+                "baseline_deviation_sd",
+                f"HalfNormal({pr.baseline_deviation_sd:g})",
+                "sd of the zero-sum centre x interval deviations of the log baseline",
+            ),
+        ]
+    return pd.DataFrame(rows, columns=["parameter", "prior", "scale"])
+
+
+def _row_priors(
+    table: pd.DataFrame, spec: BayesSpec | BayesMetaSpec, continuous: Sequence[str] = ()
+) -> list[str]:
+    pr = spec.priors
+    by_quantity = {
+        "pooled": f"Normal(0, {pr.marker_sd:g})",
+        "heterogeneity": f"HalfNormal({pr.tau_sd:g})",
+        "centre": "Normal(mu, tau)",
+        "predictive": "Normal(mu, tau)",
+        "subtype": "mu + interaction",
+        "interaction": f"Normal(0, {pr.interaction_sd:g})",
+        "subtype_main": f"Normal(0, {pr.covariate_sd:g})",
+        "covariate": f"Normal(0, {pr.covariate_sd:g})",
+    }
+    out = []
+    for quantity, term in zip(table["quantity"], table["term"], strict=True):
+        prior = by_quantity.get(str(quantity), "")
+        if quantity == "covariate" and term in set(continuous):
+            prior += " per sd"
+        out.append(prior)
+    return out
+
+
+def _check_diagnostics(
+    table: pd.DataFrame,
+    sampling: SamplerSpec,
+    divergences: int,
+    parameters: pd.DataFrame | None = None,
+) -> list[str]:
+    """What is out of bounds, over the reported quantities and every sampled parameter."""
     problems: list[str] = []
     if divergences:
         problems.append(f"{divergences} divergent transitions")
-    bad_rhat = table.loc[table["r_hat"] > sampling.rhat_max, "term"].tolist()
+    checked = [(table, "term")]
+    if parameters is not None and len(parameters):
+        checked.append((parameters, "parameter"))
+    bad_rhat: list[str] = []
+    low_ess: list[str] = []
+    for frame, label in checked:
+        bad_rhat += frame.loc[frame["r_hat"] > sampling.rhat_max, label].tolist()
+        low_ess += frame.loc[
+            (frame["ess_bulk"] < sampling.ess_min) | (frame["ess_tail"] < sampling.ess_min), label
+        ].tolist()
     if bad_rhat:
-        problems.append(f"R-hat > {sampling.rhat_max:g} for {bad_rhat}")
-    low_ess = table.loc[
-        (table["ess_bulk"] < sampling.ess_min) | (table["ess_tail"] < sampling.ess_min), "term"
-    ].tolist()
+        problems.append(f"R-hat > {sampling.rhat_max:g} for {list(dict.fromkeys(bad_rhat))}")
     if low_ess:
-        problems.append(f"bulk or tail ESS < {sampling.ess_min:g} for {low_ess}")
+        problems.append(
+            f"bulk or tail ESS < {sampling.ess_min:g} for {list(dict.fromkeys(low_ess))}"
+        )
     if table["r_hat"].isna().any():
         problems.append("R-hat and ESS not computable (fewer than 4 draws)")
     return problems
@@ -821,6 +1226,31 @@ class _PosteriorSummary:
     table: pd.DataFrame
     idata: az.InferenceData
     problems: tuple[str, ...]
+    parameters: pd.DataFrame
+    spec: Any
+
+    @property
+    def tau_prior(self) -> str:
+        """The prior of the between-centre sd ``tau``, e.g. ``"HalfNormal(0.5)"``."""
+        return f"HalfNormal({self.spec.priors.tau_sd:g})"
+
+    def prior_frame(self) -> pd.DataFrame:
+        """Every prior of the model: columns ``parameter``, ``prior``, ``scale`` (log HR
+        unless stated)."""
+        return _prior_frame(self.spec)
+
+    @property
+    def max_r_hat(self) -> float:
+        """Largest R-hat over the reported quantities and every sampled parameter."""
+        values = [self.table["r_hat"].max(), self.parameters["r_hat"].max()]
+        return float(np.nanmax([v for v in values if pd.notna(v)] or [np.nan]))
+
+    @property
+    def min_ess(self) -> float:
+        """Smallest bulk or tail ESS over the reported quantities and every sampled parameter."""
+        frames = (self.table, self.parameters)
+        values = [f[c].min() for f in frames for c in ("ess_bulk", "ess_tail") if len(f)]
+        return float(np.nanmin([v for v in values if pd.notna(v)] or [np.nan]))
 
     def row(self, quantity: str, level: str = "") -> pd.Series:
         """The table row of one quantity, e.g. ``row("pooled")``, ``row("centre", "C01")``."""
@@ -862,6 +1292,9 @@ class BayesResult(_PosteriorSummary):
     sampler: str
     elapsed_seconds: float
     problems: tuple[str, ...]
+    n_zero_time: int = 0
+    parameters: pd.DataFrame = field(default_factory=lambda: parameter_diagnostics_empty())
+    target_accept: float = 0.9
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per reported quantity.
@@ -872,7 +1305,9 @@ class BayesResult(_PosteriorSummary):
         ``quantity`` (pooled, centre, predictive, subtype, interaction, heterogeneity,
         subtype_main, covariate), ``level``, ``r_hat``, ``ess_bulk``, ``ess_tail``,
         ``mcse_median``, ``divergences`` (whole run), ``prob_hr_gt_1`` and one
-        ``prob_hr_gt_<t>`` per threshold.
+        ``prob_hr_gt_<t>`` per threshold, ``prior`` (the quantity's prior, e.g.
+        ``HalfNormal(0.5)`` for tau) and ``n_zero_time`` (patients with a time of 0, used).
+        Every sampled parameter's diagnostics are in ``parameters``.
         """
         return self.table.copy()
 
@@ -888,6 +1323,7 @@ class BayesMetaResult(_PosteriorSummary):
     divergences: int
     sampler: str
     problems: tuple[str, ...]
+    parameters: pd.DataFrame = field(default_factory=lambda: parameter_diagnostics_empty())
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table with the same columns as :meth:`BayesResult.to_frame`."""
@@ -978,9 +1414,10 @@ def fit_bayes_survival(
     credible interval and ``P(HR > 1)`` (and ``P(HR > t)`` for ``spec.thresholds``) of the
     pooled marker HR, each centre's HR, the predictive HR of a new centre, each subtype's
     marker HR, the interactions, ``tau``, and the adjustment terms, each with R-hat, bulk and
-    tail ESS and the number of divergences. Issues a
-    :class:`~pooled.errors.SamplingWarning` when R-hat > ``rhat_max``, ESS < ``ess_min`` or
-    any transition diverged.
+    tail ESS, the number of divergences and its prior; every sampled parameter's worst R-hat
+    and ESS are in ``parameters``. Issues a :class:`~pooled.errors.SamplingWarning` when any
+    of them has R-hat > ``rhat_max`` or ESS < ``ess_min``, or any transition diverged. A
+    model of a structure compiled before in the process is not compiled again.
 
     Parameters
     ----------
@@ -1010,7 +1447,11 @@ def fit_bayes_survival(
     spec = spec or BayesSpec()
     cells = piecewise_cells(data, spec)
     model = _model_from_cells(cells, spec)
-    idata, elapsed = _run(model, spec.sampling, seed, compiled)
+    n_centres = len(cells.centres)
+    target_accept = spec.sampling.resolved_target_accept(
+        n_centres, random_effects=spec.centre_effects == "random"
+    )
+    idata, elapsed = _run(model, spec.sampling, seed, compiled, target_accept=target_accept)
     divergences = _divergences(idata)
     sampler = str(idata["posterior"].attrs.get("pooled_sampler", spec.sampling.sampler))
     marker = spec.marker
@@ -1098,7 +1539,10 @@ def fit_bayes_survival(
     table["analysis"] = spec.analysis
     table["endpoint"] = spec.endpoint
     table["model"] = "bayes_piecewise"
-    problems = _check_diagnostics(table, spec.sampling, divergences)
+    table["prior"] = _row_priors(table, spec, cells.continuous_terms)
+    table["n_zero_time"] = cells.n_zero_time
+    parameters = parameter_diagnostics(idata, _sampled_parameters(model))
+    problems = _check_diagnostics(table, spec.sampling, divergences, parameters)
     _warn(problems)
     return BayesResult(
         table=table,
@@ -1115,6 +1559,9 @@ def fit_bayes_survival(
         sampler=sampler,
         elapsed_seconds=elapsed,
         problems=tuple(problems),
+        n_zero_time=cells.n_zero_time,
+        parameters=parameters,
+        target_accept=target_accept,
     )
 
 
@@ -1148,7 +1595,9 @@ def fit_bayes_meta(
     spec = spec or BayesMetaSpec()
     names = [str(v) for v in labels]
     model = build_meta_model(yi, sei, names, spec)
-    idata, _ = _run(model, spec.sampling, seed, compiled)
+    idata, _ = _run(
+        model, spec.sampling, seed, compiled, target_accept=spec.sampling.target_accept or 0.95
+    )
     divergences = _divergences(idata)
     rows = _rows_common(
         idata,
@@ -1167,7 +1616,9 @@ def fit_bayes_meta(
     table["analysis"] = spec.analysis
     table["endpoint"] = spec.endpoint
     table["model"] = "bayes_two_stage"
-    problems = _check_diagnostics(table, spec.sampling, divergences)
+    table["prior"] = _row_priors(table, spec)
+    parameters = parameter_diagnostics(idata, _sampled_parameters(model))
+    problems = _check_diagnostics(table, spec.sampling, divergences, parameters)
     _warn(problems)
     sampler = str(idata["posterior"].attrs.get("pooled_sampler", spec.sampling.sampler))
     return BayesMetaResult(
@@ -1178,6 +1629,7 @@ def fit_bayes_meta(
         divergences=divergences,
         sampler=sampler,
         problems=tuple(problems),
+        parameters=parameters,
     )
 
 

@@ -52,11 +52,27 @@ class CellData:
     patient_x : centred and standardised continuous covariates per patient
         (``n x n_continuous``).
     row_cell, row_patient, row_exposure : patient x interval rows with positive exposure.
+    cell_pattern : the pattern of each cell.
+    pattern_centre, pattern_marker, pattern_subtype, pattern_x : the covariate patterns
+        (centre x marker x subtype x discrete covariates) observed in the data; a cell is a
+        pattern x interval.
+    pattern_exposure : person-time per pattern and interval (``n_patterns x n_intervals``),
+        zeros included (with continuous covariates it is not sufficient, but it still gives
+        the crude rates used to scale the model's parameters).
+    patient_pattern : each patient's pattern.
+    patient_exposure : person-time per patient and interval (``n x n_intervals``) when there
+        are continuous covariates, else an empty ``0 x n_intervals`` array.
+    patient_last, patient_partial : each patient's last interval and the person-time in it;
+        a patient has the full ``interval_width`` in every earlier interval.
+    interval_width : widths of the intervals (the open last one has width 0 here, as no
+        patient passes through it).
     covariate_means : the centring constants of the numeric covariates.
     continuous_scales : the standard deviations the continuous covariates are divided by
         (the model's coefficients for them are per standard deviation, which keeps the
         posterior well scaled for NUTS; results report them per unit).
     n, n_events : patients and events analysed; ``centre_n`` etc. per level.
+    n_zero_time : patients with a time of exactly 0 (used: an event at time 0 adds its log
+        rate and no person-time, as in the patient-level likelihood and in R's ``coxph``).
     """
 
     cut_points: tuple[float, ...]
@@ -76,6 +92,17 @@ class CellData:
     row_cell: np.ndarray
     row_patient: np.ndarray
     row_exposure: np.ndarray
+    cell_pattern: np.ndarray
+    pattern_centre: np.ndarray
+    pattern_marker: np.ndarray
+    pattern_subtype: np.ndarray
+    pattern_x: np.ndarray
+    pattern_exposure: np.ndarray
+    patient_pattern: np.ndarray
+    patient_exposure: np.ndarray
+    patient_last: np.ndarray
+    patient_partial: np.ndarray
+    interval_width: np.ndarray
     covariate_means: tuple[tuple[str, float], ...]
     continuous_scales: tuple[float, ...]
     n: int
@@ -85,6 +112,7 @@ class CellData:
     centre_events: tuple[int, ...]
     subtype_n: tuple[int, ...]
     subtype_events: tuple[int, ...]
+    n_zero_time: int = 0
 
     @property
     def n_cells(self) -> int:
@@ -93,6 +121,10 @@ class CellData:
     @property
     def n_intervals(self) -> int:
         return len(self.cut_points) + 1
+
+    @property
+    def n_patterns(self) -> int:
+        return int(self.pattern_centre.shape[0])
 
 
 def event_quantile_cuts(time: np.ndarray, event: np.ndarray, n_intervals: int) -> np.ndarray:
@@ -310,6 +342,17 @@ def collapse_cells(
         row_cell=row_cell,
         row_patient=row_patient,
         row_exposure=row_exposure,
+        cell_pattern=pattern_of_cell.astype(np.int64),
+        pattern_centre=patterns[:, 0].astype(int),
+        pattern_marker=patterns[:, 1].astype(float),
+        pattern_subtype=patterns[:, 2].astype(int),
+        pattern_x=patterns[:, 3:],
+        pattern_exposure=exposure_sum.reshape(n_patterns, n_int),
+        patient_pattern=pattern_codes.astype(np.int64),
+        patient_exposure=exposure if cont_names else np.zeros((0, n_int)),
+        patient_last=last.astype(np.int64),
+        patient_partial=exposure[np.arange(n), last],
+        interval_width=np.diff(np.concatenate([[0.0], cuts, [cuts[-1] if cuts.size else 0.0]])),
         covariate_means=tuple(means),
         continuous_scales=tuple(scales),
         n=n,
@@ -319,4 +362,5 @@ def collapse_cells(
         centre_events=tuple(int(v) for v in centre_events),
         subtype_n=tuple(int(v) for v in subtype_n),
         subtype_events=tuple(int(v) for v in subtype_events),
+        n_zero_time=int((time == 0).sum()),
     )

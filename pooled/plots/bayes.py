@@ -6,7 +6,9 @@ stored ``InferenceData``, and return the Axes; matplotlib is imported inside the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +40,22 @@ def posterior_summary(
     return float(row["estimate"]), float(np.log(row["ci_lower"])), float(np.log(row["ci_upper"]))
 
 
+@contextmanager
+def _arviz_on_matplotlib_311() -> Iterator[None]:
+    """ArviZ 0.23 de-aliases plot keywords by passing a dict to matplotlib's
+    ``normalize_kwargs``, which matplotlib 3.11 deprecates (MatplotlibDeprecationWarning,
+    once per drawn element); the call is ArviZ's, so that one warning is filtered here."""
+    from matplotlib import MatplotlibDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="Passing a dict or None as alias_mapping to normalize_kwargs",
+            category=MatplotlibDeprecationWarning,
+        )
+        yield
+
+
 def posterior_plot(
     result: BayesResult | BayesMetaResult,
     ax: Axes | None = None,
@@ -65,16 +83,23 @@ def posterior_plot(
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.6))
     ratio = hazard_ratio and var_name != "tau"
-    az.plot_posterior(
-        result.idata,
-        var_names=[var_name],
-        transform=np.exp if ratio else None,
-        hdi_prob="hide",
-        point_estimate=None,
-        ref_val=ref_val if ratio else None,
-        textsize=9,
-        ax=ax,
-    )
+    with _arviz_on_matplotlib_311():
+        az.plot_posterior(
+            result.idata,
+            var_names=[var_name],
+            transform=np.exp if ratio else None,
+            hdi_prob="hide",
+            point_estimate=None,
+            ref_val=ref_val if ratio else None,
+            textsize=9,
+            ax=ax,
+        )
+    # ArviZ writes the share of the posterior on either side of ref_val in "semibold", a
+    # weight matplotlib's DejaVu Sans does not have (matplotlib then logs "findfont: Failed
+    # to find font weight semibold"): ask for the bold it would have used anyway
+    for text in ax.texts:
+        if text.get_fontweight() in ("semibold", "demibold", "demi", 600):
+            text.set_fontweight("bold")
     median, lower, upper = posterior_summary(result, var_name, hazard_ratio=ratio)
     level = getattr(result.spec, "ci_level", 0.95)
     bottom = ax.get_ylim()[0]
@@ -114,4 +139,5 @@ def trace_plot(
     names = [v for v in var_names if v in result.idata["posterior"]]
     if axes is None:
         _, axes = plt.subplots(len(names), 2, figsize=(9, 2.2 * len(names)), squeeze=False)
-    return az.plot_trace(result.idata, var_names=names, axes=axes, compact=True)
+    with _arviz_on_matplotlib_311():
+        return az.plot_trace(result.idata, var_names=names, axes=axes, compact=True)

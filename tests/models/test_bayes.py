@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import warnings
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
 
 from pooled.errors import ConfigError, DataError, SamplingWarning
+from pooled.models._backend import az  # ArviZ imported as the package imports it
 from pooled.models.bayes import (
     BayesMetaSpec,
     BayesSpec,
@@ -135,9 +135,21 @@ def test_collapsed_likelihood_equals_patient_level(consortium, covariates, zero_
         k: v + rng.normal(0, 0.3, np.shape(v))
         for k, v in model.initial_point(random_seed=1).items()
     }
-    point["covariate_log_hr"] = np.array([0.4, 0.03])[: len(covariates)]
+    # the sampler moves z with beta = transform @ z: pick beta (a strong age effect), solve for z
+    names = list(model.coords["fixed_effect"])
+    beta = rng.normal(0, 0.3, len(names))
+    beta[-len(covariates) :] = np.array([0.4, 0.03])[: len(covariates)]
+    transform = model["fixed_effects_transform"].get_value()
+    point["fixed_effects_z"] = np.linalg.solve(transform, beta)
     outputs = model.replace_rvs_by_values(
-        [model["loglik"], model["log_baseline"], model["centre_log_hr"]]
+        [
+            model["loglik"],
+            model["log_baseline"],
+            model["centre_log_hr"],
+            model["interaction_log_hr"],
+            model["subtype_log_hr"],
+            model["covariate_log_hr"],
+        ]
     )
     fn = model.compile_fn(
         outputs,
@@ -146,18 +158,40 @@ def test_collapsed_likelihood_equals_patient_level(consortium, covariates, zero_
         mode="FAST_COMPILE",
         point_fn=True,
     )
-    loglik, log_baseline, centre_log_hr = fn(point)
+    loglik, log_baseline, centre_log_hr, interaction, subtype, covariate = fn(point)
+    np.testing.assert_allclose(covariate, beta[-len(covariates) :])
     untransformed = {
-        "interaction_log_hr": point["interaction_log_hr"],
-        "subtype_log_hr": point["subtype_log_hr"],
-        "covariate_log_hr": point["covariate_log_hr"],
+        "interaction_log_hr": interaction,
+        "subtype_log_hr": subtype,
+        "covariate_log_hr": covariate,
     }
     expected = _patient_level_loglik(
         data, spec, untransformed, {"log_baseline": log_baseline, "centre_log_hr": centre_log_hr}
     )
     assert float(loglik) == pytest.approx(expected, rel=1e-10)
+    complete = data.dropna(subset=list(covariates))
+    assert (
+        cells.n_zero_time == int((complete[spec.duration] == 0).sum()) > (0 if zero_times else -1)
+    )
     assert cells.n == len(data.dropna(subset=list(covariates)))
     assert cells.events.sum() == data.dropna(subset=list(covariates))[spec.event].sum()
+
+
+@pytest.mark.parametrize("axes", [(-1,), (-2, -1)])
+def test_zero_sum_draws_transformed_as_pymc_does(axes):
+    """nutpie stores unconstrained draws; they are mapped back in numpy as PyMC would."""
+    import pytensor.tensor as pt
+    from pymc.distributions.transforms import ZeroSumTransform
+
+    from pooled.models.bayes import _extend_zero_sum
+
+    values = np.random.default_rng(1).normal(size=(2, 3, 4, 5))
+    expected = ZeroSumTransform(axes).backward(pt.as_tensor(values)).eval()
+    got = values
+    for axis in axes:
+        got = _extend_zero_sum(got, axis)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert np.allclose(got.sum(axis=-1), 0.0)
 
 
 def test_model_coords_and_no_sampling(consortium):
@@ -245,6 +279,13 @@ def test_tidy_table_and_probabilities(recovery_fit):
     assert new["ci_upper"] / new["ci_lower"] > pooled["ci_upper"] / pooled["ci_lower"]
     assert math.isnan(recovery_fit.row("heterogeneity")["hr"])  # tau is not a hazard ratio
     assert recovery_fit.sampler == "nutpie" and recovery_fit.n_cells < 3000
+    # the priors and the zero times are stated in the table, every parameter is diagnosed
+    assert table.loc[table["quantity"] == "heterogeneity", "prior"].item() == "HalfNormal(0.5)"
+    assert recovery_fit.tau_prior == "HalfNormal(0.5)"
+    assert table.loc[table["term"] == "node_positive", "prior"].item() == "Normal(0, 1)"
+    assert (table["n_zero_time"] == 0).all() and recovery_fit.n_zero_time == 0
+    assert set(recovery_fit.parameters["parameter"]) >= {"tau", "baseline_deviation_sd", "centre_z"}
+    assert "tau" in set(recovery_fit.prior_frame()["parameter"])
     assert int(table["n"].iloc[0]) == 3000
 
 
@@ -293,9 +334,12 @@ def test_vague_priors_agree_with_stratified_cox(cohort, survival_reference):
         centre_effects="common",
         n_intervals=20,
         priors=PriorSpec.vague(),
-        sampling=SamplerSpec(draws=1000, tune=500, chains=2, cores=2, ess_min=300),
+        sampling=SamplerSpec(cores=2),  # the defaults: 4 chains x (500 + 1,000)
     )
-    res = fit_bayes_survival(cohort, spec, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)  # converges at the default settings
+        res = fit_bayes_survival(cohort, spec, seed=7)
+    assert res.converged and res.divergences == 0
     assert res.n == reference["n"] and res.events == reference["nevent"]
     pooled = res.row("pooled")
     tolerance = 3 * pooled["mcse_median"] + 0.1 * reference["se"]["ctc_positive"]
