@@ -150,7 +150,9 @@ class FederatedRequest:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["exposure"] = dict(self.exposure)
+        out["exposure"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dict(self.exposure).items()
+        }
         out["covariates"] = [dict(c) for c in self.covariates]
         out["interactions"] = [list(pair) for pair in self.interactions]
         for key in ("include", "exclude", "strata"):
