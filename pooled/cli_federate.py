@@ -30,7 +30,11 @@ federate_app = typer.Typer(
 ANALYSES = ("cox", "logrank", "two-stage", "km", "describe", "validation")
 AnalysisOption = Annotated[
     list[str] | None,
-    typer.Option("--analysis", "-a", help=f"Analyses to run (repeatable): {', '.join(ANALYSES)}. Default all."),
+    typer.Option(
+        "--analysis",
+        "-a",
+        help=f"Analyses to run (repeatable): {', '.join(ANALYSES)}. Default all.",
+    ),
 ]
 EndpointOption = Annotated[str | None, typer.Option(help="Endpoint (default the config's first).")]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")]
@@ -50,7 +54,11 @@ def _parameters(
         with contextlib.suppress(KeyError):
             section = cfg.section("two_stage")
             method, knha, ties = section.meta_method, section.knha, section.ties
-        return "central_two_stage", {"request": {**request, "ties": ties}, "method": method, "knha": knha}, "patients"
+        return (
+            "central_two_stage",
+            {"request": {**request, "ties": ties}, "method": method, "knha": knha},
+            "patients",
+        )
     if analysis == "km":
         return "central_km", {"request": request, "width": km_width, "max_time": km_max_time,
                               "exclude_refusing": exclude_refusing}, "patients"  # fmt: skip
@@ -64,12 +72,19 @@ def _parameters(
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is a file; give a folder.")
-    if out.is_dir() and any(out.iterdir()) and not (out / "exchange.csv").is_file() and not overwrite:
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not (out / "exchange.csv").is_file()
+        and not overwrite
+    ):
         raise OutputExistsError(
             f"--out {out} holds other files and no earlier federated run; choose a new folder."
         )
     if (out / "exchange.csv").is_file() and not overwrite:
-        raise OutputExistsError(f"{out} holds an earlier federated run; pass --overwrite to replace it.")
+        raise OutputExistsError(
+            f"{out} holds an earlier federated run; pass --overwrite to replace it."
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "releases.jsonl").unlink(missing_ok=True)
 
@@ -94,7 +109,9 @@ def _run_all(
                           "bytes_received": exchange.get("bytes_received")})  # fmt: skip
         if result.get("error"):
             failed += 1
-            err_console.print(f"[bold red]{analysis}:[/] {result['error']['message']}", soft_wrap=True)
+            err_console.print(
+                f"[bold red]{analysis}:[/] {result['error']['message']}", soft_wrap=True
+            )
             continue
         if "rows" in result:
             rows.append(pd.DataFrame(result["rows"]).assign(analysis_kind=analysis))
@@ -109,7 +126,9 @@ def _run_all(
         pd.concat(rows, ignore_index=True).to_csv(out / "results.csv", index=False)
     pd.DataFrame(exchanges).to_csv(out / "exchange.csv", index=False)
     (out / "request.json").write_text(json.dumps(request, indent=2), encoding="utf-8")
-    console.print(f"Results: {out} (results.csv, <analysis>_table.csv, exchange.csv, releases.jsonl)")
+    console.print(
+        f"Results: {out} (results.csv, <analysis>_table.csv, exchange.csv, releases.jsonl)"
+    )
     return EXIT_UNUSABLE if failed else EXIT_OK
 
 
@@ -119,7 +138,9 @@ def _load_config(config: Path) -> Any:
     return load_analysis_config(config)
 
 
-def _policy_environment(min_patients: int | None, min_events: int | None, min_cell: int | None) -> None:
+def _policy_environment(
+    min_patients: int | None, min_events: int | None, min_cell: int | None
+) -> None:
     for name, value in (("POOLED_MIN_PATIENTS", min_patients), ("POOLED_MIN_EVENTS", min_events),
                         ("POOLED_MIN_CELL", min_cell)):  # fmt: skip
         if value is not None:
@@ -137,19 +158,37 @@ ExcludeRefusing = Annotated[
 @friendly
 def run_command(
     config: Annotated[Path, typer.Argument(help="Analysis config YAML.")],
-    store: Annotated[list[Path] | None, typer.Option("--store", "-s", help="A store; each of its centres is a node (repeatable).")] = None,
-    uploads: Annotated[list[Path] | None, typer.Option(help="An upload folder (uploads/ + mappings/, or one centre's upload and mapping) (repeatable).")] = None,
-    centre: Annotated[list[str] | None, typer.Option(help="Only these centres (repeatable).")] = None,
+    store: Annotated[
+        list[Path] | None,
+        typer.Option("--store", "-s", help="A store; each of its centres is a node (repeatable)."),
+    ] = None,
+    uploads: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="An upload folder (uploads/ + mappings/, or one centre's upload and mapping) (repeatable)."
+        ),
+    ] = None,
+    centre: Annotated[
+        list[str] | None, typer.Option(help="Only these centres (repeatable).")
+    ] = None,
     endpoint: EndpointOption = None,
     analysis: AnalysisOption = None,
     out: OutOption = Path("federated"),
     km_width: KmWidth = 12.0,
     km_max_time: KmMax = 120.0,
     exclude_refusing: ExcludeRefusing = False,
-    min_patients: Annotated[int | None, typer.Option(help="Centres' minimum patients (default 10).")] = None,
-    min_events: Annotated[int | None, typer.Option(help="Centres' minimum events (default 10).")] = None,
-    min_cell: Annotated[int | None, typer.Option(help="Centres' minimum table cell (default 5).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier federated run in --out.")] = False,
+    min_patients: Annotated[
+        int | None, typer.Option(help="Centres' minimum patients (default 10).")
+    ] = None,
+    min_events: Annotated[
+        int | None, typer.Option(help="Centres' minimum events (default 10).")
+    ] = None,
+    min_cell: Annotated[
+        int | None, typer.Option(help="Centres' minimum table cell (default 5).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier federated run in --out.")
+    ] = False,
 ) -> None:
     """Run a config's analyses federated, in process: every centre a vantage6 organisation of
     the MockAlgorithmClient, every answer disclosure-checked and logged (releases.jsonl)."""
@@ -194,8 +233,12 @@ def export_command(
     store: Annotated[Path, typer.Option("--store", "-s", help="The centre's store.")],
     centre: Annotated[str, typer.Option(help="The centre.")],
     out: OutOption = Path("node-data"),
-    origin: Annotated[str | None, typer.Option(help="Time origin: diagnosis, surgery or sample.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier exports.")] = False,
+    origin: Annotated[
+        str | None, typer.Option(help="Time origin: diagnosis, surgery or sample.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace earlier exports.")
+    ] = False,
 ) -> None:
     """At a centre: write the node's databases, patients.parquet (the analysis dataset of the
     latest accepted version) and findings.parquet (rule and severity of each finding)."""
@@ -225,20 +268,30 @@ def server_command(
     config: Annotated[Path, typer.Argument(help="Analysis config YAML.")],
     host: Annotated[str, typer.Option(help="vantage6 server, e.g. https://v6.example.org")],
     collaboration: Annotated[int, typer.Option(help="Collaboration id.")],
-    central_organization: Annotated[int, typer.Option(help="Organisation whose node runs the central function.")],
-    image: Annotated[str, typer.Option(help="The algorithm image (as built from pooled/federated/Dockerfile).")],
+    central_organization: Annotated[
+        int, typer.Option(help="Organisation whose node runs the central function.")
+    ],
+    image: Annotated[
+        str, typer.Option(help="The algorithm image (as built from pooled/federated/Dockerfile).")
+    ],
     username: Annotated[str, typer.Option(help="vantage6 user.")],
-    organization: Annotated[list[int] | None, typer.Option(help="Centres' organisation ids (repeatable; default all).")] = None,
+    organization: Annotated[
+        list[int] | None, typer.Option(help="Centres' organisation ids (repeatable; default all).")
+    ] = None,
     port: Annotated[int, typer.Option(help="Server port.")] = 443,
     api_path: Annotated[str, typer.Option(help="API path.")] = "/api",
-    private_key: Annotated[Path | None, typer.Option(help="Organisation private key (encrypted collaborations).")] = None,
+    private_key: Annotated[
+        Path | None, typer.Option(help="Organisation private key (encrypted collaborations).")
+    ] = None,
     endpoint: EndpointOption = None,
     analysis: AnalysisOption = None,
     out: OutOption = Path("federated"),
     km_width: KmWidth = 12.0,
     km_max_time: KmMax = 120.0,
     exclude_refusing: ExcludeRefusing = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier federated run in --out.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier federated run in --out.")
+    ] = False,
 ) -> None:
     """Run a config's analyses on a vantage6 network. The password is read from the
     environment variable POOLED_V6_PASSWORD (never from the command line)."""
@@ -246,10 +299,14 @@ def server_command(
 
     password = os.environ.get("POOLED_V6_PASSWORD")
     if not password:
-        raise ConfigError("set the environment variable POOLED_V6_PASSWORD to the vantage6 user's password.")
+        raise ConfigError(
+            "set the environment variable POOLED_V6_PASSWORD to the vantage6 user's password."
+        )
     cfg = _load_config(config)
     _prepare_out(out, overwrite)
-    client = connect(host, port, api_path, username, password, str(private_key) if private_key else None)
+    client = connect(
+        host, port, api_path, username, password, str(private_key) if private_key else None
+    )
     organizations = list(organization or [])
 
     def execute(method: str, parameters: dict[str, Any], database: str) -> dict[str, Any]:
@@ -260,6 +317,14 @@ def server_command(
         )  # fmt: skip
 
     raise typer.Exit(
-        _run_all(list(analysis or ANALYSES), execute, cfg, endpoint, out, km_width, km_max_time,
-                 exclude_refusing)  # fmt: skip
+        _run_all(
+            list(analysis or ANALYSES),
+            execute,
+            cfg,
+            endpoint,
+            out,
+            km_width,
+            km_max_time,
+            exclude_refusing,
+        )  # fmt: skip
     )

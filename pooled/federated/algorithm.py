@@ -119,7 +119,12 @@ def _local_error_log(centre: str, method: str, request_id: str, error: Exception
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(
                 json.dumps(
-                    {"centre": centre, "method": method, "request_id": request_id, "error": str(error)}
+                    {
+                        "centre": centre,
+                        "method": method,
+                        "request_id": request_id,
+                        "error": str(error),
+                    }
                 )
                 + "\n"
             )
@@ -202,7 +207,9 @@ def _ask(client: Any, organizations: list[int] | None) -> Exchange:
     return Exchange(ask)
 
 
-def _guarded(analysis: str, run: Callable[[], dict[str, Any]], exchange: Exchange) -> dict[str, Any]:
+def _guarded(
+    analysis: str, run: Callable[[], dict[str, Any]], exchange: Exchange
+) -> dict[str, Any]:
     try:
         out = run()
     except (PooledError, HarmonizationError) as error:

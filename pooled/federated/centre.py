@@ -223,7 +223,9 @@ def centre_logrank(data: pd.DataFrame, parameters: Mapping[str, Any]) -> dict[st
             )
     within = request.within_centre_strata
     if within:
-        scodes, slevels = pd.factorize(frame[list(within)].astype(str).agg("\x1f".join, axis=1), sort=True)
+        scodes, slevels = pd.factorize(
+            frame[list(within)].astype(str).agg("\x1f".join, axis=1), sort=True
+        )
         observed, expected, variance = logrank_arrays(
             frame[request.duration].to_numpy(float), frame[request.event].to_numpy(float),
             codes, len(levels), scodes, len(slevels),
@@ -304,7 +306,11 @@ def centre_km(data: pd.DataFrame, parameters: Mapping[str, Any]) -> dict[str, An
         at_risk, ev, cens = binned_counts(
             part[request.duration].to_numpy(float), part[request.event].to_numpy(float), edges
         )
-        for what, values, offset in (("at risk", at_risk, 0), ("events", ev, 0), ("censored", cens, 0)):
+        for what, values, offset in (
+            ("at risk", at_risk, 0),
+            ("events", ev, 0),
+            ("censored", cens, 0),
+        ):
             for k, value in enumerate(values):
                 if small(int(value), policy):
                     a = edges[k + offset]
@@ -508,17 +514,19 @@ def centre_validation(findings: pd.DataFrame, parameters: Mapping[str, Any]) -> 
                 f"severity); the data have no {column!r} column. Point the task at the "
                 "'findings' database (pooled federate export writes it)."
             )
-    centre = centre_name(findings) if "centre" in findings.columns else str(
-        parameters.get("centre", "unknown")
+    centre = (
+        centre_name(findings)
+        if "centre" in findings.columns
+        else str(parameters.get("centre", "unknown"))
     )
-    counts = findings.groupby(["rule", "severity"], sort=True).size()
+    counts = findings.groupby(["rule", "severity"], sort=True).size().reset_index(name="n")
     rows = [
         {
             "rule": str(rule),
             "severity": str(severity),
             "findings": None if small(int(n), policy) else int(n),
         }
-        for (rule, severity), n in counts.items()
+        for rule, severity, n in zip(counts["rule"], counts["severity"], counts["n"], strict=True)
     ]
     return check_release(
         {"centre": centre, "request_id": request_id, "rules": rows},

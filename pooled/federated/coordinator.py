@@ -69,9 +69,9 @@ class Exchange:
     def __call__(self, method: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
         answers = self.ask(method, parameters)
         self.rounds += 1
-        self.bytes_sent += message_bytes({"method": method, "kwargs": {"parameters": parameters}}) * max(
-            len(answers), 1
-        )
+        self.bytes_sent += message_bytes(
+            {"method": method, "kwargs": {"parameters": parameters}}
+        ) * max(len(answers), 1)
         self.bytes_received += sum(message_bytes(a) for a in answers)
         self.by_method[method] = self.by_method.get(method, 0) + 1
         return answers
@@ -132,7 +132,11 @@ def _check_singular(info: np.ndarray, names: Sequence[str]) -> None:
     if bad:
         described = [
             f"'{names[j]}' ("
-            + ("constant within every stratum" if info[j, j] <= 0 else "a combination of earlier terms")
+            + (
+                "constant within every stratum"
+                if info[j, j] <= 0
+                else "a combination of earlier terms"
+            )
             + ")"
             for j in bad
         ]
@@ -154,7 +158,9 @@ class _Newton:
     """Newton-Raphson with R's step-halving and convergence rule, one evaluation at a time
     (the loop of :func:`pooled.models.cox.cox_fit_arrays`, turned inside out)."""
 
-    def __init__(self, init: np.ndarray, names: Sequence[str], *, tol: float, max_iter: int) -> None:
+    def __init__(
+        self, init: np.ndarray, names: Sequence[str], *, tol: float, max_iter: int
+    ) -> None:
         self.names = list(names)
         self.tol, self.max_iter = tol, max_iter
         self.beta = np.asarray(init, dtype=np.float64).copy()
@@ -205,7 +211,14 @@ class _Newton:
             self._accept(newbeta, loglik, u, info, parts)
             self.pending = self.beta + _solve(self.info, self.u)
 
-    def _accept(self, beta: np.ndarray, loglik: float, u: np.ndarray, info: np.ndarray, parts: list[np.ndarray]) -> None:
+    def _accept(
+        self,
+        beta: np.ndarray,
+        loglik: float,
+        u: np.ndarray,
+        info: np.ndarray,
+        parts: list[np.ndarray],
+    ) -> None:
         self.beta, self.loglik, self.u, self.info, self.parts = beta, loglik, u, info, parts
 
 
@@ -304,9 +317,12 @@ def federated_cox(
 
     def evaluate(fits: Sequence[tuple[_Newton, list[int] | None]]) -> None:
         evaluations = [
-            {"beta": np.asarray(f.pending, dtype=float).tolist(), "columns": cols} for f, cols in fits
+            {"beta": np.asarray(f.pending, dtype=float).tolist(), "columns": cols}
+            for f, cols in fits
         ]
-        answers = exchange("partial_cox", {"request": req, "levels": levels, "evaluations": evaluations})
+        answers = exchange(
+            "partial_cox", {"request": req, "levels": levels, "evaluations": evaluations}
+        )
         raise_refusals(answers)
         for a in answers:
             if tuple(a["terms"]) != names:
@@ -320,7 +336,10 @@ def federated_cox(
                 float(sum(a["evaluations"][k]["loglik"] for a in answers)),
                 np.sum(parts, axis=0),
                 np.sum(
-                    [np.asarray(a["evaluations"][k]["information"], dtype=float).reshape(p, p) for a in answers],
+                    [
+                        np.asarray(a["evaluations"][k]["information"], dtype=float).reshape(p, p)
+                        for a in answers
+                    ],
                     axis=0,
                 ),
                 parts,
@@ -386,7 +405,12 @@ def federated_cox(
             subs = []
             for j in range(p):
                 keep = [k for k in range(p) if k != j]
-                subs.append((_Newton(beta[keep], [names[k] for k in keep], tol=tol, max_iter=max_iter), keep))
+                subs.append(
+                    (
+                        _Newton(beta[keep], [names[k] for k in keep], tol=tol, max_iter=max_iter),
+                        keep,
+                    )
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 while any(not s.done for s, _ in subs):
@@ -464,7 +488,9 @@ def term_names(request: FederatedRequest, levels: Mapping[str, Sequence[str]]) -
     return tuple(names)
 
 
-def _term_sources(request: FederatedRequest, levels: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+def _term_sources(
+    request: FederatedRequest, levels: Mapping[str, Sequence[str]]
+) -> tuple[str, ...]:
     widths = {t: (len(levels[t]) - 1 if t in levels else 1) for t in request.terms}
     sources = [t for t in request.terms for _ in range(widths[t])]
     for a, b in request.interactions:
@@ -580,7 +606,9 @@ def life_table(at_risk: np.ndarray, events: np.ndarray, censored: np.ndarray) ->
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(effective > 0, events / effective, 0.0)
         survival = np.cumprod(1.0 - q)
-        term = np.where((effective > 0) & (effective > events), events / (effective * (effective - events)), 0.0)
+        term = np.where(
+            (effective > 0) & (effective > events), events / (effective * (effective - events)), 0.0
+        )
         var_log = np.cumsum(term)
         std_err = survival * np.sqrt(var_log)
         log_s = np.log(survival)
@@ -623,7 +651,9 @@ def federated_km(
         else:
             kept.append(a)
     if not kept:
-        raise DataError("No centre released Kaplan-Meier counts: " + "; ".join(f"{c}: {r}" for c, r in excluded))
+        raise DataError(
+            "No centre released Kaplan-Meier counts: " + "; ".join(f"{c}: {r}" for c, r in excluded)
+        )
     n_bins = kept[0]["n_bins"]
     edges = np.arange(n_bins + 1) * width
     totals: dict[Any, list[np.ndarray]] = {}
@@ -698,8 +728,12 @@ def federated_two_stage(
                 "note": a.get("note", ""),
                 **{
                     k: (np.nan if a.get(k) is None else a[k])
-                    for k in ("n_marker_positive", "events_marker_positive",
-                              "n_marker_negative", "events_marker_negative")
+                    for k in (
+                        "n_marker_positive",
+                        "events_marker_positive",
+                        "n_marker_negative",
+                        "events_marker_negative",
+                    )
                 },  # fmt: skip
             }
         )
@@ -709,7 +743,9 @@ def federated_two_stage(
     table["ci_upper"] = np.exp(table["log_hr"] + _Z975 * table["se"])
     included = table["included"].to_numpy(dtype=bool)
     if not included.any():
-        reasons = "; ".join(f"{c}: {r}" for c, r in zip(table["centre"], table["reason"], strict=True))
+        reasons = "; ".join(
+            f"{c}: {r}" for c, r in zip(table["centre"], table["reason"], strict=True)
+        )
         raise DataError(f"Two-stage analysis: no centre gives an estimate ({reasons}).")
     meta_spec = MetaSpec(method=method, knha=knha)  # type: ignore[arg-type]
     marker = request.exposure_spec.name
@@ -781,7 +817,10 @@ def federated_describe(
             for name, d in g["variables"].items():
                 kinds[name] = d["kind"]
                 if d["kind"] == "categorical":
-                    for level, count in [*zip(d["levels"], d["counts"], strict=True), ("missing", d["missing"])]:
+                    for level, count in [
+                        *zip(d["levels"], d["counts"], strict=True),
+                        ("missing", d["missing"]),
+                    ]:
                         c = cell((name, str(level), label))
                         if count is None:
                             c["suppressed"] += 1
@@ -796,7 +835,15 @@ def federated_describe(
                         c["sum"] += d["sum"]
                         c["sum_squares"] += d["sum_squares"]
     rows = []
-    for (name, level, label), c in sorted(cells.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else 99, kv[0][2], kv[0][1] == "missing", kv[0][1])):
+    for (name, level, label), c in sorted(
+        cells.items(),
+        key=lambda kv: (
+            order.index(kv[0][0]) if kv[0][0] in order else 99,
+            kv[0][2],
+            kv[0][1] == "missing",
+            kv[0][1],
+        ),
+    ):
         total = group_n.get(label, {}).get("n", np.nan)
         row: dict[str, Any] = {"variable": name, "level": level, "group": label, "n": c["n"],
                                "suppressed_centres": int(c["suppressed"])}  # fmt: skip
@@ -804,26 +851,41 @@ def federated_describe(
             m = c["n"]
             mean = c["sum"] / m if m > 0 else np.nan
             var = (c["sum_squares"] - c["sum"] ** 2 / m) / (m - 1) if m > 1 else np.nan
-            row.update(mean=mean, sd=float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else np.nan, percent=np.nan)
+            row.update(
+                mean=mean,
+                sd=float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else np.nan,
+                percent=np.nan,
+            )
         else:
             row.update(mean=np.nan, sd=np.nan, percent=100.0 * c["n"] / total if total else np.nan)
         rows.append(row)
     return pd.DataFrame(rows), exchange.as_dict()
 
 
-def federated_validation(ask: Ask, *, request_id: str = "", policy: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def federated_validation(
+    ask: Ask, *, request_id: str = "", policy: Mapping[str, Any] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Each centre's validation findings by rule and severity (counts under the minimum
     cell shown as ``"<5"``-style ``None``): ``centre, rule, severity, findings``."""
     exchange = ask if isinstance(ask, Exchange) else Exchange(ask)
-    answers = exchange("partial_validation", {"request_id": request_id, "policy": dict(policy or {})})
+    answers = exchange(
+        "partial_validation", {"request_id": request_id, "policy": dict(policy or {})}
+    )
     raise_refusals(answers)
     rows = [
-        {"centre": a["centre"], "rule": r["rule"], "severity": r["severity"], "findings": r["findings"]}
+        {
+            "centre": a["centre"],
+            "rule": r["rule"],
+            "severity": r["severity"],
+            "findings": r["findings"],
+        }
         for a in answers
         for r in a["rules"]
     ]
     frame = pd.DataFrame(rows, columns=["centre", "rule", "severity", "findings"])
-    return frame.sort_values(["centre", "severity", "rule"], kind="stable").reset_index(drop=True), exchange.as_dict()
+    return frame.sort_values(["centre", "severity", "rule"], kind="stable").reset_index(
+        drop=True
+    ), exchange.as_dict()
 
 
 def jsonable(value: Any) -> Any:

@@ -322,7 +322,9 @@ class ReleaseLog:
 
         return remove
 
-    def record(self, message: Mapping[str, Any], *, centre: str, request_id: str, method: str) -> None:
+    def record(
+        self, message: Mapping[str, Any], *, centre: str, request_id: str, method: str
+    ) -> None:
         text = json.dumps(message, sort_keys=True)
         entry = {
             "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -333,7 +335,9 @@ class ReleaseLog:
             "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
             "message": json.loads(text),
         }
-        _log.info("release %s %s to request %s: %d bytes", centre, method, request_id, entry["bytes"])
+        _log.info(
+            "release %s %s to request %s: %d bytes", centre, method, request_id, entry["bytes"]
+        )
         path = os.environ.get("POOLED_RELEASE_LOG")
         if path:
             with open(path, "a", encoding="utf-8") as handle:

@@ -65,7 +65,9 @@ def centres_from_stores(
     out: list[CentreData] = []
     for path in stores:
         if not Path(path).is_file():
-            raise DataError(f"store {path} does not exist; give a pooled.db written by `pooled ingest`.")
+            raise DataError(
+                f"store {path} does not exist; give a pooled.db written by `pooled ingest`."
+            )
         with Store(path, read_only=True) as store:
             for name in sorted(store.latest_versions()):
                 if centres and name not in centres:
@@ -94,7 +96,9 @@ def centres_from_uploads(
         found = False
         for mapping in sorted(mappings_dir.glob("*.yaml")):
             uploads = [
-                p for p in sorted(uploads_dir.glob(f"{mapping.stem}.*")) if p.suffix.lower() not in (".yaml", ".yml")
+                p
+                for p in sorted(uploads_dir.glob(f"{mapping.stem}.*"))
+                if p.suffix.lower() not in (".yaml", ".yml")
             ]
             if not uploads:
                 uploads = [
@@ -114,8 +118,8 @@ def centres_from_uploads(
     with tempfile.TemporaryDirectory(prefix="pooled-federate-") as tmp:
         with Store(Path(tmp) / "pooled.db") as store:
             for upload, mapping_path in pairs:
-                mapping = CentreMapping.from_yaml(mapping_path, schema=schema)
-                checked = check_upload(upload, mapping, schema=schema)
+                centre_mapping = CentreMapping.from_yaml(mapping_path, schema=schema)
+                checked = check_upload(upload, centre_mapping, schema=schema)
                 store.ingest(list(checked.tables), checked.report, mapping_path=str(mapping_path))
             for name in sorted(store.latest_versions()):
                 out.append(centre_export(store, name, origin=origin))
@@ -167,7 +171,10 @@ def run_local(
     client = mock_client(centres, database=database)
     organisations = list(range(1, len(centres) + 1))
     task = client.task.create(
-        input_={"method": method, "kwargs": {"parameters": parameters, "organizations": organisations}},
+        input_={
+            "method": method,
+            "kwargs": {"parameters": parameters, "organizations": organisations},
+        },
         organizations=[organisations[0]],
         name=f"pooled {method}",
         description="pooled federate (local)",

@@ -165,7 +165,9 @@ class FederatedRequest:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"federated request: unknown keys {unknown}; expected {sorted(known)}.")
+            raise ConfigError(
+                f"federated request: unknown keys {unknown}; expected {sorted(known)}."
+            )
         args = dict(values)
         for key in ("covariates", "include", "exclude", "strata"):
             if key in args:
@@ -221,12 +223,18 @@ def request_from_config(cfg: Any, endpoint: str | None = None, **changes: Any) -
 # --------------------------------------------------------------------------------------------
 
 
-def _categorical_as_text(patients: pd.DataFrame, covariates: Sequence[CovariateSpec]) -> pd.DataFrame:
+def _categorical_as_text(
+    patients: pd.DataFrame, covariates: Sequence[CovariateSpec]
+) -> pd.DataFrame:
     """Categorical covariates stored as numbers (grade 1-3) become text ("1"), as
     ``pooled run`` does (:mod:`pooled.steps.cohort`)."""
     out = patients
     for cov in covariates:
-        if cov.categorical and cov.name in out.columns and pd.api.types.is_numeric_dtype(out[cov.name]):
+        if (
+            cov.categorical
+            and cov.name in out.columns
+            and pd.api.types.is_numeric_dtype(out[cov.name])
+        ):
             values = out[cov.name]
             out[cov.name] = values.map(lambda v: None if pd.isna(v) else f"{v:g}").astype(object)
     return out
@@ -270,7 +278,9 @@ def prepare_cohort_frame(patients: pd.DataFrame, request: FederatedRequest) -> p
     frame = frame.loc[keep].reset_index(drop=True)
     for column in (request.duration, request.event):
         if column not in frame.columns:
-            raise DataError(f"the centre's data have no column {column!r} (endpoint {request.endpoint!r}).")
+            raise DataError(
+                f"the centre's data have no column {column!r} (endpoint {request.endpoint!r})."
+            )
     return endpoint_frame(frame, request.endpoint).reset_index(drop=True)
 
 
@@ -323,13 +333,13 @@ def centre_design(
         if column in cat:
             lv = list(levels[column])
             text = series.astype(str).to_numpy()
-            names = [f"{column}{level}" for level in lv[1:]]
+            dummies = [f"{column}{level}" for level in lv[1:]]
             mat = (
                 np.column_stack([(text == level).astype(np.float64) for level in lv[1:]])
                 if len(lv) > 1
                 else np.zeros((len(kept), 0))
             )
-            blocks[column] = (names, mat)
+            blocks[column] = (dummies, mat)
         else:
             if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
                 raise DataError(

@@ -61,7 +61,10 @@ def run_on_server(
         name=f"pooled {method}",
         image=image,
         description=f"pooled federate: {method}",
-        input_={"method": method, "kwargs": {"parameters": parameters, "organizations": organizations}},
+        input_={
+            "method": method,
+            "kwargs": {"parameters": parameters, "organizations": organizations},
+        },
         databases=[{"label": database}],
     )
     if not isinstance(task, dict) or "id" not in task:

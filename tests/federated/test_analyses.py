@@ -34,13 +34,19 @@ def test_stratified_logrank_equals_the_pooled_test(paddy, endpoint) -> None:
     rows = pd.DataFrame(fed["rows"])
     expected = pooled.to_frame()
     for column in ("observed", "expected", "n", "p_value"):
-        np.testing.assert_allclose(rows[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-10)
+        np.testing.assert_allclose(
+            rows[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-10
+        )
 
 
 @pytest.mark.parametrize(("method", "knha"), [("REML", True), ("DL", False)])
 def test_two_stage_equals_the_pooled_two_stage_analysis(paddy, method, knha) -> None:
     request = request_from_config(paddy.config, "os")
-    fed = run(paddy.centres, "central_two_stage", {"request": request.to_dict(), "method": method, "knha": knha})
+    fed = run(
+        paddy.centres,
+        "central_two_stage",
+        {"request": request.to_dict(), "method": method, "knha": knha},
+    )
     assert fed.get("error") is None, fed.get("error")
     ctx = AnalysisContext(paddy.config)
     spec = TwoStageSpec(
@@ -55,13 +61,28 @@ def test_two_stage_equals_the_pooled_two_stage_analysis(paddy, method, knha) -> 
     assert centres["included"].tolist() == expected["included"].tolist()
     inc = expected["included"].to_numpy(bool)
     for column in ("log_hr", "se", "weight_percent"):
-        np.testing.assert_allclose(centres.loc[inc, column].to_numpy(float), expected.loc[inc, column].to_numpy(float), rtol=1e-8)
+        np.testing.assert_allclose(
+            centres.loc[inc, column].to_numpy(float),
+            expected.loc[inc, column].to_numpy(float),
+            rtol=1e-8,
+        )
     assert centres.loc[inc, "n"].tolist() == expected.loc[inc, "n"].tolist()
     rows = pd.DataFrame(fed["rows"])
     pooled_row = rows[rows["row_type"] == "pooled"].iloc[0]
     reference = pooled.to_frame()
     reference = reference[reference["row_type"] == "pooled"].iloc[0]
-    for column in ("estimate", "std_error", "ci_lower", "ci_upper", "p_value", "tau2", "i2", "q", "pi_lower", "pi_upper"):
+    for column in (
+        "estimate",
+        "std_error",
+        "ci_lower",
+        "ci_upper",
+        "p_value",
+        "tau2",
+        "i2",
+        "q",
+        "pi_lower",
+        "pi_upper",
+    ):
         assert pooled_row[column] == pytest.approx(reference[column], rel=1e-8, abs=1e-12), column
 
 
@@ -69,28 +90,38 @@ def test_binned_kaplan_meier_counts_equal_the_pooled_counts(paddy, monkeypatch) 
     # the centres' administrators allow cells of any size here (a configured policy)
     monkeypatch.setenv("POOLED_MIN_CELL", "1")
     request = request_from_config(paddy.config, "os")
-    fed = run(paddy.centres, "central_km", {"request": request.to_dict(), "width": 12, "max_time": 96})
+    fed = run(
+        paddy.centres, "central_km", {"request": request.to_dict(), "width": 12, "max_time": 96}
+    )
     assert fed.get("error") is None, fed.get("error")
     table = pd.DataFrame(fed["table"])
     frame = paddy.endpoint_frame("os")
     edges = km_edges(12, 96)
     for group, part in frame.groupby("dtc_positive"):
-        at_risk, events, censored = binned_counts(part["os_months"].to_numpy(), part["os_event"].to_numpy(), edges)
+        at_risk, events, censored = binned_counts(
+            part["os_months"].to_numpy(), part["os_event"].to_numpy(), edges
+        )
         mine = table[table["group"] == int(group)]
         assert mine["at_risk"].tolist() == at_risk[:-1].tolist()
         assert mine["events"].tolist() == events.tolist()
         assert mine["censored"].tolist() == censored.tolist()
-        np.testing.assert_allclose(mine["survival"], life_table(at_risk, events, censored)["survival"])
+        np.testing.assert_allclose(
+            mine["survival"], life_table(at_risk, events, censored)["survival"]
+        )
         # the life table is close to the Kaplan-Meier curve at the bin ends
         from pooled.models.km import KMSpec, fit_kaplan_meier
 
-        km = fit_kaplan_meier(part, KMSpec(duration="os_months", event="os_event", times=tuple(edges[1:])))
+        km = fit_kaplan_meier(
+            part, KMSpec(duration="os_months", event="os_event", times=tuple(edges[1:]))
+        )
         np.testing.assert_allclose(mine["survival"], km.at_times["survival"], atol=0.01)
 
 
 def test_kaplan_meier_refusals_stop_or_leave_the_centre_out(paddy) -> None:
     request = request_from_config(paddy.config, "os")
-    stopped = run(paddy.centres, "central_km", {"request": request.to_dict(), "width": 6, "max_time": 120})
+    stopped = run(
+        paddy.centres, "central_km", {"request": request.to_dict(), "width": 6, "max_time": 120}
+    )
     assert stopped["error"]["kind"] == "DisclosureRefused"
     assert "min_cell" in stopped["error"]["message"]
     left_out = run(
@@ -115,7 +146,11 @@ def test_characteristics_table_pools_exactly_where_nothing_was_suppressed(paddy)
         assert row["sd"] == pytest.approx(part["age"].std(), rel=1e-9)
         counts = part["subtype"].value_counts()
         for level, n in counts.items():
-            cell = table[(table["variable"] == "subtype") & (table["level"] == level) & (table["group"] == str(int(group)))].iloc[0]
+            cell = table[
+                (table["variable"] == "subtype")
+                & (table["level"] == level)
+                & (table["group"] == str(int(group)))
+            ].iloc[0]
             if cell["suppressed_centres"] == 0:
                 assert cell["n"] == n
             else:  # the pooled count leaves the suppressed centres' cells out

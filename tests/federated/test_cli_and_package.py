@@ -48,7 +48,17 @@ def test_a_refused_analysis_exits_2_naming_the_rule(paddy, tmp_path) -> None:
 def test_export_writes_the_node_databases(paddy, tmp_path) -> None:
     centre = paddy.centres[0].name
     result = CliRunner().invoke(
-        app, ["federate", "export", "--store", str(paddy.store), "--centre", centre, "--out", str(tmp_path)]
+        app,
+        [
+            "federate",
+            "export",
+            "--store",
+            str(paddy.store),
+            "--centre",
+            centre,
+            "--out",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     patients = pd.read_parquet(tmp_path / "patients.parquet")
@@ -67,7 +77,11 @@ def test_algorithm_store_json_describes_every_function_of_the_image() -> None:
     for name, kind in names.items():
         function = getattr(algorithm, name)
         assert kind == ("central" if name.startswith("central_") else "federated")
-        flag = "wrapped_in_algorithm_client_decorator" if kind == "central" else "wrapped_in_data_decorator"
+        flag = (
+            "wrapped_in_algorithm_client_decorator"
+            if kind == "central"
+            else "wrapped_in_data_decorator"
+        )
         assert getattr(function, flag, False), name
     dockerfile = (PACKAGE / "Dockerfile").read_text()
     assert 'PKG_NAME="pooled.federated.algorithm"' in dockerfile

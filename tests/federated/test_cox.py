@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,7 +43,9 @@ def _compare(fed: dict, pooled) -> None:
             rows[column].to_numpy(float), expected[column].to_numpy(float), rtol=RTOL, atol=1e-12,
             err_msg=column,
         )  # fmt: skip
-    np.testing.assert_allclose(np.array(fed["covariance"]), pooled.covariance, rtol=RTOL, atol=1e-14)
+    np.testing.assert_allclose(
+        np.array(fed["covariance"]), pooled.covariance, rtol=RTOL, atol=1e-14
+    )
     assert fed["iterations"] == pooled.iterations
 
 
@@ -57,8 +60,12 @@ def test_efron_with_interactions_and_robust_se_by_centre_equal_the_pooled_fit(pa
     stats = pd.DataFrame(fed["fit_statistics"]).set_index("term")
     expected = pooled.fit_statistics().set_index("term")
     for term in ("loglik_null", "loglik", "lr_test", "wald_test", "score_test"):
-        assert stats.loc[term, "estimate"] == pytest.approx(expected.loc[term, "estimate"], rel=RTOL)
-        assert stats.loc[term, "p_value"] == pytest.approx(expected.loc[term, "p_value"], rel=RTOL, nan_ok=True)
+        assert stats.loc[term, "estimate"] == pytest.approx(
+            expected.loc[term, "estimate"], rel=RTOL
+        )
+        assert stats.loc[term, "p_value"] == pytest.approx(
+            expected.loc[term, "p_value"], rel=RTOL, nan_ok=True
+        )
     # a round is one request to every centre; the exchange is recorded
     assert fed["exchange"]["rounds"] == 1 + fed["exchange"]["rounds_by_method"]["partial_cox"]
     assert fed["exchange"]["bytes_received"] > 0
@@ -77,14 +84,18 @@ def test_robust_score_test_with_more_centres_than_terms_equals_the_pooled_fit(ep
     _compare(fed, pooled)
     stats = pd.DataFrame(fed["fit_statistics"]).set_index("term")
     assert np.isfinite(pooled.robust_score_test)
-    assert stats.loc["robust_score_test", "estimate"] == pytest.approx(pooled.robust_score_test, rel=RTOL)
+    assert stats.loc["robust_score_test", "estimate"] == pytest.approx(
+        pooled.robust_score_test, rel=RTOL
+    )
     assert stats.loc["robust_score_test", "df"] == pooled.robust_score_df
 
 
 def test_a_changed_centre_changes_the_estimate(paddy) -> None:
     """The comparison can fail: dropping one centre's answer moves the estimate."""
     request = request_from_config(paddy.config, "os")
-    fed = run(paddy.centres[1:], "central_cox", {"request": request.to_dict(), "term_lr_tests": False})
+    fed = run(
+        paddy.centres[1:], "central_cox", {"request": request.to_dict(), "term_lr_tests": False}
+    )
     full = _pooled(paddy, "os").coefficients
     assert not np.allclose(pd.DataFrame(fed["rows"])["estimate"], full, rtol=1e-3)
 
@@ -110,7 +121,10 @@ def test_centre_sums_equal_the_engine_at_any_coefficients() -> None:
         np.testing.assert_allclose(at_mle.information, fit.information, rtol=1e-10)
         assert at_mle.loglik == pytest.approx(fit.loglik, rel=1e-12)
         # sums over centres = the pooled sums (risk sets within strata)
-        parts = [cox_sums(X[strata == s], time[strata == s], event[strata == s], None, beta, ties=ties) for s in range(3)]
+        parts = [
+            cox_sums(X[strata == s], time[strata == s], event[strata == s], None, beta, ties=ties)
+            for s in range(3)
+        ]
         assert sum(p.loglik for p in parts) == pytest.approx(sums.loglik, rel=1e-12)
 
 

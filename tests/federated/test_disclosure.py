@@ -37,7 +37,11 @@ def test_min_patients_refuses_an_aggregate_of_too_few_patients(paddy) -> None:
 
 def test_min_events_refuses_survival_aggregates_of_too_few_events(paddy, monkeypatch) -> None:
     monkeypatch.setenv("POOLED_MIN_EVENTS", "100000")
-    for compute in (centre_side.centre_summary, centre_side.centre_logrank, centre_side.centre_two_stage):
+    for compute in (
+        centre_side.centre_summary,
+        centre_side.centre_logrank,
+        centre_side.centre_two_stage,
+    ):
         with pytest.raises(DisclosureRefused, match="'min_events'"):
             compute(paddy.centres[0].patients, _parameters(paddy))
 
@@ -150,7 +154,14 @@ def test_no_released_message_holds_a_row_level_value(paddy, monkeypatch) -> None
         assert not any(any(i in s for i in ids) for s in strings if len(s) > 3)
         event_times = patients.loc[patients["os_event"] == 1, "os_months"].dropna()
         unique_values = set()
-        for column in ("os_months", "dfs_months", "age", "tumour_size_mm", "ctc_count", "dtc_count"):
+        for column in (
+            "os_months",
+            "dfs_months",
+            "age",
+            "tumour_size_mm",
+            "ctc_count",
+            "dtc_count",
+        ):
             counts = patients[column].dropna().value_counts()
             unique_values |= {float(v) for v, n in counts.items() if n == 1}
         fractional = {float(t) for t in event_times if not float(t).is_integer()}
@@ -158,7 +169,10 @@ def test_no_released_message_holds_a_row_level_value(paddy, monkeypatch) -> None
         assert not fractional.intersection(n for n in numbers if not math.isnan(n)), entry["method"]
         lengths: list[int] = []
         _lists(entry["message"], lengths)
-        assert max(lengths, default=0) < 200 < len(patients) or max(lengths, default=0) < len(patients) // 2
+        assert (
+            max(lengths, default=0) < 200 < len(patients)
+            or max(lengths, default=0) < len(patients) // 2
+        )
 
 
 def test_message_shapes_do_not_depend_on_the_number_of_patients(paddy) -> None:
@@ -190,4 +204,6 @@ def test_message_shapes_do_not_depend_on_the_number_of_patients(paddy) -> None:
     p = len(terms)
     assert np.shape(one["evaluations"][0]["information"]) == (p, p)
     assert np.shape(two["evaluations"][0]["information"]) == (p, p)
-    assert np.shape(one["evaluations"][0]["score"]) == np.shape(two["evaluations"][0]["score"]) == (p,)
+    assert (
+        np.shape(one["evaluations"][0]["score"]) == np.shape(two["evaluations"][0]["score"]) == (p,)
+    )
