@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# the federated tests run vantage6's MockAlgorithmClient: `make test` installs the extra
+FEDERATED := $(VENV)/.federated
+$(FEDERATED): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,federated]'
+	touch $(FEDERATED)
+
 demo: $(STAMP)
 	$(BIN)/pooled demo --scenario $(SCENARIO) --seed $(SEED) --out $(DEMO_OUT) --overwrite
 
@@ -27,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(FEDERATED)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -q
 
 test: lint typecheck browser pytest

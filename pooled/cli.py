@@ -25,6 +25,7 @@ from pooled.cli_common import (
     err_console,
     friendly,
 )
+from pooled.cli_federate import federate_app
 from pooled.cli_store import store_app
 from pooled.errors import OutputExistsError
 
@@ -36,6 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(store_app, name="store")
+app.add_typer(federate_app, name="federate")
 _friendly = friendly  # the decorator every command wears (pooled.cli_common)
 
 
