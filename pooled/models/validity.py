@@ -251,7 +251,17 @@ def fit_validity(data: pd.DataFrame, spec: ValiditySpec) -> ValidityResult:
             continue
         own = complete.loc[here]
         try:  # the model fitted in the centre alone (R: coxph(..., data = centre))
-            fit = fit_cox(own, replace(stratified, strata=(), concordance=False))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                fit = fit_cox(own, replace(stratified, strata=(), concordance=False))
+            for w in caught:  # anything else is passed on
+                if not issubclass(w.category, ConvergenceWarning):
+                    warnings.warn(w.message, w.category, stacklevel=2)
+            if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                notes.append(
+                    "in the centre alone some coefficients diverge (a category without "
+                    "events); its C is still defined"
+                )
             c = cox_concordance(fit, own)
             record["apparent_c"], record["apparent_c_se"] = c.concordance, c.std_error
         except (DataError, ConvergenceError) as exc:
