@@ -38,6 +38,7 @@ def count_curve_replicate(
     grid: Sequence[float] = RECOVERY_GRID,
     df: int = 3,
     knots_at: str = "nonzero",
+    knots: Sequence[float] | None = None,
     scenario: ScenarioSpec | None = None,
 ) -> pd.DataFrame:
     """One simulated ``ctc-count`` consortium and its fitted count-response curve.
@@ -50,8 +51,9 @@ def count_curve_replicate(
         Patients in total, split over the scenario's centres by their weights.
     grid : sequence of float
         Counts per 7.5 ml at which the curve is compared with the truth (reference 0).
-    df, knots_at
-        The spline (:class:`~pooled.models.count_response.CountResponseSpec`).
+    df, knots_at, knots
+        The spline (:class:`~pooled.models.count_response.CountResponseSpec`; ``knots`` fixed
+        interior knots as counts per 7.5 ml).
     scenario : ScenarioSpec, optional
         A variant of ``ctc-count`` (e.g. another :class:`CountEffect`); default the scenario.
 
@@ -74,8 +76,9 @@ def count_curve_replicate(
     assert isinstance(model, CountMetastaticModel)
     sizes = centre_sizes([c.weight for c in spec.centres], n_patients)
     parts = [
-        simulate_patients(spec, centre, int(size), np.random.default_rng([seed, i]),
-                          missingness=False)  # fmt: skip
+        simulate_patients(
+            spec, centre, int(size), np.random.default_rng([seed, i]), missingness=False
+        )  # fmt: skip
         for i, (centre, size) in enumerate(zip(spec.centres, sizes, strict=True))
     ]
     data = pd.concat(parts, ignore_index=True)
@@ -89,6 +92,7 @@ def count_curve_replicate(
             strata=("centre",),
             df=df,
             knots_at=knots_at,  # type: ignore[arg-type]
+            knots=None if knots is None else tuple(float(k) for k in knots),
             grid=tuple(float(g) for g in grid),
         ),
     )

@@ -129,13 +129,14 @@ class CountEffect:
     increasing, saturating curve of ``x = log1p(count per 7.5 ml)`` (:meth:`log_hr`):
     ``form = "tanh"``, ``f(x) = log_hr_max * tanh(rate * x)`` (no curvature at 0, as a natural
     spline assumes at its boundary knot); ``form = "exponential"``, ``f(x) = log_hr_max *
-    (1 - exp(-rate * x))`` (the curve of ``make_splines.R``, curved most at 0). Progression has
-    ``progression_scale * f``.
+    (1 - exp(-rate * x))`` (the curve of ``make_splines.R``, curved most at 0); ``form =
+    "linear"``, ``f(x) = rate * x`` (a control for the benchmark: inside every spline's span).
+    Progression has ``progression_scale * f``.
     """
 
     log_hr_max: float = 1.6
     rate: float = 0.5
-    form: Literal["tanh", "exponential"] = "tanh"
+    form: Literal["tanh", "exponential", "linear"] = "tanh"
     zero_share: float = 0.15
     log_mean: float = math.log(6.0)
     log_sd: float = 1.6
@@ -152,10 +153,14 @@ class CountEffect:
         x = np.log1p(np.asarray(count_per_7_5ml, dtype=float))
         if self.form == "exponential":
             return self.log_hr_max * (1.0 - np.exp(-self.rate * x))
+        if self.form == "linear":
+            return self.rate * x
         return self.log_hr_max * np.tanh(self.rate * x)
 
     @property
     def description(self) -> str:
+        if self.form == "linear":
+            return f"f(x) = {self.rate:g} x, x = log1p(CTC per 7.5 ml)"
         curve = (
             f"(1 - exp(-{self.rate:g} x))" if self.form == "exponential" else f"tanh({self.rate:g} x)"
         )
