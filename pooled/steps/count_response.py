@@ -143,14 +143,16 @@ def parse_count_response(section: SectionReader) -> CountResponseSection:
             ("df",), "the count's hazard-ratio curve needs a spline with df >= 2; got df 1"
         )
     exposure = section.config.exposure
-    if exposure.kind == "continuous":
+    if exposure.kind in COUNT_KINDS:
         paired = [pair for pair in section.config.interactions if exposure.name in pair]
         if paired:
+            how = "a spline" if exposure.kind == "continuous" else "several categories"
             raise section.ctx.error(
                 ("interactions",),
-                f"the continuous exposure {exposure.name!r} enters the models as a spline; an "
-                f"interaction {list(paired[0])} with it is not supported. Use kind "
-                "count_categories for interactions, or remove the interaction.",
+                f"the count exposure {exposure.name!r} enters the models as {how}; an "
+                f"interaction {list(paired[0])} with it is not supported (the HR within each "
+                "level needs a 0/1 exposure). Use a threshold exposure (e.g. CTC >= 5) for the "
+                "interaction, or remove it.",
             )
     return CountResponseSection(
         enabled=section.enabled, scale=scale, reference=reference, grid=grid

@@ -200,3 +200,21 @@ def test_count_exposure_columns_and_terms():
         ("ctc_ns1", "ctc_ns2", "ctc_ns3"), ())  # fmt: skip
     with pytest.raises(ConfigError, match="cohort step"):
         derive_exposure(patients, continuous)
+
+
+def test_models_needing_a_binary_exposure_step_aside(cohort):
+    """Two-stage is not run, the random-effects Cox model is skipped with its reason, the
+    leave-one-centre-out rows say why they have no HR: none stops the run."""
+    text = CONFIG.format(kind="count_categories", count="{}").replace(
+        "  validity: {iecv: true}\n",
+        "  validity: {iecv: true}\n  two_stage: {method: REML}\n  mixed_cox: {random: [marker]}\n"
+        "sensitivity: {leave_one_centre_out: true}\n",
+    )
+    run = _run(parse_analysis_config(text, path="count.yaml"), cohort)
+    kinds = {o.kind for o in run.outputs}
+    assert "two_stage" not in kinds and "mixed_cox" not in kinds
+    assert {"count_response", "added_value", "validity", "sensitivity"} <= kinds
+    skipped = {s["step"]: s["reason"] for s in run.provenance["skipped_models"]}
+    assert "0/1 exposure" in skipped["mixed Cox os"]
+    table = _output(run, "sensitivity").result.table
+    assert table["note"].str.contains("no single hazard ratio").all()
