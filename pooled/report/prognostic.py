@@ -52,6 +52,21 @@ def _value_ci(estimate: float, lower: float, upper: float, digits: int = 3) -> s
     return f"{estimate:.{digits}f} ({lower:.{digits}f} to {upper:.{digits}f})"
 
 
+def _terms(columns: tuple[str, ...]) -> list[str]:
+    """Column names for a sentence, a spline's columns as one: ``ctc (spline, 3 df)``."""
+    out: list[str] = []
+    splines: dict[str, int] = {}
+    for column in columns:
+        stem, _, number = column.rpartition("_ns")
+        if stem and number.isdigit():
+            if stem not in splines:
+                out.append(stem)
+            splines[stem] = splines.get(stem, 0) + 1
+        else:
+            out.append(column)
+    return [f"{c} (spline, {splines[c]} df)" if c in splines else c for c in out]
+
+
 def _p(p: float) -> str:
     text = format_p_value(p)
     return text if text else ""
@@ -285,7 +300,7 @@ def validity_block(r: Any, out: ModelOutput, section: Section) -> None:
                 "measure": _MEASURES.get(measure, measure),
                 "pooled (95% CI)": _value_ci(meta.estimate, meta.ci_lower, meta.ci_upper, digits),
                 "95% prediction interval": f"{meta.pi_lower:.{digits}f} to {meta.pi_upper:.{digits}f}",
-                "tau^2": f"{meta.tau2:.2g}",
+                "tau^2": "0" if meta.tau2 < 1e-12 else f"{meta.tau2:.2g}",
                 "I^2 (%)": f"{meta.i2:.1f}",
                 "centres": str(meta.k),
             }
@@ -302,7 +317,8 @@ def validity_block(r: Any, out: ModelOutput, section: Section) -> None:
     few = f" With {k} centres tau^2 and the prediction interval are imprecise." if k < 10 else ""
     section.add(
         _note(
-            f"Model: the adjusted Cox model ({', '.join(spec.covariates)}). Pooled by {method}; "
+            f"Model: the adjusted Cox model ({', '.join(_terms(spec.covariates))}). Pooled by "
+            f"{method}; "
             "the prediction interval is where a new centre's value is expected." + few
         )
     )
