@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from harmonization.errors import ExpressionError
 from pooled.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pooled.models.splines import NaturalSplineBasis
 
 REFERENCE_VOLUME_ML = 7.5
 CONCORDANCE_LEVELS = ("low_low", "low_high", "high_low", "high_high")  # clinical_ctc
@@ -36,14 +39,20 @@ ExposureKind = Literal[
     "change_category",  # baseline -> follow-up CTC+/- (b2CTC)
     "trajectory_group",  # latent CTC trajectory group (tCTC)
     "risk_concordance",  # clinical risk vs CTC risk (STIC CTC)
+    "count_categories",  # CTC per 7.5 ml in categories (0, 1, 2, 3-4, >=5; Bidard 2018)
+    "continuous",  # log1p(CTC per 7.5 ml) as a natural cubic spline in the Cox models
 ]
 EXPOSURE_KINDS: tuple[str, ...] = (
     "threshold", "expression", "her2_ctc", "phenotype_score", "change_category",
-    "trajectory_group", "risk_concordance",
+    "trajectory_group", "risk_concordance", "count_categories", "continuous",
 )  # fmt: skip
 SERIAL_KINDS = ("change_category", "trajectory_group")
 THRESHOLD_KINDS = ("threshold", "her2_ctc", "phenotype_score", "risk_concordance")
 CTC_MARKERS = ("ctc_count", "ctc_per_7_5ml")
+# The CTC count itself as the exposure: categories or a spline of log1p(CTC per 7.5 ml); how
+# it is cut and smoothed is the section of the count-response step (``COUNT_STEP``).
+COUNT_KINDS = ("count_categories", "continuous")
+COUNT_STEP = "count_response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +212,11 @@ def derive_exposure(
         ctc_level = pd.Series(np.where(ctc_high == 1, "high", "low"), index=patients.index)
         label = clinical.astype(str).str.cat(ctc_level.astype(str), sep="_")
         return label.where(clinical.notna() & ctc_high.notna()).rename(spec.name)
+    if spec.kind in COUNT_KINDS:
+        raise ConfigError(
+            f"exposure kind {spec.kind!r} is derived by the cohort step with the categories and "
+            f"spline of models.{COUNT_STEP} (count_exposure_columns), not here."
+        )
     raise ConfigError(
         f"exposure kind {spec.kind!r} is derived from serial samples by the cohort step, not here."
     )
@@ -270,4 +284,103 @@ def derive_covariates(
                 )
             column = values.astype(object).where(values.notna(), None)
         out[cov.name] = column
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CountScale:
+    """How the CTC count (per 7.5 ml) becomes an exposure: its categories and its spline.
+
+    ``breaks`` are the upper ends of right-closed categories (R's ``cut(count, c(-Inf,
+    breaks, Inf))``: 0, 1, 2, 4 give 0, 1, 2, 3-4, >= 5), ``labels`` their names (default
+    from the breaks); the spline of ``log1p(count)`` has ``df`` columns with interior knots
+    at quantiles of the non-zero counts (``knots_at = "nonzero"``) or of all counts, or at
+    ``knots`` (counts per 7.5 ml). ``df = 1`` is the linear term ``log1p(count)``.
+    """
+
+    breaks: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+    labels: tuple[str, ...] = ()
+    df: int = 3
+    knots: tuple[float, ...] = ()
+    knots_at: Literal["nonzero", "all"] = "nonzero"
+
+    @property
+    def category_labels(self) -> tuple[str, ...]:
+        from pooled.models.count_response import count_category_labels
+
+        return self.labels or count_category_labels(self.breaks)
+
+    @property
+    def spline_df(self) -> int:
+        return len(self.knots) + 1 if self.knots else self.df
+
+
+def count_exposure_terms(
+    exposure: ExposureSpec, scale: CountScale
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The columns by which a count exposure enters a Cox model, and which are categorical.
+
+    ``count_categories``: the exposure's column of category labels (reference: the first
+    category). ``continuous``: ``<name>_ns1 .. <name>_ns<df>`` (the spline of log1p(count);
+    ``<name>_log1p`` when ``df = 1``), built by :func:`count_exposure_columns`.
+
+    Examples
+    --------
+    >>> count_exposure_terms(ExposureSpec("ctc", kind="continuous"), CountScale(df=3))
+    (('ctc_ns1', 'ctc_ns2', 'ctc_ns3'), ())
+    >>> count_exposure_terms(ExposureSpec("ctc", kind="count_categories"), CountScale())
+    (('ctc',), (('ctc', '0'),))
+    """
+    name = exposure.name
+    if exposure.kind == "count_categories":
+        return (name,), ((name, scale.category_labels[0]),)
+    if scale.spline_df == 1:
+        return (f"{name}_log1p",), ()
+    return tuple(f"{name}_ns{j + 1}" for j in range(scale.spline_df)), ()
+
+
+def count_spline(patients: pd.DataFrame, scale: CountScale) -> NaturalSplineBasis:
+    """The natural spline basis of log1p(CTC per 7.5 ml) on these patients (their counts
+    place the knots): a :class:`pooled.models.splines.NaturalSplineBasis`."""
+    from pooled.models.count_response import count_spline_basis
+
+    counts = ctc_per_7_5ml(patients).dropna()
+    return count_spline_basis(
+        counts.to_numpy(dtype=float),
+        df=scale.spline_df,
+        knots=scale.knots or None,
+        knots_at=scale.knots_at,
+    )
+
+
+def count_exposure_columns(
+    patients: pd.DataFrame, exposure: ExposureSpec, scale: CountScale, *, spline: bool = True
+) -> pd.DataFrame:
+    """The patients with a count exposure's columns: ``<name>`` the count category (the
+    exposure as Kaplan-Meier curves and tables show it, for both kinds) and, for
+    ``continuous`` (with ``spline``), ``<name>_log1p`` and the spline columns of
+    :func:`count_exposure_terms`, the basis placed on these patients' counts.
+
+    Examples
+    --------
+    >>> cohort = pd.DataFrame({"ctc_count": [0, 1, 3, 8, 0, 30.0], "ctc_blood_volume_ml": 7.5})
+    >>> count_exposure_columns(cohort, ExposureSpec("ctc", kind="count_categories"),
+    ...                        CountScale())["ctc"].tolist()
+    ['0', '1', '3-4', '>=5', '0', '>=5']
+    """
+    from pooled.models.count_response import count_categories
+
+    out = patients.copy()
+    counts = ctc_per_7_5ml(out)
+    name = exposure.name
+    out[name] = count_categories(counts, scale.breaks, scale.labels)
+    if exposure.kind != "continuous" or not spline:
+        return out
+    out[f"{name}_log1p"] = np.log1p(counts.to_numpy(dtype=float))
+    if scale.spline_df > 1:
+        basis = count_spline(out, scale)
+        terms, _ = count_exposure_terms(exposure, scale)
+        values = basis.evaluate(out[f"{name}_log1p"].to_numpy(dtype=float))
+        for j, term in enumerate(terms):
+            out[term] = values[:, j]
     return out

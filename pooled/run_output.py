@@ -37,6 +37,9 @@ OutputKind = Literal[
     "sensitivity",  # SensitivityResult: HR per sensitivity analysis (leave-one-centre-out, ...)
     "time_split",  # TimeSplitResult: the exposure's HR per period of follow-up, test of equality
     "mixed_cox",  # MixedCoxResult: random-effects Cox (coxme), tau, PI, shrunken centre HRs
+    "count_response",  # CountResponseResult: HR curve of the count (spline), categories, AIC
+    "added_value",  # AddedValueResult: LR test, Harrell's/Uno's C with and without the marker
+    "validity",  # ValidityResult: per-centre C, IECV C and calibration slope, pooled
 ]
 RUN_PICKLE = "run.pkl"
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from pooled.errors import PooledError
 from pooled.plots.forest import forest_rows, format_p_value, format_ratio_ci, heterogeneity_text
+from pooled.report import prognostic
 from pooled.report.checks import (
     MIN_CENTRES_PREDICTION,
     MIN_CENTRES_RANDOM_EFFECTS,
@@ -1306,6 +1307,12 @@ def _dispatch(r: _Renderer, out: ModelOutput, sections: Mapping[str, Section]) -
         _generic_block(out, sections["serial"])
     elif out.kind == "sensitivity":
         _sensitivity_block(r, out, sections["sensitivity"])
+    elif out.kind == "count_response":
+        prognostic.count_response_block(r, out, sections[prognostic.SECTION[0]])
+    elif out.kind == "added_value":
+        prognostic.added_value_block(r, out, sections[prognostic.SECTION[0]])
+    elif out.kind == "validity":
+        prognostic.validity_block(r, out, sections[prognostic.SECTION[0]])
     else:
         _generic_block(out, sections["other"])
 
@@ -1321,6 +1328,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("centres", "Forest plots by centre"),
     ("comparison", "One-stage and two-stage estimates"),
     ("random_effects", "Random-effects Cox models (one stage)"),
+    prognostic.SECTION,
     ("subgroups", "Subgroups"),
     ("diagnostics", "Model diagnostics"),
     ("bayes", "Bayesian hierarchical models"),

@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from pooled.simulate.profiles import Profile, get_profile
-from pooled.simulate.scenarios import SUBTYPES, CentreSpec, ScenarioSpec
+from pooled.simulate.scenarios import (
+    SUBTYPES,
+    CentreSpec,
+    CountEffect,
+    CountMetastaticModel,
+    ScenarioSpec,
+)
 
 DAYS_PER_YEAR = 365.25
 DAYS_PER_MONTH = 30.4375
@@ -235,6 +241,17 @@ def _marker_counts(
     if spec.marker == "ctc" and volume == 15.0:
         # the centre counts in 15 ml: twice the cells, give or take one
         count = 2 * count + ((count > 0) & (rng.random(n) < 0.5))
+    count = np.where(count == 999, 1000, count)  # 999 is a missing-value code somewhere
+    return count.astype(float)
+
+
+def _continuous_counts(
+    effect: CountEffect, rng: np.random.Generator, n: int, volume: float
+) -> np.ndarray:
+    """CTC in the centre's blood volume: zero-inflated Poisson-lognormal (``ctc-count``)."""
+    zero = rng.random(n) < effect.zero_share
+    rate = np.exp(rng.normal(effect.log_mean, effect.log_sd, n))
+    count = np.where(zero, 0, rng.poisson(np.minimum(rate, 1e5) * volume / 7.5))
     count = np.where(count == 999, 1000, count)  # 999 is a missing-value code somewhere
     return count.astype(float)
 
@@ -489,9 +506,15 @@ def _metastatic(
     sample_year = rng.uniform(centre.accrual[0], centre.accrual[1], n)
     sample = year_to_day(sample_year)
     diag = sample - np.where(line == 1, rng.integers(0, 61, n), rng.integers(180, 1500, n))
-    x = _positivity_design(cov, dict(spec.positivity_log_odds))
-    positive = rng.random(n) < expit(_intercept(spec) + x)
-    count = _marker_counts(spec, positive, rng, profile.ctc_volume_ml)
+    effect = m.count_effect if isinstance(m, CountMetastaticModel) else None
+    if effect is None:
+        x = _positivity_design(cov, dict(spec.positivity_log_odds))
+        positive = rng.random(n) < expit(_intercept(spec) + x)
+        count = _marker_counts(spec, positive, rng, profile.ctc_volume_ml)
+    else:  # the count itself drives the hazards
+        count = _continuous_counts(effect, rng, n, profile.ctc_volume_ml)
+        per_7_5ml = count * 7.5 / profile.ctc_volume_ml
+        positive = per_7_5ml >= spec.marker_threshold
     chemo = rng.random(n) < 0.7
     endocrine = hr_pos & (rng.random(n) < 0.6)
     anti_her2 = cov["her2_pos"] & (rng.random(n) < 0.9)
@@ -504,13 +527,16 @@ def _metastatic(
         ]
     )
     dev = centre.log_hr_deviation
-    t_death = _weibull_time(
-        rng, m.os_median_negative, m.os_shape, base + (m.os_marker_log_hr + dev) * positive
-    )
+    if effect is None:
+        death_marker = (m.os_marker_log_hr + dev) * positive
+        progression_marker = (m.progression_marker_log_hr + dev) * positive
+    else:
+        death_marker = effect.log_hr(per_7_5ml)
+        progression_marker = effect.progression_scale * death_marker
+    t_death = _weibull_time(rng, m.os_median_negative, m.os_shape, base + death_marker)
     t_prog = _weibull_time(
-        rng, m.progression_median_negative, m.progression_shape,
-        base + (m.progression_marker_log_hr + dev) * positive,
-    )  # fmt: skip
+        rng, m.progression_median_negative, m.progression_shape, base + progression_marker
+    )
     cause = np.where(rng.random(n) < 0.9, "breast_cancer", "other").astype(object)
     cause[rng.random(n) < m.unknown_cause_share] = "unknown"
     admin = 12.0 * spec_cutoff_years(centre, sample_year)

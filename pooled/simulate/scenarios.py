@@ -3,7 +3,8 @@
 A :class:`ScenarioSpec` holds everything the generator needs to draw a consortium: the
 centres (size, upload format, accrual window, data cut-off, centre effects), the covariate
 model, how marker positivity depends on covariates, the event-time model and the censoring
-model. :data:`SCENARIOS` holds the four calibrated scenarios; :func:`get_scenario` returns one,
+model. :data:`SCENARIOS` holds the four calibrated scenarios and ``ctc-count`` (the CTC count
+as a continuous marker with a known concave hazard-ratio curve, :class:`CountEffect`); :func:`get_scenario` returns one,
 optionally with another number of centres. The models themselves are documented in
 ``docs/scenarios.md``; the numbers here are the single source of truth.
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from pooled.errors import ConfigError
 
-ScenarioName = Literal["paddy", "epac", "early-ctc", "trajectory"]
+ScenarioName = Literal["paddy", "epac", "early-ctc", "trajectory", "ctc-count"]
 Setting = Literal["early", "metastatic"]
 Marker = Literal["dtc", "ctc"]
 SUBTYPES: tuple[str, ...] = ("luminal_a", "luminal_b", "her2_positive", "triple_negative")
@@ -119,6 +120,62 @@ class MetastaticModel:
 
 
 @dataclass(frozen=True, slots=True)
+class CountEffect:
+    """The CTC count as a continuous marker: counts and their effect on the hazards.
+
+    Counts per 7.5 ml: a structural zero with probability ``zero_share``, otherwise
+    ``Poisson(lambda * volume / 7.5)`` with ``lambda ~ lognormal(log_mean, log_sd)`` per 7.5 ml
+    (a heavy right tail). The log hazard ratio of death against a count of 0 is a concave,
+    increasing, saturating curve of ``x = log1p(count per 7.5 ml)`` (:meth:`log_hr`):
+    ``form = "tanh"``, ``f(x) = log_hr_max * tanh(rate * x)`` (no curvature at 0, as a natural
+    spline assumes at its boundary knot); ``form = "exponential"``, ``f(x) = log_hr_max *
+    (1 - exp(-rate * x))`` (the curve of ``make_splines.R``, curved most at 0); ``form =
+    "linear"``, ``f(x) = rate * x`` (a control for the benchmark: inside every spline's span).
+    Progression has ``progression_scale * f``.
+    """
+
+    log_hr_max: float = 1.6
+    rate: float = 0.5
+    form: Literal["tanh", "exponential", "linear"] = "tanh"
+    zero_share: float = 0.15
+    log_mean: float = math.log(6.0)
+    log_sd: float = 1.6
+    progression_scale: float = 0.6
+
+    def log_hr(self, count_per_7_5ml: np.ndarray | float) -> np.ndarray:
+        """True log hazard ratio of death at these counts per 7.5 ml against a count of 0.
+
+        Examples
+        --------
+        >>> float(CountEffect().log_hr(0.0)), round(float(CountEffect().log_hr(20.0)), 3)
+        (0.0, 1.455)
+        """
+        x = np.log1p(np.asarray(count_per_7_5ml, dtype=float))
+        if self.form == "exponential":
+            return self.log_hr_max * (1.0 - np.exp(-self.rate * x))
+        if self.form == "linear":
+            return self.rate * x
+        return self.log_hr_max * np.tanh(self.rate * x)
+
+    @property
+    def description(self) -> str:
+        if self.form == "linear":
+            return f"f(x) = {self.rate:g} x, x = log1p(CTC per 7.5 ml)"
+        curve = (
+            f"(1 - exp(-{self.rate:g} x))" if self.form == "exponential" else f"tanh({self.rate:g} x)"
+        )
+        return f"f(x) = {self.log_hr_max:g} * {curve}, x = log1p(CTC per 7.5 ml)"
+
+
+@dataclass(frozen=True, slots=True)
+class CountMetastaticModel(MetastaticModel):
+    """:class:`MetastaticModel` whose marker is the CTC count itself (:class:`CountEffect`):
+    death and progression depend on the count through a smooth curve, not on positivity."""
+
+    count_effect: CountEffect = field(default_factory=CountEffect)
+
+
+@dataclass(frozen=True, slots=True)
 class ScenarioSpec:
     """A scenario: its centres, covariate and marker model, event and censoring model.
 
@@ -207,6 +264,18 @@ _EPAC_CENTRES = (
     ("prato", 0.02, "xlsx_serial"),
     ("oslo_m", 0.02, "csv_durations"),
     ("vienna_m", 0.015, "xlsx_german"),
+)
+_CTC_COUNT_CENTRES = (
+    ("rome", 0.18, "csv_latin1"),
+    ("lyon", 0.14, "xlsx_german"),
+    ("graz", 0.12, "xlsx_serial"),
+    ("utrecht", 0.11, "sav_spss"),
+    ("padua", 0.10, "csv_durations"),
+    ("ghent", 0.09, "xlsx_german"),
+    ("bergen", 0.08, "csv_latin1"),
+    ("porto", 0.07, "xlsx_serial"),
+    ("basel", 0.06, "xlsx_german"),
+    ("turku", 0.05, "csv_latin1"),
 )
 _TRAJECTORY_CENTRES = tuple(
     (f"c{i + 1:02d}", 1.0, profile)
@@ -494,8 +563,53 @@ TRAJECTORY = ScenarioSpec(
     ),
 )
 
+CTC_COUNT = ScenarioSpec(
+    name="ctc-count",
+    setting="metastatic",
+    marker="ctc",
+    n_patients=2_000,
+    centres=_centres(
+        _CTC_COUNT_CENTRES,
+        accrual=(2008.0, 2014.0),
+        cutoff=2018.0,
+        tau=0.0,
+        baseline_sd=0.15,
+        seed=2_000,
+    ),
+    marker_threshold=5.0,
+    positivity=0.47,  # share with >= 5 CTC per 7.5 ml under the count model (documentation)
+    positivity_log_odds=_frozen({}),
+    metastatic=CountMetastaticModel(
+        os_shape=1.2,
+        os_median_negative=40.0,
+        os_marker_log_hr=1.6,  # the curve's plateau, log_hr_max (documentation)
+        progression_shape=1.15,
+        progression_median_negative=10.0,
+        progression_marker_log_hr=0.96,  # 0.6 x the curve's plateau (documentation)
+        log_hr_age_per_year=0.005,
+        log_hr_line=0.08,
+        log_hr_subtype=_frozen(
+            {"luminal_a": 0.0, "luminal_b": 0.0, "her2_positive": 0.0, "triple_negative": 0.0}
+        ),
+        unknown_cause_share=0.05,
+        count_effect=CountEffect(),
+    ),
+    loss_rate=0.03,
+    tau=0.0,
+    centre_baseline_sd=0.15,
+    effects_seed=2_000,
+    adjust_for=("age", "line_of_therapy", "subtype"),
+    endpoints=("os", "pfs"),
+    targets=_frozen({"zero_share": 0.15, "log_hr_max": 1.6, "hr_os_20_vs_0": math.exp(1.4545)}),
+    reference=(
+        "A simulated metastatic consortium for the CTC count as a continuous marker (no "
+        "publication calibrated to), for the count as a continuous marker (Riley RD et al. BMJ "
+        "2019;364:k4597: keep continuous markers continuous); counts as make_splines.R's."
+    ),
+)
+
 SCENARIOS: MappingProxyType[str, ScenarioSpec] = MappingProxyType(
-    {s.name: s for s in (PADDY, EPAC, EARLY_CTC, TRAJECTORY)}
+    {s.name: s for s in (PADDY, EPAC, EARLY_CTC, TRAJECTORY, CTC_COUNT)}
 )
 
 
@@ -508,7 +622,7 @@ def get_scenario(name: str, *, n_centres: int | None = None) -> ScenarioSpec:
 
     Parameters
     ----------
-    name : {"paddy", "epac", "early-ctc", "trajectory"}
+    name : {"paddy", "epac", "early-ctc", "trajectory", "ctc-count"}
     n_centres : int, optional
 
     Raises

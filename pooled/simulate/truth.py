@@ -324,6 +324,30 @@ def generating_parameters(spec: ScenarioSpec) -> dict[str, Any]:
             "weibull_shape": m2.progression_shape,
             "median_months_marker_negative_reference": m2.progression_median_negative,
         }
+        effect = getattr(m2, "count_effect", None)
+        if effect is not None:  # ctc-count: the count itself, through a smooth curve
+            grid = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
+            params["death_hazard"] = {
+                "estimand": "log hazard ratio of death against a count of 0, as a function "
+                "of the CTC count per 7.5 ml (the same in every centre and subtype): "
+                + effect.description,
+                "count_log_hr_function": effect.description,
+                "count_effect": {
+                    "log_hr_max": effect.log_hr_max,
+                    "rate": effect.rate,
+                    "structural_zero_share": effect.zero_share,
+                    "lognormal_log_mean_per_7_5ml": effect.log_mean,
+                    "lognormal_log_sd": effect.log_sd,
+                },
+                "log_hr_vs_0_at_count": {f"{c:g}": float(effect.log_hr(c)) for c in grid},
+                "weibull_shape": m2.os_shape,
+                "median_months_count_0_reference": m2.os_median_negative,
+            }
+            params["progression_hazard"] = {
+                "estimand": f"{effect.progression_scale:g} x the death curve's log hazard ratio",
+                "weibull_shape": m2.progression_shape,
+                "median_months_count_0_reference": m2.progression_median_negative,
+            }
         params["log_hr_age_per_year"] = m2.log_hr_age_per_year
         params["log_hr_per_line"] = m2.log_hr_line
         params["log_hr_subtype"] = dict(m2.log_hr_subtype)

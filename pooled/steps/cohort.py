@@ -2,8 +2,9 @@
 
 The cohort step prepares the dataset every model step uses, each exclusion a step of the
 exclusion flow: the setting and each ``include``/``exclude`` rule (section ``cohort``), then
-the exposure (from the serial samples for serial exposures, :mod:`pooled.steps.serial`), the
-derived covariates, and the patients without the exposure or the primary endpoint leave.
+the exposure (from the serial samples for serial exposures, :mod:`pooled.steps.serial`; the
+count category, and for a ``continuous`` exposure the spline of log1p(CTC per 7.5 ml) placed on
+the cohort's counts, :mod:`pooled.steps.count_response`), the derived covariates, and the patients without the exposure or the primary endpoint leave.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from harmonization.schema import Reason
 from pooled.config_keys import ConfigKey, SectionReader
 from pooled.dataset import AnalysisDataset
 from pooled.exposures import (
+    COUNT_KINDS,
+    COUNT_STEP,
     SERIAL_KINDS,
     CovariateSpec,
     as_indicator,
+    count_exposure_columns,
     derive_covariates,
     derive_exposure,
     evaluate_expression,
@@ -131,7 +135,10 @@ def prepare_cohort(
         patients, outputs = serial_exposures(
             patients, ds.samples, exposure, trajectory, seed=ctx.seed, progress=ctx.progress
         )
-    if exposure.kind not in SERIAL_KINDS:
+    if exposure.kind in COUNT_KINDS:  # the count category (the spline after the exclusions)
+        scale = ctx.section(COUNT_STEP).scale
+        patients = count_exposure_columns(patients, exposure, scale, spline=False)
+    elif exposure.kind not in SERIAL_KINDS:
         patients[exposure.name] = derive_exposure(patients, exposure)
     patients = derive_covariates(
         patients,
@@ -145,7 +152,11 @@ def prepare_cohort(
     missing_endpoint = (
         ds.patients[f"{primary}_months"].isna() | ds.patients[f"{primary}_event"].isna()
     )
-    return ds.exclude(missing_endpoint, Reason.MISSING_ENDPOINT, primary), outputs
+    ds = ds.exclude(missing_endpoint, Reason.MISSING_ENDPOINT, primary)
+    if exposure.kind == "continuous":  # the spline's knots placed on the cohort's counts
+        columns = count_exposure_columns(ds.patients, exposure, scale)
+        ds = replace(ds, patients=columns)
+    return ds, outputs
 
 
 def select_cohort(

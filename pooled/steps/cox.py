@@ -18,7 +18,13 @@ import pandas as pd
 
 from pooled.config_keys import ConfigKey, SectionReader
 from pooled.dataset import AnalysisDataset
-from pooled.exposures import SERIAL_KINDS, exposure_reference
+from pooled.exposures import (
+    COUNT_KINDS,
+    COUNT_STEP,
+    SERIAL_KINDS,
+    count_exposure_terms,
+    exposure_reference,
+)
 from pooled.model_flow import ModelFlow, account_for_model
 from pooled.run_output import InteractionOutput, ModelOutput
 from pooled.steps.base import AnalysisContext, ModelSection, Step, endpoint_frame, per_centre
@@ -92,6 +98,20 @@ def parse_cox(section: SectionReader) -> CoxSection:
     )
 
 
+def exposure_columns(
+    ctx: AnalysisContext,
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The columns by which the exposure enters the Cox models, and which are categorical
+    (with the reference): the exposure's column; a serial exposure's levels against its
+    reference; a count exposure's categories or spline columns (``models.count_response``)."""
+    exposure = ctx.exposure
+    if exposure.kind in COUNT_KINDS:
+        return count_exposure_terms(exposure, ctx.section(COUNT_STEP).scale)
+    if exposure.kind in SERIAL_KINDS:
+        return (exposure.name,), ((exposure.name, exposure_reference(exposure)),)
+    return (exposure.name,), ()
+
+
 def cox_spec(ctx: AnalysisContext, endpoint: str, *, interactions: bool, **changes: Any) -> Any:
     """The one-stage Cox spec of ``endpoint``: the exposure first, then the covariates,
     stratified by the config's strata, with the primary ties; ``changes`` replace fields."""
@@ -99,10 +119,9 @@ def cox_spec(ctx: AnalysisContext, endpoint: str, *, interactions: bool, **chang
 
     cox: CoxSection = ctx.section("cox")
     exposure = ctx.exposure
-    covariates = (exposure.name,) + tuple(c.name for c in ctx.covariates if c.name != exposure.name)
-    categorical = ctx.categorical
-    if exposure.kind in SERIAL_KINDS:
-        categorical = ((exposure.name, exposure_reference(exposure)),) + categorical
+    terms, exposure_categorical = exposure_columns(ctx)
+    covariates = terms + tuple(c.name for c in ctx.covariates if c.name != exposure.name)
+    categorical = exposure_categorical + ctx.categorical
     spec = CoxSpec(
         duration=f"{endpoint}_months",
         event=f"{endpoint}_event",
@@ -167,7 +186,8 @@ def run_cox(
     """The univariable (exposure only) and the adjusted stratified Cox model of the endpoint."""
     from pooled.models.cox import fit_cox
 
-    endpoint, exposure = ctx.endpoint, ctx.exposure.name
+    endpoint = ctx.endpoint
+    terms, categorical = exposure_columns(ctx)
     patients = cohort.patients
     data = endpoint_frame(patients, endpoint)
     outputs = []
@@ -177,12 +197,8 @@ def run_cox(
             ctx,
             endpoint,
             interactions=False,
-            covariates=(exposure,),
-            categorical=tuple(
-                pair
-                for pair in cox_spec(ctx, endpoint, interactions=False).categorical
-                if pair[0] == exposure
-            ),
+            covariates=terms,
+            categorical=categorical,
             analysis=f"{ctx.name}: univariable",
         ),
     )

@@ -370,6 +370,13 @@ def _exposure_text(exposure: Any, schema: Any) -> str:
         )
     if kind == "trajectory_group":
         return "latent CTC trajectory group (group-based trajectory model of serial counts)"
+    if kind == "count_categories":
+        return "CTC per 7.5 ml in categories, the first the reference (models.count_response)"
+    if kind == "continuous":
+        return (
+            "CTC per 7.5 ml as a natural cubic spline of log(1 + count) in the Cox models; "
+            "tables and curves by its categories (models.count_response)"
+        )
     return kind
 
 

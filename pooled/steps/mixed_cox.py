@@ -24,7 +24,7 @@ from typing import Literal
 from pooled.config_keys import ConfigKey, SectionReader
 from pooled.dataset import AnalysisDataset
 from pooled.errors import DataError
-from pooled.exposures import SERIAL_KINDS
+from pooled.exposures import COUNT_KINDS, SERIAL_KINDS
 from pooled.run_output import ModelOutput
 from pooled.steps.base import AnalysisContext, ModelSection, Step, endpoint_frame
 from pooled.steps.cox import cox_spec, spec_flow
@@ -88,7 +88,7 @@ def run_mixed_cox(
     """The random-effects Cox model of the endpoint (covariates and ties as the Cox model's)."""
     from pooled.models.mixed_cox import MixedCoxSpec, fit_mixed_cox
 
-    if ctx.exposure.kind in SERIAL_KINDS:
+    if ctx.exposure.kind in SERIAL_KINDS + COUNT_KINDS:
         raise DataError(
             f"the mixed Cox model needs a 0/1 exposure; '{ctx.exposure.name}' is categorical."
         )

@@ -2,7 +2,8 @@
 
 The order is the report's: the follow-up, the cohort (with the serial exposures' outputs),
 then per endpoint Kaplan-Meier, Cox, the PH test, the time-split Cox model, the interactions,
-two-stage, the random-effects Cox model, Bayes and the sensitivity analyses, then the exposure
+two-stage, the random-effects Cox model, the count as a continuous marker, the marker's
+added value and the model's validity across centres, Bayes and the sensitivity analyses, then the exposure
 comparison. The cohort step prepares the cohort before
 any other step runs. The config is parsed with the same registry (each step's section in this
 order) and ``docs/config_reference.md`` is generated from it. To add a step, see
@@ -11,9 +12,11 @@ order) and ``docs/config_reference.md`` is generated from it. To add a step, see
 
 from __future__ import annotations
 
+from pooled.steps.added_value import ADDED_VALUE
 from pooled.steps.base import Registry
 from pooled.steps.bayes import BAYES
 from pooled.steps.cohort import COHORT
+from pooled.steps.count_response import COUNT_RESPONSE
 from pooled.steps.cox import COX, INTERACTIONS, TIME_SPLIT
 from pooled.steps.descriptives import FOLLOWUP
 from pooled.steps.km import KM
@@ -21,6 +24,7 @@ from pooled.steps.mixed_cox import MIXED_COX
 from pooled.steps.sensitivity import SENSITIVITY
 from pooled.steps.serial import COMPARISON, TRAJECTORY
 from pooled.steps.two_stage import TWO_STAGE
+from pooled.steps.validity import VALIDITY
 from pooled.steps.zph import ZPH
 
 STEPS = Registry(
@@ -34,6 +38,9 @@ STEPS = Registry(
         INTERACTIONS,
         TWO_STAGE,
         MIXED_COX,
+        COUNT_RESPONSE,
+        ADDED_VALUE,
+        VALIDITY,
         BAYES,
         TRAJECTORY,
         SENSITIVITY,

@@ -120,7 +120,13 @@ def run_sensitivity(
         try:
             fit = fit_cox(subset, spec)
             frame = fit.to_frame()
-            found = frame.loc[frame["term"] == exposure.name].iloc[0]
+            matches = frame.loc[frame["term"] == exposure.name]
+            if not len(matches):  # a categorical or spline exposure has several terms
+                raise DataError(
+                    f"the exposure {exposure.name!r} ({exposure.kind}) has no single hazard "
+                    "ratio; see its terms in the Cox table"
+                )
+            found = matches.iloc[0]
             row = {str(key): value for key, value in found.items()}
             flow = cox_flow(patients, subset, fit, f"{output}: {label}", **(left_out or {}))
             if not ModelFlow.concat([reference, flow]).same_patients("", f"{output}: {label}"):

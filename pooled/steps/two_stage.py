@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from pooled.config_keys import ConfigKey, SectionReader
 from pooled.dataset import AnalysisDataset
 from pooled.errors import ConvergenceError, DataError, PooledWarning
-from pooled.exposures import SERIAL_KINDS
+from pooled.exposures import COUNT_KINDS, SERIAL_KINDS
 from pooled.model_flow import account_for_model
 from pooled.run_output import ModelOutput, SensitivityResult
 from pooled.steps.base import AnalysisContext, ModelSection, Step, endpoint_frame
@@ -190,6 +190,8 @@ TWO_STAGE = Step(
     section="models.two_stage",
     keys=KEYS,
     parse=parse_two_stage,
-    enabled=lambda section, ctx: bool(section) and ctx.exposure.kind not in SERIAL_KINDS,
+    enabled=lambda section, ctx: (
+        bool(section) and ctx.exposure.kind not in SERIAL_KINDS + COUNT_KINDS
+    ),
     default_on=True,
 )

@@ -22,7 +22,7 @@ from pooled.errors import ConfigError
 from pooled.simulate import simulate_consortium
 from tests.simulate.helpers import compare_with_truth, load_truth, planted_cells, read_centre
 
-SIZES = {"paddy": 2500, "epac": 1944, "early-ctc": 1500, "trajectory": 469}
+SIZES = {"paddy": 2500, "epac": 1944, "early-ctc": 1500, "trajectory": 469, "ctc-count": 1000}
 ROW_LEVEL_RULES = {
     "type", "code", "integer", "range", "plausible_range", "required_missing", "duplicate_id",
     "date_order", "event_after_last_contact", "death_before_recurrence", "contact_after_death",
