@@ -16,7 +16,7 @@ import yaml
 
 from pooled.config import parse_analysis_config
 from pooled.errors import ConfigError
-from pooled.exposures import derive_exposure
+from pooled.exposures import COUNT_KINDS, derive_exposure
 from pooled.steps.cohort import apply_cohort_rules, cohort_rule, select_cohort
 from tests.pooled.helpers import dataset, small_cohort
 
@@ -62,7 +62,14 @@ def test_cohort_rules_select_the_same_patients_as_before(path: Path, rules: bool
         assert (got.flow.steps["reason"] == "excluded by a cohort rule").sum() > 0
 
 
-@pytest.mark.parametrize("path", [p for p in SHIPPED if p.stem != "trajectory"], ids=lambda p: p.stem)
+def _derived_per_patient(path: Path) -> bool:
+    """The exposure is a function of the patient's own row (derive_exposure): not a count
+    spline or categories (models.count_response), nor built from serial samples."""
+    kind = parse_analysis_config(path.read_text(encoding="utf-8"), path=str(path)).exposure.kind
+    return kind not in (*COUNT_KINDS, "trajectory_group", "time_dependent")
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if _derived_per_patient(p)], ids=lambda p: p.stem)
 def test_the_whole_cohort_selection_is_unchanged(path: Path) -> None:
     cfg = parse_analysis_config(_with_rules(path), path=str(path))
     patients = small_cohort(seed=5)
