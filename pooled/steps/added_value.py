@@ -35,13 +35,13 @@ KEYS: tuple[ConfigKey, ...] = (
         "(stratified as the Cox models), the likelihood-ratio chi-square of the exposure, "
         "Harrell's and Uno's C of both within strata with standard errors, the difference in "
         "C with its standard error (R's `concordance(fit1, fit2)`), and a bootstrap by centre.",
-        "models: {added_value: {clinical: [age, tumour_size_mm, grade]}}", default=False,
+        "models: {added_value: {clinical: [age, subtype]}}", default=False,
     ),
     ConfigKey(
         "models.added_value.clinical", "list of columns",
         "The clinical model's covariates: covariates of the config (so derived and "
         "categorical ones keep their definition), without the exposure.",
-        "models: {added_value: {clinical: [age, node_positive, grade3]}}", default=(),
+        "models: {added_value: {clinical: [age, subtype], bootstrap: 0}}", default=(),
         default_text="none (required when the model is on)",
     ),
     ConfigKey(
