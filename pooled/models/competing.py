@@ -261,9 +261,7 @@ def cumulative_incidence_arrays(time: np.ndarray, status: np.ndarray) -> pd.Data
     censor = n_at - d1 - d2
     n_risk = n_at[::-1].cumsum()[::-1]
     # influence of each (time, status) combination (all patients in one share it)
-    keys, key_index, counts = np.unique(
-        inverse * 3 + status, return_index=True, return_counts=True
-    )
+    keys, key_index, counts = np.unique(inverse * 3 + status, return_index=True, return_counts=True)
     g_time = inverse[key_index]
     g_status = status[key_index]
     weight = counts.astype(np.float64)
@@ -519,7 +517,7 @@ class CumulativeIncidenceResult:
     def step_frame(self) -> pd.DataFrame:
         """The curves with a row at time 0 (incidence 0) per group, for plotting as post-steps."""
         parts = []
-        for group, part in self.curves.groupby("group", sort=False):
+        for _, part in self.curves.groupby("group", sort=False):
             first = part.iloc[[0]].copy()
             first["time"] = 0.0
             first["n_risk"] = int(part["n_risk"].iloc[0])
@@ -597,6 +595,7 @@ def _at_times(curves: pd.DataFrame, times: tuple[float, ...]) -> pd.DataFrame:
             k = int(np.searchsorted(t, when, side="right")) - 1
             later = np.searchsorted(t, when, side="left")
             n_risk = int(part["n_risk"].iloc[later]) if later < len(t) else 0
+            rec: dict[Any, Any]
             if k < 0:
                 rec = dict.fromkeys(part.columns, 0.0)
                 rec.update(group=group, label=part["label"].iloc[0], event_free=1.0)
@@ -609,7 +608,9 @@ def _at_times(curves: pd.DataFrame, times: tuple[float, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=curves.columns)
 
 
-def fit_cumulative_incidence(data: pd.DataFrame, spec: CompetingRisksSpec) -> CumulativeIncidenceResult:
+def fit_cumulative_incidence(
+    data: pd.DataFrame, spec: CompetingRisksSpec
+) -> CumulativeIncidenceResult:
     """Cumulative incidence of the event and of the competing event by group, with Gray's
     test.
 
@@ -919,7 +920,7 @@ class FineGrayResult:
             n_rows=self.n_rows,
             competing_events=self.competing_events,
         )
-        return tidy_frame(frame.to_dict("records"))
+        return frame.reset_index(drop=True)
 
 
 def fit_fine_gray(data: pd.DataFrame, spec: CompetingRisksSpec, **changes: Any) -> FineGrayResult:

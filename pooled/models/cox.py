@@ -1437,8 +1437,7 @@ def _weight_array(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.nda
     bad = ~(np.isfinite(weights) & (weights > 0))
     if bad.any():
         raise DataError(
-            f"'{spec.weights}' expected case weights > 0; found "
-            f"{values[bad].head(3).tolist()}."
+            f"'{spec.weights}' expected case weights > 0; found {values[bad].head(3).tolist()}."
         )
     return weights
 
