@@ -36,12 +36,14 @@ ExposureKind = Literal[
     "change_category",  # baseline -> follow-up CTC+/- (b2CTC)
     "trajectory_group",  # latent CTC trajectory group (tCTC)
     "risk_concordance",  # clinical risk vs CTC risk (STIC CTC)
+    "time_dependent",  # serial CTC status carried forward (baseline status in the cohort)
 ]
 EXPOSURE_KINDS: tuple[str, ...] = (
     "threshold", "expression", "her2_ctc", "phenotype_score", "change_category",
-    "trajectory_group", "risk_concordance",
+    "trajectory_group", "risk_concordance", "time_dependent",
 )  # fmt: skip
 SERIAL_KINDS = ("change_category", "trajectory_group")
+TIME_DEPENDENT_KINDS = ("time_dependent",)  # from the serial samples, status over time
 THRESHOLD_KINDS = ("threshold", "her2_ctc", "phenotype_score", "risk_concordance")
 CTC_MARKERS = ("ctc_count", "ctc_per_7_5ml")
 
@@ -206,6 +208,23 @@ def derive_exposure(
     raise ConfigError(
         f"exposure kind {spec.kind!r} is derived from serial samples by the cohort step, not here."
     )
+
+
+def serial_status(counts: pd.Series, volumes: pd.Series, threshold: float) -> pd.Series:
+    """CTC status of serial samples: 1 where the count per 7.5 ml (count x 7.5 / volume, 7.5 ml
+    where the volume is missing) is >= ``threshold``, 0 below, missing without a count.
+
+    Examples
+    --------
+    >>> serial_status(pd.Series([4, 8, None]), pd.Series([7.5, 15.0, 7.5]), 5).tolist()
+    [0.0, 0.0, nan]
+    """
+    per_75 = (
+        pd.to_numeric(counts, errors="coerce").astype(float)
+        * REFERENCE_VOLUME_ML
+        / pd.to_numeric(volumes, errors="coerce").astype(float).fillna(REFERENCE_VOLUME_ML)
+    )
+    return _at_least(per_75, threshold)
 
 
 def derive_covariates(

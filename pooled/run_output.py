@@ -37,6 +37,10 @@ OutputKind = Literal[
     "sensitivity",  # SensitivityResult: HR per sensitivity analysis (leave-one-centre-out, ...)
     "time_split",  # TimeSplitResult: the exposure's HR per period of follow-up, test of equality
     "mixed_cox",  # MixedCoxResult: random-effects Cox (coxme), tau, PI, shrunken centre HRs
+    "time_dependent",  # TimeDependentResult: Cox with the serial status carried forward
+    "landmark",  # LandmarkResult: the Cox model at one landmark time
+    "exposure_timing",  # ExposureTimingResult: baseline vs time-dependent vs landmark HRs
+    "competing",  # CompetingRisksResult: cumulative incidence, Gray, cause-specific, Fine-Gray
 ]
 RUN_PICKLE = "run.pkl"
 

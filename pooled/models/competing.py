@@ -41,12 +41,14 @@ from pooled.models.design import build_spec_design
 from pooled.results import tidy_frame
 
 __all__ = [
+    "CompetingRisksResult",
     "CompetingRisksSpec",
     "CumulativeIncidenceResult",
     "FineGrayResult",
     "cumulative_incidence_arrays",
     "finegray_expand",
     "fit_cause_specific_cox",
+    "fit_competing_risks",
     "fit_cumulative_incidence",
     "fit_fine_gray",
     "gray_test",
@@ -987,4 +989,73 @@ def fit_fine_gray(data: pd.DataFrame, spec: CompetingRisksSpec, **changes: Any) 
         events=int((status == 1).sum()),
         competing_events=int((status == 2).sum()),
         dropped=design.dropped,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CompetingRisksResult:
+    """The competing-risks analyses of one endpoint: cumulative incidence with Gray's test,
+    the cause-specific Cox model of each cause, and the Fine-Gray model of the event."""
+
+    spec: CompetingRisksSpec
+    incidence: CumulativeIncidenceResult
+    cause_specific: tuple[tuple[int, CoxResult], ...]
+    fine_gray: FineGrayResult | None = None
+
+    def cause_specific_fit(self, cause: int = 1) -> CoxResult:
+        for c, fit in self.cause_specific:
+            if c == cause:
+                return fit
+        raise ConfigError(f"no cause-specific model of cause {cause}.")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The cumulative incidence and Gray's test rows, then each cause-specific model's
+        coefficients (``model`` = ``cause_specific_<label>``), then the Fine-Gray model's."""
+        frames = [self.incidence.to_frame()]
+        for cause, fit in self.cause_specific:
+            frame = fit.to_frame()
+            keep = [c for c in frame.columns if not c.startswith("model_")]
+            frames.append(frame[keep].assign(model=f"cause_specific_{self.spec.label(cause)}"))
+        if self.fine_gray is not None:
+            frames.append(self.fine_gray.to_frame())
+        return pd.concat(frames, ignore_index=True)
+
+
+def fit_competing_risks(
+    data: pd.DataFrame, spec: CompetingRisksSpec, *, fine_gray: bool = True
+) -> CompetingRisksResult:
+    """Every competing-risks analysis of :mod:`pooled.models.competing` in one call: the
+    cumulative incidence by ``spec.group`` with Gray's test, the cause-specific Cox model of
+    both causes and (``fine_gray``) the Fine-Gray model of the event.
+
+    Raises
+    ------
+    DataError
+        No events of interest, or a model the data cannot support.
+
+    References
+    ----------
+    .. [1] Latouche A, Allignol A, Beyersmann J, Labopin M, Fine JP. A competing risks
+       analysis should report results on all cause-specific hazards and cumulative incidence
+       functions. J Clin Epidemiol 2013;66:648-53.
+    .. [2] Austin PC, Lee DS, Fine JP. Introduction to the analysis of survival data in the
+       presence of competing risks. Circulation 2016;133:601-9.
+
+    Examples
+    --------
+    >>> # fit_competing_risks(cohort, CompetingRisksSpec(duration="bcss_months", status="cr",
+    >>> #     event_label="bcss", competing_label="other_death", group="ctc_positive",
+    >>> #     covariates=("ctc_positive", "age"), strata=("centre",)))
+    """
+    incidence = fit_cumulative_incidence(data, spec)
+    if incidence.events == 0:
+        raise DataError(f"No {spec.event_label} events: no competing-risks models can be fitted.")
+    cause_specific = [(1, fit_cause_specific_cox(data, spec, 1))]
+    if incidence.competing_events > 0:
+        cause_specific.append((2, fit_cause_specific_cox(data, spec, 2)))
+    return CompetingRisksResult(
+        spec=spec,
+        incidence=incidence,
+        cause_specific=tuple(cause_specific),
+        fine_gray=fit_fine_gray(data, spec) if fine_gray else None,
     )

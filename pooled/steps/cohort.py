@@ -2,7 +2,8 @@
 
 The cohort step prepares the dataset every model step uses, each exclusion a step of the
 exclusion flow: the setting and each ``include``/``exclude`` rule (section ``cohort``), then
-the exposure (from the serial samples for serial exposures, :mod:`pooled.steps.serial`), the
+the exposure (from the serial samples for serial exposures, :mod:`pooled.steps.serial`; the
+baseline sample's status for a ``time_dependent`` one, :mod:`pooled.steps.time_dependent`), the
 derived covariates, and the patients without the exposure or the primary endpoint leave.
 """
 
@@ -28,6 +29,7 @@ from pooled.exposures import (
 from pooled.run_output import ModelOutput
 from pooled.steps.base import AnalysisContext, Step
 from pooled.steps.serial import TRAJECTORY, needs_serial_exposures, serial_exposures
+from pooled.steps.time_dependent import baseline_status, is_time_dependent
 
 if TYPE_CHECKING:  # pragma: no cover
     from pooled.config import AnalysisConfig
@@ -131,7 +133,9 @@ def prepare_cohort(
         patients, outputs = serial_exposures(
             patients, ds.samples, exposure, trajectory, seed=ctx.seed, progress=ctx.progress
         )
-    if exposure.kind not in SERIAL_KINDS:
+    if is_time_dependent(exposure):  # the status at the baseline sample
+        patients[exposure.name] = baseline_status(patients, ds.samples, exposure)
+    elif exposure.kind not in SERIAL_KINDS:
         patients[exposure.name] = derive_exposure(patients, exposure)
     patients = derive_covariates(
         patients,
