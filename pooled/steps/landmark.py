@@ -61,7 +61,9 @@ def parse_landmark(section: SectionReader) -> LandmarkSection:
         if not times:
             raise section.error(("times",), "landmark 'times' expected at least one time")
         if any(not t > 0 for t in times):
-            raise section.error(("times",), f"landmark times must be > 0 (months); got {list(times)}")
+            raise section.error(
+                ("times",), f"landmark times must be > 0 (months); got {list(times)}"
+            )
         if len(set(times)) != len(times):
             raise section.error(("times",), f"landmark times must be distinct; got {list(times)}")
         exposure = section.config.exposure
@@ -118,7 +120,11 @@ def run_landmark(
                 f"Landmark Cox at {t:g} months, {endpoint.upper()}: {exposure.name} last measured "
                 "by the landmark",
                 flow=left_out_flow(
-                    cohort.patients, spec.cox, pd.Series(used), fit.n, name,
+                    cohort.patients,
+                    spec.cox,
+                    pd.Series(used),
+                    fit.n,
+                    name,
                     f"not alive and under follow-up at {t:g} months, or no sample by then",
                 ),
             )  # fmt: skip

@@ -210,7 +210,11 @@ def run_time_dependent(
             f"Time-dependent Cox, {endpoint.upper()}: {exposure.name} carried forward from each "
             "sample",
             flow=left_out_flow(
-                cohort.patients, spec.cox, used, result.n_patients, name,
+                cohort.patients,
+                spec.cox,
+                used,
+                result.n_patients,
+                name,
                 "no serial sample during follow-up",
             ),
         )  # fmt: skip
@@ -222,8 +226,7 @@ def run_time_dependent(
                 "zph",
                 endpoint,
                 result.ph_test,
-                f"Proportional hazards (scaled Schoenfeld), time-dependent Cox, "
-                f"{endpoint.upper()}",
+                f"Proportional hazards (scaled Schoenfeld), time-dependent Cox, {endpoint.upper()}",
             )
         )
     return outputs
