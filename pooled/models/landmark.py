@@ -177,11 +177,14 @@ class TimeDependentResult:
 
     def to_frame(self) -> pd.DataFrame:
         """The fit's tidy rows (``model`` = ``cox_time_dependent``, ``n`` = patients), with
-        extra columns ``n_rows`` and ``n_changing``."""
+        extra columns ``n_rows`` and ``n_changing``; then the PH test's rows (``model`` =
+        ``cox_zph``) when it was computed."""
         frame = self.fit.to_frame().assign(
             model=self.model, n=self.n_patients, n_rows=self.n_rows, n_changing=self.n_changing
         )
-        return frame
+        if self.ph_test is None:
+            return frame
+        return pd.concat([frame, self.ph_test.to_frame()], ignore_index=True)
 
 
 def fit_time_dependent(

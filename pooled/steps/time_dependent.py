@@ -185,7 +185,7 @@ def run_time_dependent(
     cohort: AnalysisDataset, section: CoxSection, ctx: AnalysisContext
 ) -> list[ModelOutput]:
     """The adjusted Cox model of the endpoint with the status as a time-dependent covariate,
-    and its PH test."""
+    with its PH test (in the result)."""
     from pooled.models.landmark import LandmarkSpec, fit_time_dependent
 
     endpoint, exposure = ctx.endpoint, ctx.exposure
@@ -219,16 +219,6 @@ def run_time_dependent(
             ),
         )  # fmt: skip
     ]
-    if result.ph_test is not None:
-        outputs.append(
-            ModelOutput(
-                f"zph_time_dependent_{endpoint}",
-                "zph",
-                endpoint,
-                result.ph_test,
-                f"Proportional hazards (scaled Schoenfeld), time-dependent Cox, {endpoint.upper()}",
-            )
-        )
     return outputs
 
 

@@ -112,7 +112,7 @@ def test_bad_configs_are_refused_with_the_line(changes, message) -> None:
 def test_the_steps_run_in_report_order(clearance_run) -> None:
     _, _, _, run = clearance_run
     names = [o.name for o in run.outputs]
-    for name in ("time_dependent_os", "zph_time_dependent_os", "landmark_os_3", "landmark_os_6",
+    for name in ("time_dependent_os", "landmark_os_3", "landmark_os_6",
                  "exposure_timing_os", "competing_bcss", "time_dependent_bcss"):  # fmt: skip
         assert name in names, name
     assert "competing_os" not in names
@@ -233,3 +233,18 @@ def test_competing_can_be_switched_off() -> None:
                            covariates=("age",), id="patient_id"),
     )  # fmt: skip
     assert direct.incidence.n == 300
+
+
+def test_it_reaches_the_report(clearance_run, tmp_path) -> None:
+    from pooled.report.render import IMMORTAL_TIME_SENTENCE, render_report
+
+    _, _, _, run = clearance_run
+    files = render_report(run, tmp_path)
+    html = files.html.read_text(encoding="utf-8")
+    assert "Competing risks" in html and "Status measured over time" in html
+    assert "immortal-time bias" in html and IMMORTAL_TIME_SENTENCE[:60] in html
+    assert 'class="exposure-timing"' in html and 'class="cumulative-incidence"' in html
+    assert 'class="time-dependent"' in html and 'class="landmark"' in html
+    assert "Fine-Gray (subdistribution HR): bcss" in html
+    names = {p.stem for p in files.figures}
+    assert "cif_competing_bcss" in names and "exposure_timing_exposure_timing_os" in names
