@@ -30,6 +30,7 @@ from scipy import stats
 
 from pooled.errors import ConfigError, DataError
 from pooled.models.cox import CoxResult, CoxSpec, fit_cox
+from pooled.models.design import build_spec_design
 from pooled.models.timesplit import add_time_dependent
 from pooled.results import tidy_frame
 
@@ -261,6 +262,10 @@ def fit_time_dependent(
             "No patient has a sample during follow-up: the time-dependent model has no rows."
         )
     td_spec = replace(cox, start="_tstart", duration="_tstop", event="_event")
+    # complete cases: a patient missing a covariate leaves with all their rows
+    counting = counting.iloc[build_spec_design(counting, td_spec).rows].reset_index(drop=True)
+    if counting.empty:
+        raise DataError("No patient has complete covariates: the time-dependent model has no rows.")
     fit = fit_cox(counting, td_spec)
     length = (counting["_tstop"] - counting["_tstart"]).to_numpy()
     status = counting[spec.exposure].to_numpy(dtype=np.float64)

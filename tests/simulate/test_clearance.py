@@ -87,3 +87,16 @@ def test_cohort_is_deterministic_and_consistent():
     assert truth["n_samples"] == len(samples) and samples["months"].max() < 3.0
     with pytest.raises(ConfigError):
         simulate_clearance_cohort(10)
+
+
+def test_the_consortium_carries_the_generating_truth(tmp_path):
+    from pooled.simulate.consortium import simulate_consortium
+
+    res = simulate_consortium("ctc-clearance", seed=3, out_dir=tmp_path, n_patients=300)
+    assert len(res.centres) == 6 and res.centres["n_patients"].sum() == 300
+    assert res.truth["time_dependent_log_hazard_ratio"] == {"os": 0.9}
+    assert res.truth_samples_path is not None and res.truth_samples_path.exists()
+    patients = pd.read_parquet(res.truth_patients_path)
+    dead = patients["os_event"].astype(bool)
+    assert set(patients.loc[dead, "death_cause"]) == {"breast_cancer", "other"}
+    assert (patients["bcss_event"].astype(bool) <= dead).all()
