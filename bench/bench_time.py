@@ -314,7 +314,13 @@ def write_report(counting: pd.DataFrame, fine_gray: pd.DataFrame, bias: pd.DataF
         "(immortal time: the cleared had to survive to their follow-up sample) and its CIs "
         "almost never cover the truth; the baseline status alone is diluted because the status "
         "changes. The time-dependent model and the landmarks (after the last sample) are "
-        "unbiased with nominal coverage.",
+        "unbiased (|bias| within 2 MCSE of 0 or below 0.01), with coverage "
+        + ", ".join(
+            f"{rec['coverage']:.1%}"
+            for rec in bias.to_dict("records")
+            if rec["analysis"].startswith(("time-dependent", "landmark"))
+        )
+        + f" (Monte Carlo SE of a 95 % coverage about {np.sqrt(0.95 * 0.05 / reps):.1%}).",
     ]
     RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS}")
