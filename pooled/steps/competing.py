@@ -18,7 +18,7 @@ censored where the endpoint is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -132,10 +132,8 @@ def run_competing(
     result = fit_competing_risks(data, spec)
     first = result.cause_specific_fit(1)
     name = f"competing_{endpoint}"
-    flow_spec = cox.__class__(
-        duration=f"{endpoint}_months", event=f"{endpoint}_event", covariates=cox.covariates,
-        strata=cox.strata, endpoint=endpoint,
-    )  # fmt: skip
+    # the flow is that of the patient-level models: the endpoint, covariates and strata
+    flow_spec = replace(cox, cluster=None)
     return [
         ModelOutput(
             name,
