@@ -465,7 +465,9 @@ def report_command(
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-ScenarioOption = Annotated[str, typer.Option(help="paddy, epac, early-ctc or trajectory.")]
+ScenarioOption = Annotated[
+    str, typer.Option(help="paddy, epac, early-ctc, trajectory or ctc-clearance.")
+]
 PatientsOption = Annotated[
     int | None, typer.Option(help="Scale the scenario to this many patients.")
 ]

@@ -120,6 +120,7 @@ __all__ = [
 
 Origin = Literal["diagnosis", "surgery", "sample"]
 ORIGINS: tuple[str, ...] = ("diagnosis", "surgery", "sample")
+COMPETING_EVENTS: tuple[str, ...] = ("other_death",)
 REFERENCE_PATH = Path(__file__).resolve().parent.parent / "docs" / "config_reference.md"
 
 
@@ -205,6 +206,12 @@ class AnalysisConfig:
     keys_given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     lines: dict[tuple[Any, ...], int] = field(default_factory=dict, compare=False, repr=False)
     registry: Registry = field(default=STEPS, compare=False, repr=False)
+    competing: tuple[tuple[str, str], ...] = ()
+
+    def competing_event(self, endpoint: str) -> str | None:
+        """The competing event declared for ``endpoint`` (``endpoints: {bcss: {competing:
+        other_death}}``), else None."""
+        return dict(self.competing).get(endpoint)
 
     def section(self, step: str) -> Any:
         """The parsed config section of the step named ``step``."""
@@ -287,13 +294,27 @@ TOP_LEVEL_KEYS: tuple[ConfigKey, ...] = (
         "metastatic disease in configs/schema.yaml)",
     ),
     ConfigKey(
-        "endpoints", "list of choices",
+        "endpoints", "endpoints",
         "Survival endpoints analysed, each as `<endpoint>_months` and `<endpoint>_event`. The "
         "first is the primary endpoint: patients without it leave the cohort (exclusion flow, "
         "'endpoint missing') and the sensitivity analyses use it. Patients missing a further "
         "endpoint stay in the cohort and are left out of that endpoint's models only; the "
-        "model flow (`model_flow.csv`) counts them.",
+        "model flow (`model_flow.csv`) counts them. A list of names, or a mapping from each "
+        "name to its options (`endpoints: {os: {}, bcss: {competing: other_death}}`, in "
+        "order).",
         "endpoints: [os, dfs]", default=REQUIRED, allowed_from="endpoints",
+    ),
+    ConfigKey(
+        "endpoints{}.competing", "choice",
+        "The competing event of an endpoint, for its competing-risks analyses (model "
+        "`competing`: cumulative incidence of both events by exposure with Gray's test, "
+        "cause-specific and Fine-Gray Cox models). `other_death`: a death that is not the "
+        "endpoint's event, at the end of the endpoint's follow-up (os_event = 1 with "
+        "bcss_event = 0 and the death at bcss_months); only for an endpoint counting deaths of "
+        "one cause (in the schema, an endpoint with `death_cause`, e.g. `bcss`). Without it the "
+        "other deaths censor the endpoint, as before.",
+        "endpoints: {os: {}, bcss: {competing: other_death}}",
+        allowed=COMPETING_EVENTS, default_text="none (other deaths censor)",
     ),
     ConfigKey(
         "seed", "integer >= 0",
@@ -349,7 +370,11 @@ TOP_LEVEL_KEYS: tuple[ConfigKey, ...] = (
         "`threshold` HER2-positive CTC. `phenotype_score`: `formula` >= `threshold`. "
         "`risk_concordance`: clinical risk x CTC risk (CTC per 7.5 ml >= `threshold`), four "
         "levels. `change_category` and `trajectory_group`: from the serial CTC samples "
-        "(baseline -> follow-up change, latent trajectory group).",
+        "(baseline -> follow-up change, latent trajectory group). `time_dependent`: the CTC "
+        "status of the serial samples (CTC per 7.5 ml >= `threshold`) as it changes over "
+        "time: the cohort's exposure column is the status at baseline (the models fitted "
+        "from time zero use it), the time-dependent Cox model carries each sample's status "
+        "forward, and `models.landmark` uses the status last measured at each landmark.",
         "exposure: {name: hormone_receptor_high, kind: expression, "
         "expr: 'er_percent >= 10 and pr_percent >= 10'}",
         default="threshold", allowed=EXPOSURE_KINDS,
@@ -607,9 +632,11 @@ def parse_analysis_config(
     )
     columns = set(patient_columns(used_schema))
 
-    endpoints = ctx.value(doc, "endpoints", ())
-    if not endpoints:
+    endpoint_options = ctx.value(doc, "endpoints", ())
+    if not endpoint_options:
         raise loc.error(("endpoints",), "name at least one endpoint.")
+    endpoints = tuple(name for name, _ in endpoint_options)
+    competing = _competing_events(ctx, endpoint_options)
 
     exposure = _exposure(ctx, ctx.value(doc, "exposure", ()), columns)
     covariates = _covariates(ctx, doc, exposure, columns)
@@ -657,6 +684,7 @@ def parse_analysis_config(
         schema=used_schema,
         lines=lines,
         registry=registry,
+        competing=competing,
     )
     sections = _sections(ctx, doc, shared)
     return replace(shared, sections=sections, keys_given=frozenset(ctx.given))
@@ -698,6 +726,31 @@ def _sections(
     return tuple(parsed)
 
 
+def _competing_events(
+    ctx: ParseContext, endpoint_options: tuple[tuple[str, dict[str, Any]], ...]
+) -> tuple[tuple[str, str], ...]:
+    """(endpoint, competing event) of the endpoints that declare one; ``other_death`` only
+    for an endpoint that counts the deaths of one cause."""
+    out = []
+    definitions = {ep.name: ep for ep in ctx.schema.endpoints}
+    for name, options in endpoint_options:
+        keys: Keys = ("endpoints", name)
+        event = ctx.value(options, "endpoints{}.competing", keys)
+        if event is None:
+            continue
+        definition = definitions.get(name)
+        if event == "other_death" and (definition is None or definition.death_cause is None):
+            causes = [ep.name for ep in ctx.schema.endpoints if ep.death_cause is not None]
+            raise ctx.error(
+                keys + ("competing",),
+                f"competing: other_death applies to an endpoint that counts the deaths of one "
+                f"cause ({', '.join(causes) or 'none'} in {ctx.schema_name}); {name!r} counts "
+                "every death or has no death cause. Remove 'competing' here.",
+            )
+        out.append((name, event))
+    return tuple(out)
+
+
 def _unknown_column(what: str, name: str, known: Collection[str], ctx: ParseContext) -> str:
     return (
         f"unknown {what} {name!r}: not a field of table 'patients' in {ctx.schema_name}, a "
@@ -732,7 +785,7 @@ def _exposure(ctx: ParseContext, raw: dict[str, Any], columns: set[str]) -> Expo
     only_for("per_7_5ml", ("threshold",))
     only_for("formula", ("phenotype_score",))
     only_for("expr", ("expression",))
-    only_for("threshold", THRESHOLD_KINDS + SERIAL_KINDS)
+    only_for("threshold", THRESHOLD_KINDS + SERIAL_KINDS + ("time_dependent",))
     marker = ctx.value(raw, "exposure.marker", keys)
     if kind == "threshold":
         _check_marker(ctx, marker, keys + ("marker",))
@@ -1097,6 +1150,8 @@ def _section_of(key: ConfigKey) -> str:
     """The reference section a key is listed under."""
     if key.path in ("strata", "interactions", "subgroups", "covariates"):
         return "covariates[]"
+    if key.section == "endpoints{}":
+        return ""
     if key.section.startswith("models") or key.path == "models":
         return "models"
     if key.section == "" and key.type == "section":

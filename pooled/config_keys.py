@@ -408,6 +408,20 @@ def _covariate_items(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) 
     return tuple(items)
 
 
+def _endpoints(
+    value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """A list of endpoints, or a mapping endpoint -> its options (``{bcss: {competing:
+    other_death}}``): (endpoint, options) pairs, options ``{}`` where none are given."""
+    if isinstance(value, dict):
+        out = []
+        for name, options in value.items():
+            endpoint = _choice(name, key, ctx, keys + (name,))
+            out.append((endpoint, ctx.section(options, f"{key.path}{{}}", keys + (name,))))
+        return tuple(out)
+    return tuple((name, {}) for name in _choices(value, key, ctx, keys))
+
+
 def _section(value: Any, key: ConfigKey, ctx: ParseContext, keys: Keys) -> dict[str, Any]:
     return ctx.section(value, key.path, keys)
 
@@ -438,6 +452,10 @@ VALUE_TYPES: Mapping[str, ValueType] = {
         "one allowed value, or a list of them (the first is the primary analysis)", _choices
     ),
     "list of choices": ValueType("list of allowed values", _list_of(_choice, "choices")),
+    "endpoints": ValueType(
+        "list of endpoints, or a mapping endpoint: options (`{bcss: {competing: other_death}}`)",
+        _endpoints,
+    ),
     "list of numbers": ValueType("list of numbers", _list_of(_number, "numbers")),
     "list of integers >= 1": ValueType(
         "list of whole numbers >= 1", _list_of(_whole(1), "whole numbers")

@@ -41,12 +41,14 @@ ExposureKind = Literal[
     "risk_concordance",  # clinical risk vs CTC risk (STIC CTC)
     "count_categories",  # CTC per 7.5 ml in categories (0, 1, 2, 3-4, >=5; Bidard 2018)
     "continuous",  # log1p(CTC per 7.5 ml) as a natural cubic spline in the Cox models
+    "time_dependent",  # serial CTC status carried forward (baseline status in the cohort)
 ]
 EXPOSURE_KINDS: tuple[str, ...] = (
     "threshold", "expression", "her2_ctc", "phenotype_score", "change_category",
-    "trajectory_group", "risk_concordance", "count_categories", "continuous",
+    "trajectory_group", "risk_concordance", "count_categories", "continuous", "time_dependent",
 )  # fmt: skip
 SERIAL_KINDS = ("change_category", "trajectory_group")
+TIME_DEPENDENT_KINDS = ("time_dependent",)  # from the serial samples, status over time
 THRESHOLD_KINDS = ("threshold", "her2_ctc", "phenotype_score", "risk_concordance")
 CTC_MARKERS = ("ctc_count", "ctc_per_7_5ml")
 # The CTC count itself as the exposure: categories or a spline of log1p(CTC per 7.5 ml); how
@@ -220,6 +222,23 @@ def derive_exposure(
     raise ConfigError(
         f"exposure kind {spec.kind!r} is derived from serial samples by the cohort step, not here."
     )
+
+
+def serial_status(counts: pd.Series, volumes: pd.Series, threshold: float) -> pd.Series:
+    """CTC status of serial samples: 1 where the count per 7.5 ml (count x 7.5 / volume, 7.5 ml
+    where the volume is missing) is >= ``threshold``, 0 below, missing without a count.
+
+    Examples
+    --------
+    >>> serial_status(pd.Series([4, 8, None]), pd.Series([7.5, 15.0, 7.5]), 5).tolist()
+    [0.0, 0.0, nan]
+    """
+    per_75 = (
+        pd.to_numeric(counts, errors="coerce").astype(float)
+        * REFERENCE_VOLUME_ML
+        / pd.to_numeric(volumes, errors="coerce").astype(float).fillna(REFERENCE_VOLUME_ML)
+    )
+    return _at_least(per_75, threshold)
 
 
 def derive_covariates(

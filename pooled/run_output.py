@@ -40,6 +40,10 @@ OutputKind = Literal[
     "count_response",  # CountResponseResult: HR curve of the count (spline), categories, AIC
     "added_value",  # AddedValueResult: LR test, Harrell's/Uno's C with and without the marker
     "validity",  # ValidityResult: per-centre C, IECV C and calibration slope, pooled
+    "time_dependent",  # TimeDependentResult: Cox with the serial status carried forward
+    "landmark",  # LandmarkResult: the Cox model at one landmark time
+    "exposure_timing",  # ExposureTimingResult: baseline vs time-dependent vs landmark HRs
+    "competing",  # CompetingRisksResult: cumulative incidence, Gray, cause-specific, Fine-Gray
 ]
 RUN_PICKLE = "run.pkl"
 

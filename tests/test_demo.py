@@ -13,7 +13,8 @@ from pooled.cli import app
 
 @pytest.mark.parametrize(
     ("scenario", "patients"),
-    [("paddy", 1200), ("epac", 900), ("early-ctc", 900), ("trajectory", 300)],
+    [("paddy", 1200), ("epac", 900), ("early-ctc", 900), ("trajectory", 300),
+     ("ctc-clearance", 600)],
 )
 def test_demo_runs_end_to_end(tmp_path: Path, scenario: str, patients: int) -> None:
     out = tmp_path / scenario
@@ -37,6 +38,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, scenario: str, patients: int) -> N
         "epac": {"cox_os_adjusted", "two_stage_pfs", "sensitivity_os"},
         "early-ctc": {"cox_dfs_adjusted", "two_stage_dfs", "zph_dfs"},
         "trajectory": {"trajectory_selection", "exposure_comparison", "ctc_clearance"},
+        "ctc-clearance": {"time_dependent_os", "landmark_os_3", "exposure_timing_os",
+                          "competing_bcss"},
     }[scenario]
     assert expected <= outputs, expected - outputs
     if scenario == "paddy":  # the posterior is saved for the statistician to reopen

@@ -146,6 +146,8 @@ def _risk_sums(
     counting: bool,
     event: np.ndarray,
     ne: int,
+    weighted: bool,
+    case_weights: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """One pass over the rows: risk scores and their (x-weighted) sums by entry group.
 
@@ -153,7 +155,9 @@ def _risk_sums(
     are summed into a discarded extra group. Events also go to ``e0``/``e1``. With
     ``counting`` (``(start, stop]`` data) a row also leaves the risk sets at its exit group:
     its sums are subtracted there (``exit[i] == ne``: it never leaves), so cumulative sums over
-    the event groups give the sums over the rows with ``start < t <= stop``.
+    the event groups give the sums over the rows with ``start < t <= stop``. With
+    ``weighted`` each row's risk score is multiplied by its case weight (R's ``weights``:
+    ``r = w exp(eta)``).
     """
     n, p = X.shape
     r = np.empty(n)
@@ -168,6 +172,8 @@ def _risk_sums(
             xc[j] = X[i, j] - means[j]
             eta += xc[j] * beta[j]
         ri = np.exp(eta)
+        if weighted:
+            ri *= case_weights[i]
         r[i] = ri
         g = entry[i]
         t0[g] += ri
@@ -242,6 +248,12 @@ class _RiskSets:
     event group of its stratum with time ``<= start`` (``exit``; ``n_event_groups`` when there
     is none), so it belongs to the event groups ``entry <= k < exit``: its sums are added at
     ``entry`` and subtracted at ``exit`` before the cumulative sums.
+
+    Case weights (``weights``, R's ``coxph(weights = )``, as in survival's ``coxfit6.c`` and
+    ``agfit4.c``): each row's risk score is ``w exp(eta)`` in every risk-set sum, an event
+    contributes ``w (x - xbar)`` to the score, and the tied events of a group share the
+    group's mean event weight ``m`` (Efron: ``m sum_k log(S0 - k/d E0)``; Breslow:
+    ``d m log S0``), which scales the group's hazard increment.
     """
 
     def __init__(
@@ -252,6 +264,7 @@ class _RiskSets:
         strata: np.ndarray | None,
         ties: Ties,
         start: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
@@ -279,6 +292,19 @@ class _RiskSets:
                     f"Each interval (start, stop] needs start < stop; {bad_rows.size} rows do "
                     f"not (first: row {i}, start {start[i]!r}, stop {time[i]!r}). Drop "
                     "zero-length intervals or fix the times."
+                )
+        case_weights = None
+        if weights is not None:
+            case_weights = np.ascontiguousarray(weights, dtype=np.float64)
+            if case_weights.shape != (n,):
+                raise DataError(
+                    f"weights expected {n} values (rows of X); found {case_weights.shape[0]}."
+                )
+            if not np.all(np.isfinite(case_weights) & (case_weights > 0)):
+                bad = case_weights[~(np.isfinite(case_weights) & (case_weights > 0))][:3]
+                raise DataError(
+                    f"case weights must be finite and > 0 (as R's coxph requires); found "
+                    f"{bad.tolist()}. Drop the rows or fix the weights."
                 )
         if not np.all((event_raw == 0) | (event_raw == 1)):
             bad = np.unique(event_raw[(event_raw != 0) & (event_raw != 1)])[:5]
@@ -394,6 +420,18 @@ class _RiskSets:
         self.event_u8 = event_u8
         self.event_f = event_b.astype(np.float64)
         self.xsum_ev = col_event - self.n_events * self.means
+        # case weights: the events' weights, and each event group's mean event weight
+        self.weighted = case_weights is not None
+        self.case_weights = case_weights if case_weights is not None else np.ones(1)
+        self.event_w = self.event_f
+        self.group_weight = np.ones(1)
+        if case_weights is not None:
+            self.event_w = self.event_f * case_weights
+            self.xsum_ev = self.event_w @ X - float(self.event_w.sum()) * self.means
+            self.group_weight = (
+                np.bincount(self.ev_entry_rows, weights=case_weights[event_b], minlength=ne)
+                / self.d
+            )
 
     @property
     def xs(self) -> np.ndarray:
@@ -441,6 +479,8 @@ class _RiskSets:
             self.counting,
             self.event_u8,
             ne,
+            self.weighted,
+            self.case_weights,
         )
         s0 = self._cum_forward(t0)
         s1 = self._cum_forward(t1)
@@ -467,6 +507,15 @@ class _RiskSets:
                 out["q1"] = d / (s0 * s0)
                 out["q2"] = np.zeros_like(s0)
                 out["q3"] = np.zeros_like(s0)
+        if self.weighted:  # each group's hazard increment scaled by its mean event weight
+            m = self.group_weight
+            for name in ("w1", "w2", "q1", "q2", "q3"):
+                if name in out:
+                    out[name] = out[name] * m
+            if self.efron:
+                out["logden"] = float((m[self.ev_entry] * np.log(den)).sum())
+            else:
+                out["logden"] = float((m * self.d * np.log(s0)).sum())
         out["loglik"] = float(self.xsum_ev @ beta) - float(out["logden"])
         return out
 
@@ -487,7 +536,7 @@ class _RiskSets:
         if weight is None:
             xsum = self.xsum_ev
         else:
-            xsum = (self.event_f * self._per_row(weight)) @ self.xs
+            xsum = (self.event_w * self._per_row(weight)) @ self.xs
         return xsum - v @ self.xs
 
     def information(self, pt: dict, weight: np.ndarray | None = None) -> np.ndarray:
@@ -550,16 +599,18 @@ class _RiskSets:
         if weight is None:
             xsum = self.xsum_ev
         else:
-            xsum = (self.event_f * self._per_row(weight)) @ self.xs
+            xsum = (self.event_w * self._per_row(weight)) @ self.xs
         return xsum - xv, (info + info.T) / 2.0
 
     def mean_covariate(self, pt: dict) -> np.ndarray:
         """Efron/Breslow mean of the risk-set means per event group (centred scale)."""
         s1, e1, w1, w2 = pt["s1"], pt["e1"], pt["w1"], pt["w2"]
-        return (s1 * w1[:, None] - e1 * w2[:, None]) / self.d[:, None]
+        d = self.d * self.group_weight if self.weighted else self.d
+        return (s1 * w1[:, None] - e1 * w2[:, None]) / d[:, None]
 
     def score_residuals(self, pt: dict) -> np.ndarray:
-        """Score residuals (input row order), Efron-weighted as in R's coxscore2."""
+        """Score residuals (input row order), Efron-weighted as in R's coxscore2; with case
+        weights, each row's residual times its weight (R's ``weighted = TRUE``)."""
         s1, e1 = pt["s1"], pt["e1"]
         q1, q2, q3, w2 = pt["q1"], pt["q2"], pt["q3"], pt["w2"]
         r = pt["r"]
@@ -573,7 +624,10 @@ class _RiskSets:
         ev = self.event
         ee = self.ev_entry_rows
         mbar = self.mean_covariate(pt)
-        resid[ev] += xs[ev] - mbar[ee]
+        if self.weighted:
+            resid[ev] += self.case_weights[ev, None] * (xs[ev] - mbar[ee])
+        else:
+            resid[ev] += xs[ev] - mbar[ee]
         resid[ev] += r[ev, None] * (xs[ev] * w2[ee, None] - b2[ee])
         return resid
 
@@ -749,6 +803,7 @@ def cox_fit_arrays(
     cluster: np.ndarray | None = None,
     names: Sequence[str] | None = None,
     start: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> CoxArraysResult:
     """Fit a (stratified) Cox model by Newton-Raphson on arrays.
 
@@ -781,6 +836,13 @@ def cox_fit_arrays(
         ``(start, time]``, at risk at the event times ``t`` with ``start < t <= time``
         (time-dependent covariates, time-split or delayed-entry data). Without it each row is
         at risk from time 0 (``start = -inf``).
+    weights : ndarray, shape (n,), optional
+        Case weights (> 0), as R's ``coxph(weights = )``: weighted risk sets, and tied events
+        sharing their mean weight under Efron's approximation (survival's ``coxfit6.c`` /
+        ``agfit4.c``). With ``cluster`` the sandwich sums the weighted score residuals
+        (R's ``residuals(type = "dfbeta", weighted = TRUE)``), e.g. the Fine-Gray model on
+        :func:`pooled.models.competing.finegray_expand` data. ``events`` counts event rows,
+        not weights.
 
     Returns
     -------
@@ -818,7 +880,7 @@ def cox_fit_arrays(
         X = X.reshape(-1, 1)
     p = X.shape[1]
     labels = list(names) if names is not None else [f"x{j}" for j in range(p)]
-    rs = _RiskSets(X, time, event, strata, ties, start=start)
+    rs = _RiskSets(X, time, event, strata, ties, start=start, weights=weights)
     # centred scale: beta is unchanged, only the linear predictor shifts by means @ beta
     beta = np.zeros(p) if init is None else np.asarray(init, dtype=np.float64).copy()
     if beta.shape != (p,):
@@ -959,10 +1021,12 @@ def cox_score_residuals(
     *,
     ties: Ties = "efron",
     start: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Score residuals (R's ``residuals(fit, type = "score")``), rows in the input order.
 
-    With ``start`` the rows are counting-process intervals ``(start, time]``.
+    With ``start`` the rows are counting-process intervals ``(start, time]``; with case
+    ``weights`` each residual is multiplied by its row's weight (R's ``weighted = TRUE``).
 
     References
     ----------
@@ -976,7 +1040,7 @@ def cox_score_residuals(
     ...                     np.array([0.0])).shape
     (4, 1)
     """
-    rs = _RiskSets(X, time, event, strata, ties, start=start)
+    rs = _RiskSets(X, time, event, strata, ties, start=start, weights=weights)
     pt = rs.parts(np.asarray(beta, dtype=np.float64))
     return rs.score_residuals(pt)
 
@@ -1010,6 +1074,10 @@ class CoxSpec:
     ties : {"efron", "breslow"}
     cluster : str or None
         Column of clusters for robust (sandwich) standard errors, as ``coxph(cluster = )``.
+    weights : str or None
+        Column of case weights (> 0), as ``coxph(weights = )`` (the Fine-Gray model on
+        :func:`pooled.models.competing.finegray_expand` rows). Harrell's C is not computed for
+        a weighted fit (NaN), and it cannot be combined with ``missing = "mice"``.
     missing : {"complete_case", "mice"}
         Complete-case analysis, or multiple imputation by chained equations.
     n_imputations, seed : int
@@ -1035,6 +1103,7 @@ class CoxSpec:
     strata: tuple[str, ...] = ("centre",)
     ties: Ties = "efron"
     cluster: str | None = None
+    weights: str | None = None
     missing: Literal["complete_case", "mice"] = "complete_case"
     n_imputations: int = 20
     seed: int = 2026
@@ -1065,6 +1134,11 @@ class CoxSpec:
                 f"rows (start={self.start!r}) with missing='mice'. Impute the patients first, "
                 "then split their follow-up."
             )
+        if self.weights is not None and self.missing == "mice":
+            raise ConfigError(
+                f"CoxSpec: case weights (weights={self.weights!r}) cannot be combined with "
+                "missing='mice'; impute first, or fit the complete cases."
+            )
         if self.n_imputations < 2:
             raise ConfigError(f"CoxSpec.n_imputations must be >= 2; got {self.n_imputations}.")
         if not (self.tol > 0) or self.max_iter < 1:
@@ -1079,6 +1153,8 @@ class CoxSpec:
             cols.insert(0, self.start)
         if self.cluster:
             cols.append(self.cluster)
+        if self.weights:
+            cols.append(self.weights)
         return tuple(dict.fromkeys(cols))
 
 
@@ -1352,6 +1428,20 @@ def _start_array(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndar
     return start
 
 
+def _weight_array(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndarray | None:
+    """The case weights of the rows (``spec.weights``), else None."""
+    if spec.weights is None:
+        return None
+    values = data[spec.weights].iloc[rows]
+    weights = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~(np.isfinite(weights) & (weights > 0))
+    if bad.any():
+        raise DataError(
+            f"'{spec.weights}' expected case weights > 0; found {values[bad].head(3).tolist()}."
+        )
+    return weights
+
+
 def _strata_labels(data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray) -> np.ndarray | None:
     """Stratum label of each row (``"C01"``, or ``"C01, A"`` for several strata columns)."""
     if not spec.strata:
@@ -1531,6 +1621,7 @@ def fit_cox_design(
     """
     time, event, strata, cluster = _outcome_arrays(data, spec, design.rows)
     start = _start_array(data, spec, design.rows)
+    weights = _weight_array(data, spec, design.rows)
     if not np.any(event == 1):
         raise DataError(
             f"No events ('{spec.event}' == 1) among the {design.n} analysed patients; a Cox "
@@ -1547,6 +1638,7 @@ def fit_cox_design(
         cluster=cluster,
         names=design.term_names,
         start=start,
+        weights=weights,
     )
     lr_p = None
     if spec.term_lr_tests:
@@ -1570,6 +1662,7 @@ def fit_cox_design(
                         max_iter=spec.max_iter,
                         names=[design.term_names[k] for k in keep],
                         start=start,
+                        weights=weights,
                     )
                 lr_p[j] = stats.chi2.sf(max(2.0 * (fit.loglik - sub.loglik), 0.0), 1)
     return fit, lr_p
@@ -1629,7 +1722,9 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxResult:
     design = build_spec_design(data, spec)
     fit, lr_p = fit_cox_design(design, data, spec)
     concordance = (
-        _harrell_concordance(design, data, spec, fit.coefficients) if spec.concordance else None
+        _harrell_concordance(design, data, spec, fit.coefficients)
+        if spec.concordance and spec.weights is None
+        else None
     )
     return CoxResult(
         spec=spec,
@@ -1852,12 +1947,13 @@ def likelihood_ratio_test(reduced: CoxResult, full: CoxResult) -> InteractionTes
             f"contain the reduced model's {list(reduced.term_names)} and more."
         )
     a, b = reduced.spec, full.spec
-    same = (a.duration, a.event, a.start, a.strata, a.ties) == (
+    same = (a.duration, a.event, a.start, a.strata, a.ties, a.weights) == (
         b.duration,
         b.event,
         b.start,
         b.strata,
         b.ties,
+        b.weights,
     )
     if not same or reduced.n != full.n or reduced.events != full.events:
         raise DataError(

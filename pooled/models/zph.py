@@ -587,6 +587,11 @@ def proportional_hazards_test(
             "result. Refit with missing='complete_case' to check proportional hazards."
         )
     spec = result.spec
+    if spec.weights is not None:
+        raise ConfigError(
+            "proportional_hazards_test expected an unweighted fit; got case weights "
+            f"({spec.weights!r}). The weighted (Fine-Gray) PH test is not implemented."
+        )
     design = build_spec_design(data, spec)
     if design.n != result.n or design.term_names != result.term_names:
         raise DataError(

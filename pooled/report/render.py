@@ -626,6 +626,177 @@ def _time_split_block(
 
 
 # ---------------------------------------------------------------------------------------------
+# a status measured over time (time-dependent, landmark) and competing risks
+
+IMMORTAL_TIME_SENTENCE = (
+    "An exposure that uses samples taken after time zero (CTC clearance at a follow-up "
+    "sample, \u201cever negative\u201d, a trajectory) but is analysed from time zero credits "
+    "the exposed group with the follow-up during which its patients had to survive to be "
+    "sampled: immortal-time bias, which makes a favourable change look better than it is. "
+    "The time-dependent model (each patient's status carried forward from each sample) and "
+    "the landmark analyses (the status last measured by the landmark, patients still at risk "
+    "there, follow-up restarted at the landmark) are free of it; the baseline model uses the "
+    "status at time zero only, which understates the effect of the current status when the "
+    "status changes."
+)
+
+
+def _ratio_table(frame: pd.DataFrame, label: str = "term") -> pd.DataFrame:
+    """term, HR (95% CI), p of a tidy table's coefficient rows."""
+    return pd.DataFrame(
+        {
+            label: frame["term"].astype(str).to_numpy(),
+            "HR (95% CI)": [
+                format_ratio_ci(h, lo, hi)
+                for h, lo, hi in zip(frame["hr"], frame["ci_lower"], frame["ci_upper"], strict=True)
+            ],
+            "p": [format_p_value(p) for p in frame["p_value"]],
+        }
+    )
+
+
+def _time_dependent_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    result = out.result
+    fit = result.fit
+    section.add(_title(out))
+    section.add(table_html(_ratio_table(out.to_frame()),
+                           attrs={"class": "time-dependent", "data-output": out.name}))  # fmt: skip
+    total = result.exposed_time + result.unexposed_time
+    share = result.exposed_time / total if total > 0 else float("nan")
+    section.add(
+        _note(
+            f"{result.n_patients:,} patients ({result.n_rows:,} counting-process intervals), "
+            f"{fit.events:,} events; the status changes during follow-up in "
+            f"{result.n_changing:,} patients; {share:.1%} of the follow-up is spent with status "
+            "1. Patients enter at their first sample."
+            + (f" Stratified by {', '.join(fit.spec.strata)}." if fit.spec.strata else "")
+        )
+    )
+    if result.ph_test is not None:
+        table = result.ph_test.table.copy()
+        section.add(_note("Proportional hazards of the time-dependent model (scaled Schoenfeld "
+                          "residuals, as for the baseline model):"))  # fmt: skip
+        section.add(table_html(format_frame(table), formatted=True,
+                               attrs={"class": "zph-time-dependent"}))  # fmt: skip
+
+
+def _landmark_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    result = out.result
+    section.add(_title(out))
+    for (t, fit), cohort in zip(result.fits, result.cohorts.to_dict("records"), strict=False):
+        section.add(table_html(_ratio_table(fit.to_frame()),
+                               attrs={"class": "landmark", "data-output": out.name}))  # fmt: skip
+        section.add(
+            _note(
+                f"Landmark at {t:g} months: {int(cohort['at_risk']):,} patients alive and under "
+                f"follow-up, {int(cohort['without_sample']):,} without a sample by then (left "
+                f"out); {fit.n:,} analysed, {fit.events:,} events, {int(cohort['exposed']):,} "
+                "with status 1. Follow-up from the landmark."
+            )
+        )
+
+
+def _exposure_timing_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    from pooled.plots.competing import exposure_timing_plot
+
+    result = out.result
+    table = result.table
+    section.add(_title(out))
+    shown = pd.DataFrame(
+        {
+            "analysis": table["label"],
+            "HR (95% CI)": [
+                format_ratio_ci(h, lo, hi)
+                for h, lo, hi in zip(table["hr"], table["ci_lower"], table["ci_upper"], strict=True)
+            ],
+            "p": [format_p_value(p) for p in table["p_value"]],
+            "patients": table["n"],
+            "events": table["events"],
+            "follow-up from": table["time_origin"],
+        }
+    )
+    figure = r.figure(
+        f"exposure_timing_{out.name}",
+        f"Hazard ratio of {result.exposure} by how its timing is handled "
+        f"({endpoint_name(out.endpoint)}).",
+        lambda: exposure_timing_plot(result),
+    )
+    table_markup = table_html(shown, attrs={"class": "exposure-timing", "data-output": out.name})
+    section.add(f'<div class="beside">{table_markup}{figure}</div>')
+    hrs = "; ".join(f"{lab}: {format_ratio_ci(h, lo, hi)}" for lab, h, lo, hi in
+                    zip(table["label"], table["hr"], table["ci_lower"], table["ci_upper"],
+                        strict=True))  # fmt: skip
+    section.add(_p(IMMORTAL_TIME_SENTENCE + f" Here: {hrs}."))
+
+
+def _competing_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    from pooled.plots.competing import cumulative_incidence_plot
+
+    result = out.result
+    incidence = result.incidence
+    spec = result.spec
+    event, other = spec.event_label, spec.competing_label.replace("_", " ")
+    names = {
+        str(label): f"{spec.group}: {'yes' if str(label).startswith('1') else 'no'}"
+        for label in dict.fromkeys(incidence.curves["label"])
+        if spec.group and str(label) in ("0", "1", "0.0", "1.0")
+    }
+    section.add(_title(out))
+    name = r.reserve(f"cif_{out.name}")
+    section.add(
+        r.figure(
+            name,
+            f"Cumulative incidence of {endpoint_name(event).lower() or event} (solid, 95% band) "
+            f"and of {other} (dashed) by {spec.group or 'group'} (Aalen-Johansen, pooled over "
+            "centres); Gray's test"
+            + (f" stratified by {', '.join(spec.strata)}" if spec.strata else "")
+            + ". Numbers at risk at the x ticks.",
+            lambda: cumulative_incidence_plot(
+                incidence, group_names=names, title=endpoint_name(out.endpoint),
+                risk_times=None,
+            ),
+        )
+    )  # fmt: skip
+    at = incidence.at_times
+    if len(at):
+        section.add(table_html(pd.DataFrame({
+            "group": [group_display(lab, names) for lab in at["label"]],
+            "time": at["time"],
+            "n at risk": at["n_risk"],
+            f"{event} (95% CI)": [format_ratio_ci(f, lo, hi, digits=3) for f, lo, hi in
+                                  zip(at["cif_event"], at["ci_lower_event"], at["ci_upper_event"],
+                                      strict=True)],
+            f"{other} (95% CI)": [format_ratio_ci(f, lo, hi, digits=3) for f, lo, hi in
+                                  zip(at["cif_competing"], at["ci_lower_competing"],
+                                      at["ci_upper_competing"], strict=True)],
+        }), attrs={"class": "cumulative-incidence", "data-output": out.name}))  # fmt: skip
+    rows = []
+    for cause, fit in result.cause_specific:
+        frame = fit.to_frame()
+        for rec in _ratio_table(frame).to_dict("records"):
+            rows.append({"model": f"cause-specific Cox: {spec.label(cause).replace('_', ' ')}",
+                         **rec})  # fmt: skip
+    if result.fine_gray is not None:
+        for rec in _ratio_table(result.fine_gray.to_frame()).to_dict("records"):
+            rows.append({"model": f"Fine-Gray (subdistribution HR): {event}", **rec})
+    if rows:
+        section.add(table_html(pd.DataFrame(rows), attrs={"class": "competing-models"}))
+    fg = result.fine_gray
+    section.add(
+        _note(
+            f"{incidence.n:,} patients, {incidence.events:,} {event} events, "
+            f"{incidence.competing_events:,} {other} events. The cause-specific HR compares "
+            f"the rate of each event among patients still free of both; the Fine-Gray "
+            f"subdistribution HR compares the cumulative incidence of {event} (patients with "
+            f"{other} stay in its risk set, inverse-probability-of-censoring weighted"
+            + (f", censoring and baseline per {', '.join(spec.strata)}" if spec.strata else "")
+            + (f"; robust SEs by patient, {fg.n_rows:,} weighted rows" if fg is not None else "")
+            + ")."
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # two-stage
 
 
@@ -1290,6 +1461,14 @@ def _dispatch(r: _Renderer, out: ModelOutput, sections: Mapping[str, Section]) -
         _cox_block(r, out, sections["cox"])
     elif out.kind == "time_split":
         _time_split_block(r, out, sections["cox"])
+    elif out.kind == "time_dependent":
+        _time_dependent_block(r, out, sections["timing"])
+    elif out.kind == "landmark":
+        _landmark_block(r, out, sections["timing"])
+    elif out.kind == "exposure_timing":
+        _exposure_timing_block(r, out, sections["timing"])
+    elif out.kind == "competing":
+        _competing_block(r, out, sections["competing"])
     elif out.kind == "two_stage":
         _two_stage_block(r, out, sections["centres"])
         _funnel_block(r, out, sections["diagnostics"])
@@ -1325,6 +1504,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("characteristics", "Patient characteristics"),
     ("survival", "Follow-up and Kaplan-Meier curves"),
     ("cox", "Hazard ratios (stratified Cox)"),
+    ("timing", "Status measured over time: time-dependent and landmark analyses"),
+    ("competing", "Competing risks"),
     ("centres", "Forest plots by centre"),
     ("comparison", "One-stage and two-stage estimates"),
     ("random_effects", "Random-effects Cox models (one stage)"),

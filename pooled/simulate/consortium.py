@@ -84,7 +84,7 @@ def simulate_consortium(
 
     Parameters
     ----------
-    scenario : {"paddy", "epac", "early-ctc", "trajectory"}
+    scenario : {"paddy", "epac", "early-ctc", "trajectory", "ctc-clearance"}
         The calibrated scenario (see ``docs/scenarios.md``).
     seed : int
         Seed; the same seed gives the same bytes.
@@ -139,6 +139,10 @@ def simulate_consortium(
     (out / "mappings").mkdir(parents=True, exist_ok=True)
     if spec.name == "trajectory":
         return simulate_trajectory_consortium(spec, seed=seed, out=out, n=n, progress=progress)
+    if spec.name == "ctc-clearance":
+        from pooled.simulate.clearance import simulate_clearance_consortium
+
+        return simulate_clearance_consortium(spec, seed=seed, out=out, n=n, progress=progress)
     sizes = centre_sizes([c.weight for c in spec.centres], n)
     bar = Progress(progress, n, f"simulating {spec.name}")
     truth_writer = ParquetWriter(out / "truth_patients.parquet")

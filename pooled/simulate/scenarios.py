@@ -25,7 +25,7 @@ import numpy as np
 
 from pooled.errors import ConfigError
 
-ScenarioName = Literal["paddy", "epac", "early-ctc", "trajectory", "ctc-count"]
+ScenarioName = Literal["paddy", "epac", "early-ctc", "trajectory", "ctc-count", "ctc-clearance"]
 Setting = Literal["early", "metastatic"]
 Marker = Literal["dtc", "ctc"]
 SUBTYPES: tuple[str, ...] = ("luminal_a", "luminal_b", "her2_positive", "triple_negative")
@@ -608,8 +608,40 @@ CTC_COUNT = ScenarioSpec(
     ),
 )
 
+_CLEARANCE_CENTRES = tuple(
+    (f"s{i + 1:02d}", 1.0, profile)
+    for i, profile in enumerate(("xlsx_serial", "xlsx_german") * 3)
+)
+CTC_CLEARANCE = ScenarioSpec(
+    name="ctc-clearance",
+    setting="metastatic",
+    marker="ctc",
+    n_patients=1200,
+    centres=_centres(
+        _CLEARANCE_CENTRES,
+        accrual=(2006.2, 2009.2),
+        cutoff=2012.0,
+        tau=0.0,
+        baseline_sd=0.0,
+        seed=500,
+    ),
+    marker_threshold=5.0,
+    positivity=0.55,
+    positivity_log_odds=_frozen({}),
+    loss_rate=0.0,
+    effects_seed=500,
+    adjust_for=(),
+    endpoints=("os", "bcss"),
+    targets=_frozen({"log_hr_current_status": 0.9, "baseline_positive": 0.55}),
+    reference=(
+        "Smerage JB, Barlow WE, Hortobagyi GN, et al. Circulating tumor cells and response to "
+        "chemotherapy in metastatic breast cancer: SWOG S0500. J Clin Oncol 2014;32:3483-9. "
+        "Model: pooled/simulate/clearance_model.py (a CTC status that changes over time)."
+    ),
+)
+
 SCENARIOS: MappingProxyType[str, ScenarioSpec] = MappingProxyType(
-    {s.name: s for s in (PADDY, EPAC, EARLY_CTC, TRAJECTORY, CTC_COUNT)}
+    {s.name: s for s in (PADDY, EPAC, EARLY_CTC, TRAJECTORY, CTC_COUNT, CTC_CLEARANCE)}
 )
 
 
@@ -622,7 +654,7 @@ def get_scenario(name: str, *, n_centres: int | None = None) -> ScenarioSpec:
 
     Parameters
     ----------
-    name : {"paddy", "epac", "early-ctc", "trajectory", "ctc-count"}
+    name : {"paddy", "epac", "early-ctc", "trajectory", "ctc-count", "ctc-clearance"}
     n_centres : int, optional
 
     Raises

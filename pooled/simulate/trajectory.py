@@ -124,14 +124,22 @@ def harmonised_trajectory(
     return frame, sample_frame
 
 
-def simulate_trajectory_consortium(
-    spec: ScenarioSpec, *, seed: int, out: Path, n: int, progress: bool = False
-) -> SimulationResult:
-    """Write the trajectory consortium (called by :func:`simulate_consortium`)."""
-    names = [c.name for c in spec.centres]
-    patients, samples, model_truth = simulate_trajectory_cohort(n, seed, n_centres=len(names))
-    frame, sample_frame = harmonised_trajectory(patients, samples, names, seed)
-    bar = Progress(progress, n, "simulating trajectory")
+def write_serial_uploads(
+    spec: ScenarioSpec,
+    frame: pd.DataFrame,
+    sample_frame: pd.DataFrame,
+    *,
+    seed: int,
+    out: Path,
+    n: int,
+    progress: bool,
+    threshold: float,
+) -> tuple[list[PlantedError], list[dict], dict[str, Path], dict[str, Path]]:
+    """One ``.xlsx`` per centre (patients and samples sheets, planted errors), its mapping, and
+    the truth parquet files, for a scenario with serial samples (``trajectory``,
+    ``ctc-clearance``). ``frame`` and ``sample_frame`` are the harmonised tables (with
+    ``marker_positive`` at ``threshold`` CTC per 7.5 ml at baseline)."""
+    bar = Progress(progress, n, f"simulating {spec.name}")
     planted: list[PlantedError] = []
     summaries = []
     uploads: dict[str, Path] = {}
@@ -184,21 +192,21 @@ def simulate_trajectory_consortium(
             "positivity": {
                 "ctc_positive": {
                     "share": round(float(part["marker_positive"].mean()), 4),
-                    "threshold": 1.0,
+                    "threshold": threshold,
                 }
             },
         }
         doc = mapping_document(
             centre=centre.name,
-            description=f"Simulated centre '{centre.name}' of scenario trajectory ({profile.name})",
+            description=f"Simulated centre '{centre.name}' of scenario {spec.name} ({profile.name})",
             profile=profile, setting="metastatic", fields=p_fields, file=file,
             reported=reported, sample_fields=s_fields,
         )  # fmt: skip
         dump_yaml(
             doc,
             out / "mappings" / f"{centre.name}.yaml",
-            comment=f"Mapping of the simulated upload {file} (scenario trajectory, seed {seed}).\n"
-            "reported.positivity: share with >= 1 CTC per 7.5 ml at baseline",
+            comment=f"Mapping of the simulated upload {file} (scenario {spec.name}, seed {seed}).\n"
+            f"reported.positivity: share with >= {threshold:g} CTC per 7.5 ml at baseline",
         )
         uploads[centre.name] = out / "uploads" / file
         mappings[centre.name] = out / "mappings" / f"{centre.name}.yaml"
@@ -224,6 +232,19 @@ def simulate_trajectory_consortium(
     truth_p.close()
     truth_s.close()
     bar.close()
+    return planted, summaries, uploads, mappings
+
+
+def simulate_trajectory_consortium(
+    spec: ScenarioSpec, *, seed: int, out: Path, n: int, progress: bool = False
+) -> SimulationResult:
+    """Write the trajectory consortium (called by :func:`simulate_consortium`)."""
+    names = [c.name for c in spec.centres]
+    patients, samples, model_truth = simulate_trajectory_cohort(n, seed, n_centres=len(names))
+    frame, sample_frame = harmonised_trajectory(patients, samples, names, seed)
+    planted, summaries, uploads, mappings = write_serial_uploads(
+        spec, frame, sample_frame, seed=seed, out=out, n=n, progress=progress, threshold=1.0
+    )
     hrs = model_truth["hazard_ratios"]
     truth = {
         "scenario": spec.name,

@@ -245,7 +245,7 @@ def update_cache(
 
     cache = _read_cache()
     for name, spec in SCENARIOS.items():
-        if spec.setting == "metastatic" and name == "trajectory":
+        if spec.setting == "metastatic" and name in ("trajectory", "ctc-clearance"):
             continue
         if names is not None and name not in names:
             continue

@@ -4,7 +4,9 @@ The cohort step prepares the dataset every model step uses, each exclusion a ste
 exclusion flow: the setting and each ``include``/``exclude`` rule (section ``cohort``), then
 the exposure (from the serial samples for serial exposures, :mod:`pooled.steps.serial`; the
 count category, and for a ``continuous`` exposure the spline of log1p(CTC per 7.5 ml) placed on
-the cohort's counts, :mod:`pooled.steps.count_response`), the derived covariates, and the patients without the exposure or the primary endpoint leave.
+the cohort's counts, :mod:`pooled.steps.count_response`; the baseline sample's status for a
+``time_dependent`` one, :mod:`pooled.steps.time_dependent`), the derived covariates, and the
+patients without the exposure or the primary endpoint leave.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pooled.exposures import (
 from pooled.run_output import ModelOutput
 from pooled.steps.base import AnalysisContext, Step
 from pooled.steps.serial import TRAJECTORY, needs_serial_exposures, serial_exposures
+from pooled.steps.time_dependent import baseline_status, is_time_dependent
 
 if TYPE_CHECKING:  # pragma: no cover
     from pooled.config import AnalysisConfig
@@ -138,6 +141,8 @@ def prepare_cohort(
     if exposure.kind in COUNT_KINDS:  # the count category (the spline after the exclusions)
         scale = ctx.section(COUNT_STEP).scale
         patients = count_exposure_columns(patients, exposure, scale, spline=False)
+    elif is_time_dependent(exposure):  # the status at the baseline sample
+        patients[exposure.name] = baseline_status(patients, ds.samples, exposure)
     elif exposure.kind not in SERIAL_KINDS:
         patients[exposure.name] = derive_exposure(patients, exposure)
     patients = derive_covariates(

@@ -103,6 +103,8 @@ def _insert(doc: dict[str, Any], section: str, key: str) -> dict[str, Any]:
         doc[key] = 1
     elif section == "covariates[]":
         doc["covariates"][1][key] = 1
+    elif section == "endpoints{}":
+        doc["endpoints"] = {"os": {key: 1}}
     elif section.startswith("models."):
         doc.setdefault("models", {})[section.split(".")[1]] = {key: 1}
     else:

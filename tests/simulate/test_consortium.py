@@ -177,7 +177,7 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("scenario", ["paddy", "trajectory"])
+@pytest.mark.parametrize("scenario", ["paddy", "trajectory", "ctc-clearance"])
 def test_same_seed_same_bytes(scenario, tmp_path):
     n = 400 if scenario == "paddy" else 120
     a = simulate_consortium(scenario, seed=5, out_dir=tmp_path / "a", n_patients=n)
