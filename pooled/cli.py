@@ -26,6 +26,7 @@ from pooled.cli_common import (
     friendly,
 )
 from pooled.cli_store import store_app
+from pooled.cli_study import study_command
 from pooled.errors import OutputExistsError
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(store_app, name="store")
+app.command("study")(study_command)
 _friendly = friendly  # the decorator every command wears (pooled.cli_common)
 
 
