@@ -37,6 +37,7 @@ OutputKind = Literal[
     "sensitivity",  # SensitivityResult: HR per sensitivity analysis (leave-one-centre-out, ...)
     "time_split",  # TimeSplitResult: the exposure's HR per period of follow-up, test of equality
     "mixed_cox",  # MixedCoxResult: random-effects Cox (coxme), tau, PI, shrunken centre HRs
+    "bootstrap",  # CentreBootstrapResult: bootstrap-by-centre SEs and percentile intervals
 ]
 RUN_PICKLE = "run.pkl"
 

@@ -3,7 +3,8 @@
 The order is the report's: the follow-up, the cohort (with the serial exposures' outputs),
 then per endpoint Kaplan-Meier, Cox, the PH test, the time-split Cox model, the interactions,
 two-stage, the random-effects Cox model, Bayes and the sensitivity analyses, then the exposure
-comparison. The cohort step prepares the cohort before
+comparison and the bootstrap by centre (section ``execution``, which also says where the
+sensitivity analyses' refits run). The cohort step prepares the cohort before
 any other step runs. The config is parsed with the same registry (each step's section in this
 order) and ``docs/config_reference.md`` is generated from it. To add a step, see
 ``pooled/steps/README.md``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from pooled.steps.base import Registry
 from pooled.steps.bayes import BAYES
+from pooled.steps.bootstrap import EXECUTION
 from pooled.steps.cohort import COHORT
 from pooled.steps.cox import COX, INTERACTIONS, TIME_SPLIT
 from pooled.steps.descriptives import FOLLOWUP
@@ -38,5 +40,6 @@ STEPS = Registry(
         TRAJECTORY,
         SENSITIVITY,
         COMPARISON,
+        EXECUTION,
     )
 )
