@@ -254,7 +254,7 @@ class DaskEngine:
                 n_workers=spec.workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # no fixed port: clusters side by side
                 silence_logs=logging.ERROR,
                 env={"PYTHONPATH": path},
             )
