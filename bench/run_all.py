@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = (
     "validate", "simulate", "cox", "concordance", "km", "bayes", "trajectories", "mixed_cox",
+    "study",
 )  # fmt: skip
 
 

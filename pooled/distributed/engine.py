@@ -190,16 +190,29 @@ def task_seed(seed: int, index: int, *, stream: int = 0) -> np.random.SeedSequen
     return np.random.SeedSequence(int(seed), spawn_key=key)
 
 
+_CONTROLLER: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """A context with one BLAS/OpenMP thread (the process's controller, made once: finding
+    the libraries costs milliseconds, switching their threads microseconds)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1)
+
+
 def execute(
     function: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> tuple[Any, float]:
     """Run one task with one BLAS thread; return its result and the seconds it took."""
-    from threadpoolctl import threadpool_limits
-
-    start = time.perf_counter()
-    with threadpool_limits(limits=1):
+    with _one_blas_thread():
+        start = time.perf_counter()
         result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+    return result, elapsed
 
 
 Record = Callable[[str, Any, float], None]
