@@ -27,6 +27,7 @@ from pooled.cli_common import (
 )
 from pooled.cli_federate import federate_app
 from pooled.cli_store import store_app
+from pooled.cli_study import study_command
 from pooled.errors import OutputExistsError
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app = typer.Typer(
 )
 app.add_typer(store_app, name="store")
 app.add_typer(federate_app, name="federate")
+app.command("study")(study_command)
 _friendly = friendly  # the decorator every command wears (pooled.cli_common)
 
 

@@ -44,6 +44,7 @@ OutputKind = Literal[
     "landmark",  # LandmarkResult: the Cox model at one landmark time
     "exposure_timing",  # ExposureTimingResult: baseline vs time-dependent vs landmark HRs
     "competing",  # CompetingRisksResult: cumulative incidence, Gray, cause-specific, Fine-Gray
+    "bootstrap",  # CentreBootstrapResult: bootstrap-by-centre SEs and percentile intervals
 ]
 RUN_PICKLE = "run.pkl"
 

@@ -1390,6 +1390,78 @@ def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None
         _generic_block(out, section)
 
 
+def _bootstrap_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
+    """The bootstrap by centre: each estimate's bootstrap SE and percentile interval beside
+    the model's own SE and interval (from the output it re-estimates), and a plot of both."""
+    from pooled.plots.bootstrap import bootstrap_interval_plot, bootstrap_rows
+
+    result = out.result
+    frame = out.to_frame()
+    section.add(_title(out))
+    spec = getattr(result, "spec", None)
+    if spec is not None:
+        section.add(
+            _note(
+                f"{spec.replicates} replicates, each drawing the centres with replacement (a "
+                "centre drawn twice enters as two centres, each with its own baseline stratum) "
+                "and refitting every estimate; percentile intervals at "
+                f"{spec.level:.0%}. Ran in {getattr(result, 'execution', '') or 'this process'}."
+            )
+        )
+    results = r.run.results()
+    model_rows = []
+    for _, rec in frame.iterrows():
+        source = results.loc[
+            (results["output"] == rec["bootstrap_of"])
+            & (results["term"].astype(str) == str(rec["term"]))
+        ]
+        if "row_type" in source:
+            source = source.loc[
+                source["row_type"].isin(["pooled", "fixed"]) | source["row_type"].isna()
+            ]
+        if len(source):
+            first = source.iloc[0]
+            model_rows.append({"bootstrap_of": rec["bootstrap_of"], "term": rec["term"],
+                               "ci_lower": first["ci_lower"], "ci_upper": first["ci_upper"],
+                               "std_error": first["std_error"]})  # fmt: skip
+    model = pd.DataFrame(
+        model_rows, columns=["bootstrap_of", "term", "ci_lower", "ci_upper", "std_error"]
+    )
+    rows = bootstrap_rows(result, model)
+    if np.isfinite(rows["hr"].to_numpy(dtype=float)).any():
+        section.add(
+            r.figure(
+                f"bootstrap_{out.name}",
+                "Hazard ratio on the original data (point), the model-based interval (grey) and "
+                "the bootstrap-by-centre percentile interval (blue).",
+                lambda: bootstrap_interval_plot(rows),
+            )
+        )
+    merged = frame.merge(
+        model.rename(columns={"ci_lower": "model_ci_lower", "ci_upper": "model_ci_upper",
+                              "std_error": "model_std_error"}),
+        on=["bootstrap_of", "term"], how="left",
+    )  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "estimate": merged["bootstrap_of"].astype(str) + ": " + merged["term"].astype(str),
+            "hr": merged["hr"],
+            "model CI": [format_ratio_ci(h, lo, hi) for h, lo, hi in
+                         zip(merged["hr"], merged["model_ci_lower"], merged["model_ci_upper"], strict=True)],
+            "bootstrap CI": [format_ratio_ci(h, lo, hi) for h, lo, hi in
+                             zip(merged["hr"], merged["ci_lower"], merged["ci_upper"], strict=True)],
+            "model std_error": merged["model_std_error"],
+            "bootstrap std_error": merged["std_error"],
+            "replicates": merged["replicates"],
+            "failed": merged["replicates_failed"],
+            "note": merged["note"].fillna(""),
+        }
+    )  # fmt: skip
+    section.add(
+        table_html(table, attrs={"class": "bootstrap", "data-output": out.name}, wrap=["note"])
+    )
+
+
 def _prisma_section(r: _Renderer, section: Section) -> None:
     section.add(
         _note(
@@ -1492,6 +1564,8 @@ def _dispatch(r: _Renderer, out: ModelOutput, sections: Mapping[str, Section]) -
         prognostic.added_value_block(r, out, sections[prognostic.SECTION[0]])
     elif out.kind == "validity":
         prognostic.validity_block(r, out, sections[prognostic.SECTION[0]])
+    elif out.kind == "bootstrap":
+        _bootstrap_block(r, out, sections["bootstrap"])
     else:
         _generic_block(out, sections["other"])
 
@@ -1515,6 +1589,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("bayes", "Bayesian hierarchical models"),
     ("serial", "Serial CTC counts"),
     ("sensitivity", "Sensitivity analyses"),
+    ("bootstrap", "Bootstrap by centre"),
     ("prisma", "PRISMA-IPD checklist"),
     ("other", "Other results"),
     ("all", "All results"),

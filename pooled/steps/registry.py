@@ -5,7 +5,9 @@ then per endpoint Kaplan-Meier, Cox, the PH test, the time-split Cox model, the
 time-dependent Cox model, the landmark models and their comparison with the baseline model,
 the competing risks, the interactions, two-stage, the random-effects Cox model, the count as a
 continuous marker, the marker's added value and the model's validity across centres, Bayes and
-the sensitivity analyses, then the exposure comparison. The cohort step prepares the cohort before
+the sensitivity analyses, then the exposure comparison and the bootstrap by centre (section
+``execution``, which also says where the sensitivity analyses' refits run). The cohort step
+prepares the cohort before
 any other step runs. The config is parsed with the same registry (each step's section in this
 order) and ``docs/config_reference.md`` is generated from it. To add a step, see
 ``pooled/steps/README.md``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 from pooled.steps.added_value import ADDED_VALUE
 from pooled.steps.base import Registry
 from pooled.steps.bayes import BAYES
+from pooled.steps.bootstrap import EXECUTION
 from pooled.steps.cohort import COHORT
 from pooled.steps.competing import COMPETING
 from pooled.steps.count_response import COUNT_RESPONSE
@@ -53,5 +56,6 @@ STEPS = Registry(
         TRAJECTORY,
         SENSITIVITY,
         COMPARISON,
+        EXECUTION,
     )
 )

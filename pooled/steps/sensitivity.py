@@ -3,7 +3,9 @@
 Section ``sensitivity``: refit without each centre, at other cut-offs of the exposure, with
 other missing-covariate handling; the further ties of ``models.cox`` add rows too. An
 analysis the data cannot support is a row with a note; each fit whose patients differ from
-the adjusted model's is accounted for in the model flow.
+the adjusted model's is accounted for in the model flow. The refits, and the imputations of
+multiple imputation, are tasks run where the ``execution`` section says
+(:mod:`pooled.steps.bootstrap`; in this process without it).
 """
 
 from __future__ import annotations
@@ -87,11 +89,73 @@ def runs_at(section: SensitivitySpec, ctx: AnalysisContext) -> bool:
     return ctx.endpoint == ctx.primary_endpoint and bool(wanted)
 
 
+def fit_noting(data: Any, spec: Any) -> tuple[Any, list[tuple[type[Warning], str]]]:
+    """A sensitivity analysis's Cox fit as a task: the fit, or the ``DataError`` the data
+    raised, and the warnings it gave (re-issued where the run is, wherever the fit ran)."""
+    from pooled.models.cox import fit_cox
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            outcome: Any = fit_cox(data, spec)
+        except DataError as exc:
+            outcome = exc
+    return outcome, [(w.category, str(w.message)) for w in caught]
+
+
+def _fit_all(
+    analyses: list[tuple[str, Any, Any, dict[str, Any]]], ctx: AnalysisContext
+) -> list[Any]:
+    """Every analysis's fit (or its ``DataError``), in order, on the run's engine: one task per
+    refit, and one per imputation of a multiply imputed analysis."""
+    import contextlib
+
+    from pooled.distributed.engine import Task, active_engine, engine, run_tasks
+    from pooled.distributed.mice import fit_cox_mice_tasks
+    from pooled.steps.bootstrap import execution_of
+
+    execution = execution_of(ctx)
+    specs = [
+        cox_spec(ctx, ctx.endpoint, interactions=False, term_lr_tests=False, **changes)
+        for _, _, _, changes in analyses
+    ]
+    session = (
+        engine(execution)
+        if execution.kind != "serial" and active_engine() is None
+        else contextlib.nullcontext()
+    )
+    outcomes: list[Any] = [None] * len(analyses)
+    with session:
+        plain = [i for i, spec in enumerate(specs) if spec.missing != "mice"]
+        run = run_tasks(
+            [
+                Task(f"sensitivity-{i + 1:03d}", fit_noting, (analyses[i][1], specs[i]))
+                for i in plain
+            ],
+            execution=execution,
+        )
+        for i, (fit, caught) in zip(plain, run.values(), strict=True):
+            for category, message in caught:
+                warnings.warn(message, category, stacklevel=4)
+            outcomes[i] = fit
+        for i, spec in enumerate(specs):
+            if spec.missing == "mice":
+                try:
+                    outcomes[i] = fit_cox_mice_tasks(analyses[i][1], spec, execution=execution)
+                except DataError as exc:
+                    outcomes[i] = exc
+    return outcomes
+
+
 def run_sensitivity(
     cohort: AnalysisDataset, section: SensitivitySpec, ctx: AnalysisContext
 ) -> list[ModelOutput]:
-    """The exposure's HR in the adjusted Cox model under each sensitivity analysis."""
-    from pooled.models.cox import fit_cox
+    """The exposure's HR in the adjusted Cox model under each sensitivity analysis.
+
+    The refits (and the imputations of a multiple imputation) are independent tasks, run
+    where the ``execution`` section says (in this process without it), with the same results
+    wherever they run.
+    """
     from pooled.results import tidy_frame
 
     endpoint, exposure = ctx.endpoint, ctx.exposure
@@ -110,65 +174,66 @@ def run_sensitivity(
         required=(primary.duration, primary.event),
         covariates=needed,
     )
-
-    def marker_row(
-        subset: Any, label: str, left_out: dict[str, Any] | None = None, **changes: Any
-    ) -> None:
-        """The marker's HR on ``subset``; an analysis the data cannot support is a row with a note."""
-        spec = cox_spec(ctx, endpoint, interactions=False, term_lr_tests=False, **changes)
-        row: dict[str, Any]
-        try:
-            fit = fit_cox(subset, spec)
-            frame = fit.to_frame()
-            matches = frame.loc[frame["term"] == exposure.name]
-            if not len(matches):  # a categorical or spline exposure has several terms
-                raise DataError(
-                    f"the exposure {exposure.name!r} ({exposure.kind}) has no single hazard "
-                    "ratio; see its terms in the Cox table"
-                )
-            found = matches.iloc[0]
-            row = {str(key): value for key, value in found.items()}
-            flow = cox_flow(patients, subset, fit, f"{output}: {label}", **(left_out or {}))
-            if not ModelFlow.concat([reference, flow]).same_patients("", f"{output}: {label}"):
-                flows.append(flow)
-        except DataError as exc:
-            warnings.warn(
-                f"sensitivity analysis '{label}' ({endpoint}) skipped: {exc}",
-                PooledWarning,
-                stacklevel=3,
-            )
-            row = {"term": exposure.name, "note": f"not estimable: {exc}"}
-        row.update(model=f"sensitivity: {label}", analysis=ctx.name, endpoint=endpoint)
-        rows.append(row)
-
+    # (label, patients, what they leave out, changes to the adjusted model), in table order
+    analyses: list[tuple[str, Any, dict[str, Any] | None, dict[str, Any]]] = []
     for ties in ctx.section(COX.name).ties[1:]:
-        marker_row(data, f"ties {ties}", ties=ties)
+        analyses.append((f"ties {ties}", data, None, {"ties": ties}))
     if section.leave_one_centre_out and data["centre"].nunique() > 1:
         for centre in sorted(data["centre"].unique()):
             label = f"without {centre}"
-            marker_row(
-                data.loc[data["centre"] != centre],
-                label,
-                {"left_out": patients["centre"] == centre, "left_out_detail": label},
+            analyses.append(
+                (
+                    label,
+                    data.loc[data["centre"] != centre],
+                    {"left_out": patients["centre"] == centre, "left_out_detail": label},
+                    {},
+                )
             )
     for threshold in section.thresholds:
         label = f"cut-off >= {threshold:g}"
         alt = data.copy()
         alt[exposure.name] = derive_exposure(alt, exposure, threshold=threshold)
         undetermined = derive_exposure(patients, exposure, threshold=threshold).isna()
-        marker_row(
-            alt.loc[alt[exposure.name].notna()],
-            label,
-            {
-                "left_out": undetermined,
-                "left_out_reason": str(Reason.MISSING_MARKER),
-                "left_out_detail": label,
-            },
+        analyses.append(
+            (
+                label,
+                alt.loc[alt[exposure.name].notna()],
+                {
+                    "left_out": undetermined,
+                    "left_out_reason": str(Reason.MISSING_MARKER),
+                    "left_out_detail": label,
+                },
+                {},
+            )
         )
     for method in section.missing:
-        marker_row(data, method.replace("_", "-"), missing=method)
-    if not rows:
+        analyses.append((method.replace("_", "-"), data, None, {"missing": method}))
+    if not analyses:
         return []
+    for (label, subset, left_out, _), fit in zip(analyses, _fit_all(analyses, ctx), strict=True):
+        row: dict[str, Any]
+        if not isinstance(fit, DataError) and not (fit.to_frame()["term"] == exposure.name).any():
+            # a categorical or spline exposure has several terms
+            fit = DataError(
+                f"the exposure {exposure.name!r} ({exposure.kind}) has no single hazard "
+                "ratio; see its terms in the Cox table"
+            )
+        if isinstance(fit, DataError):
+            warnings.warn(
+                f"sensitivity analysis '{label}' ({endpoint}) skipped: {fit}",
+                PooledWarning,
+                stacklevel=2,
+            )
+            row = {"term": exposure.name, "note": f"not estimable: {fit}"}
+        else:
+            frame = fit.to_frame()
+            found = frame.loc[frame["term"] == exposure.name].iloc[0]
+            row = {str(key): value for key, value in found.items()}
+            flow = cox_flow(patients, subset, fit, f"{output}: {label}", **(left_out or {}))
+            if not ModelFlow.concat([reference, flow]).same_patients("", f"{output}: {label}"):
+                flows.append(flow)
+        row.update(model=f"sensitivity: {label}", analysis=ctx.name, endpoint=endpoint)
+        rows.append(row)
     return [
         ModelOutput(
             output,

@@ -107,6 +107,9 @@ def _insert(doc: dict[str, Any], section: str, key: str) -> dict[str, Any]:
         doc["endpoints"] = {"os": {key: 1}}
     elif section.startswith("models."):
         doc.setdefault("models", {})[section.split(".")[1]] = {key: 1}
+    elif "." in section:  # a section inside a top-level one (execution.bootstrap)
+        outer, inner = section.split(".", 1)
+        doc.setdefault(outer, {}).setdefault(inner, {})[key] = 1
     else:
         doc.setdefault(section, {})
         if section == "exposure":
