@@ -84,6 +84,13 @@ RANK_RTOL = 1e-10  # singular values of a correlation matrix below this x the la
 # --------------------------------------------------------------------------------------------
 
 
+def _exp_hr(log_hr: float) -> float:
+    """exp of a log HR or CI limit; an infinite one (a coefficient that diverged, already
+    warned of by the fit) is inf without a second, overflow warning."""
+    with np.errstate(over="ignore"):
+        return np.exp(log_hr)
+
+
 def _compact_codes(values: np.ndarray, n: int) -> tuple[np.ndarray, int]:
     """Integer codes 0..k-1 preserving the sort order of ``values`` (O(n) for small ints)."""
     if values.dtype.kind in "iub" and values.size:
@@ -1374,9 +1381,9 @@ class CoxResult:
                     "term": term,
                     "estimate": est[j],
                     "std_error": se[j],
-                    "hr": np.exp(est[j]),
-                    "ci_lower": np.exp(est[j] - crit[j] * se[j]),
-                    "ci_upper": np.exp(est[j] + crit[j] * se[j]),
+                    "hr": _exp_hr(est[j]),
+                    "ci_lower": _exp_hr(est[j] - crit[j] * se[j]),
+                    "ci_upper": _exp_hr(est[j] + crit[j] * se[j]),
                     "p_value": p[j],
                     "n": self.n,
                     "events": self.events,
@@ -2088,9 +2095,9 @@ def effect_within_levels(
                 "term": f"{marker} | {by}={level}",
                 "estimate": est,
                 "std_error": se,
-                "hr": np.exp(est),
-                "ci_lower": np.exp(est - _Z975 * se),
-                "ci_upper": np.exp(est + _Z975 * se),
+                "hr": _exp_hr(est),
+                "ci_lower": _exp_hr(est - _Z975 * se),
+                "ci_upper": _exp_hr(est + _Z975 * se),
                 "p_value": float(2.0 * stats.norm.sf(abs(z))),
                 "n": result.n,
                 "events": result.events,

@@ -237,6 +237,8 @@ def _draw_rows(
     if log_scale:
         ax.set_xscale("log")
     finite = np.concatenate([lo[np.isfinite(lo)], hi[np.isfinite(hi)], [null_value]])
+    if log_scale:  # a limit of 0 (an infinite log HR) has no place on a log axis
+        finite = finite[finite > 0]
     if finite.size:
         left, right = float(finite.min()), float(finite.max())
         if log_scale:
