@@ -85,7 +85,8 @@ def count_response_block(r: Any, out: ModelOutput, section: Section) -> None:
         f"{endpoint_name(out.endpoint)}: hazard ratio against {spec.reference:g} CTC per 7.5 ml "
         f"(natural cubic spline of log(1 + count), df {result.basis.df}, knots at {knots} CTC; "
         "shaded: pointwise 95% CI; dotted lines: the knots), the count categories' HRs "
-        "(squares, 95% CI) and the linear form (dashed); below, the patients at each count. "
+        "(squares at the category's median count, 95% CI) and the linear form (dashed); "
+        "below, the patients at each count. "
         f"Adjusted and stratified as the Cox model; {result.n:,} patients, {result.events:,} "
         "events."
     )
@@ -208,7 +209,8 @@ def added_value_block(r: Any, out: ModelOutput, section: Section) -> None:
         comparison = result.concordance[name]
         d, se = comparison.difference, comparison.se_difference
         difference[title] = (
-            _value_ci(d, d - 1.959964 * se, d + 1.959964 * se) + f", p {p_relation(comparison.p_value)}"
+            _value_ci(d, d - 1.959964 * se, d + 1.959964 * se)
+            + f", p {p_relation(comparison.p_value)}"
         )
         boot_se, lower, upper = result.bootstrap_interval(name)
         bootstrap[title] = _value_ci(d, lower, upper) if np.isfinite(boot_se) else "not run"
