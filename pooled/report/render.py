@@ -659,7 +659,7 @@ def _time_dependent_block(r: _Renderer, out: ModelOutput, section: Section) -> N
     result = out.result
     fit = result.fit
     section.add(_title(out))
-    section.add(table_html(_ratio_table(out.to_frame()),
+    section.add(table_html(_ratio_table(fit.to_frame()),  # the PH test has its own table
                            attrs={"class": "time-dependent", "data-output": out.name}))  # fmt: skip
     total = result.exposed_time + result.unexposed_time
     share = result.exposed_time / total if total > 0 else float("nan")

@@ -248,3 +248,21 @@ def test_it_reaches_the_report(clearance_run, tmp_path) -> None:
     assert "Fine-Gray (subdistribution HR): bcss" in html
     names = {p.stem for p in files.figures}
     assert "cif_competing_bcss" in names and "exposure_timing_exposure_timing_os" in names
+
+
+def test_the_time_dependent_hr_table_holds_the_coefficients_only(clearance_run, tmp_path) -> None:
+    """The PH test has a table of its own; its rows (GLOBAL, terms without an HR) are not
+    appended to the hazard-ratio table."""
+    import re
+
+    from pooled.report.render import render_report
+
+    _, _, _, run = clearance_run
+    html = render_report(run, tmp_path).html.read_text(encoding="utf-8")
+    tables = re.findall(r'<table[^>]*class="time-dependent"[^>]*>(.*?)</table>', html, re.S)
+    assert tables
+    for table in tables:
+        assert "GLOBAL" not in table
+        body = table.split("<tbody>")[-1]
+        rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+        assert rows and all("(" in row for row in rows)  # every row has its HR (95% CI)
