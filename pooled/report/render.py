@@ -1479,6 +1479,19 @@ def _prisma_section(r: _Renderer, section: Section) -> None:
     )
 
 
+_PROVENANCE_TITLES = {
+    "time_origins": "What the delivered durations count from (patients per centre)",
+    "origin_not_converted": "Durations left at their delivered origin (patients per centre)",
+}
+
+
+def _provenance_value(value: Any) -> Any:
+    """A nested mapping as ``key (value), ...`` (``diagnosis (325)``), not its Python repr."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} ({v})" for k, v in value.items())
+    return value
+
+
 def _footer(run: RunOutput) -> str:
     prov = dict(run.provenance)
     parts = ["<h2>Reproducibility</h2>"]
@@ -1511,8 +1524,12 @@ def _footer(run: RunOutput) -> str:
         if isinstance(v, Mapping) and k not in ("upload_versions", "upload_sha256", "packages")
     ]
     for key, value in others:
-        parts.append(f"<h3>{html.escape(str(key))}</h3>")
-        parts.append(definition_table(sorted((str(a), b) for a, b in value.items())))
+        if not value:  # e.g. no centre's durations left unconverted
+            continue
+        parts.append(f"<h3>{html.escape(_PROVENANCE_TITLES.get(str(key), str(key)))}</h3>")
+        parts.append(
+            definition_table(sorted((str(a), _provenance_value(b)) for a, b in value.items()))
+        )
     parts.append(
         "<details><summary>Configuration as run</summary><pre>"
         + html.escape(run.config_text)

@@ -251,3 +251,20 @@ def test_report_refuses_a_damaged_or_foreign_run_pkl(run_output, tmp_path):
     (tmp_path / "run.json").unlink()
     with pytest.raises(PooledError, match="run.json is missing"):
         load_run(tmp_path)
+
+
+def test_footer_shows_nested_provenance_as_text_and_skips_empty_mappings(run_output):
+    from dataclasses import replace
+
+    from pooled.report.render import _footer
+
+    prov = {
+        **run_output.provenance,
+        "time_origins": {"A": {"diagnosis": 325}, "B": {"surgery": 260, "diagnosis": 4}},
+        "origin_not_converted": {},
+    }
+    text = _footer(replace(run_output, provenance=prov))
+    assert "diagnosis (325)" in text and "surgery (260), diagnosis (4)" in text
+    assert "{'" not in text  # no Python reprs
+    assert "What the delivered durations count from" in text
+    assert "origin_not_converted" not in text and "left at their delivered origin" not in text
