@@ -24,11 +24,13 @@ from pooled.cli_common import (
     console,
     err_console,
     friendly,
+    or_list,
 )
 from pooled.cli_federate import federate_app
 from pooled.cli_store import store_app
 from pooled.cli_study import study_command
 from pooled.errors import OutputExistsError
+from pooled.simulate.scenarios import SCENARIOS
 
 app = typer.Typer(
     name="pooled",
@@ -174,7 +176,9 @@ def ingest_command(
         cross = validate_consortium(
             [*stored, *(t for t in checked.tables if t.table == "patients")], schema=compiled
         )
-        full = checked.report.merge(_with_file(cross, checked)) if cross.n_findings else checked.report
+        full = (
+            checked.report.merge(_with_file(cross, checked)) if cross.n_findings else checked.report
+        )
         concerns = [
             c
             for c in ingest_concerns(checked, db)
@@ -467,9 +471,7 @@ def report_command(
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-ScenarioOption = Annotated[
-    str, typer.Option(help="paddy, epac, early-ctc, trajectory or ctc-clearance.")
-]
+ScenarioOption = Annotated[str, typer.Option(help=or_list(SCENARIOS) + ".")]
 PatientsOption = Annotated[
     int | None, typer.Option(help="Scale the scenario to this many patients.")
 ]

@@ -10,7 +10,7 @@ pooled: one line, the traceback saved to a file to attach to the bug report).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -58,3 +58,9 @@ def friendly(func: F) -> F:
             raise typer.Exit(EXIT_BUG) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def or_list(names: Iterable[str]) -> str:
+    """``a, b or c`` (for option help)."""
+    items = list(names)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" or {items[-1]}"

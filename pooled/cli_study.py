@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 
-from pooled.cli_common import console, friendly
+from pooled.cli_common import console, friendly, or_list
 from pooled.errors import OutputExistsError
+from pooled.simulate.scenarios import NO_SINGLE_MARKER_HR, SCENARIOS
 
 __all__ = ["check_study_folder", "study_command"]
 
@@ -46,7 +47,9 @@ def check_study_folder(folder: Path) -> None:
 
 @friendly
 def study_command(
-    scenario: Annotated[str, typer.Option(help="paddy, epac or early-ctc.")] = "paddy",
+    scenario: Annotated[
+        str, typer.Option(help=or_list(s for s in SCENARIOS if s not in NO_SINGLE_MARKER_HR) + ".")
+    ] = "paddy",
     reps: Annotated[int, typer.Option("--reps", help="Simulated consortia (replicates).")] = 500,
     seed: Annotated[int, typer.Option(help="Seed: replicate i draws from child i of it.")] = 2026,
     workers: Annotated[

@@ -643,6 +643,16 @@ CTC_CLEARANCE = ScenarioSpec(
 SCENARIOS: MappingProxyType[str, ScenarioSpec] = MappingProxyType(
     {s.name: s for s in (PADDY, EPAC, EARLY_CTC, TRAJECTORY, CTC_COUNT, CTC_CLEARANCE)}
 )
+#: Scenarios without one marker hazard ratio to estimate, and why (``pooled study`` refuses
+#: them).
+NO_SINGLE_MARKER_HR: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "trajectory": "its exposure is a latent trajectory group, with no single marker hazard "
+        "ratio",
+        "ctc-clearance": "its CTC status changes over time, so a baseline-status hazard ratio is "
+        "not its truth; bench/bench_time.py checks the time-dependent and landmark estimators",
+    }
+)
 
 
 def get_scenario(name: str, *, n_centres: int | None = None) -> ScenarioSpec:

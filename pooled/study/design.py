@@ -25,10 +25,12 @@ import pandas as pd
 
 from pooled.distributed.engine import task_seed
 from pooled.errors import ConfigError
+from pooled.simulate.scenarios import NO_SINGLE_MARKER_HR, SCENARIOS
 
 __all__ = [
     "DEFAULT_METHODS",
     "METHODS",
+    "STUDY_SCENARIOS",
     "Method",
     "StudySpec",
     "StudyTarget",
@@ -51,6 +53,8 @@ DEFAULT_METHODS: tuple[Method, ...] = (
     "two_stage_reml_knha",
     "mixed_cox",
 )
+#: Scenarios a study can simulate: each has a marker hazard ratio per endpoint in its truth.
+STUDY_SCENARIOS: tuple[str, ...] = tuple(s for s in SCENARIOS if s not in NO_SINGLE_MARKER_HR)
 #: Version of what a replicate computes; part of the checkpoint manifest, so results of an
 #: earlier version of the estimators are not mixed into a resumed study.
 STUDY_FORMAT = 1
@@ -100,13 +104,11 @@ class StudySpec:
     bayes_draws: int = field(default=500)
 
     def __post_init__(self) -> None:
-        from pooled.simulate.scenarios import SCENARIOS
-
-        if self.scenario not in SCENARIOS or self.scenario == "trajectory":
-            allowed = ", ".join(s for s in SCENARIOS if s != "trajectory")
+        if self.scenario not in STUDY_SCENARIOS:
+            why = NO_SINGLE_MARKER_HR.get(self.scenario)
             raise ConfigError(
-                f"StudySpec.scenario must be one of {allowed} (trajectory has no single marker "
-                f"hazard ratio); got {self.scenario!r}."
+                f"StudySpec.scenario must be one of {', '.join(STUDY_SCENARIOS)}; got "
+                f"{self.scenario!r}" + (f" ({why})." if why else ".")
             )
         if self.replicates < 1:
             raise ConfigError(f"StudySpec.replicates must be >= 1; got {self.replicates}.")

@@ -49,7 +49,8 @@ def test_the_target_is_the_adjusted_estimand_of_truth_json() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"scenario": "trajectory"}, "trajectory has no single"),
+        ({"scenario": "trajectory"}, "latent trajectory group, with no single marker"),
+        ({"scenario": "ctc-clearance"}, "status changes over time"),
         ({"scenario": "padddy"}, "must be one of"),
         ({"endpoints": ("pfs",)}, "not an endpoint of scenario paddy"),
         ({"methods": ("cox",)}, "distinct methods"),
