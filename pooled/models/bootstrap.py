@@ -171,6 +171,7 @@ class CentreBootstrapResult:
         reason when the replicate could not support the model).
     notes : name -> why an estimate could not be bootstrapped at all (``""`` otherwise).
     execution : where the replicates ran (in words).
+    n_centres : centres in the data (the clusters drawn from; 0 when not recorded).
     """
 
     spec: CentreBootstrapSpec
@@ -179,6 +180,7 @@ class CentreBootstrapResult:
     replicates: pd.DataFrame
     notes: dict[str, str] = field(default_factory=dict)
     execution: str = ""
+    n_centres: int = 0
 
     def values(self, name: str) -> np.ndarray:
         """The finite replicate estimates of ``name``."""
@@ -308,4 +310,5 @@ def fit_centre_bootstrap(
         replicates=replicates,
         notes=notes,
         execution=run.execution.describe(),
+        n_centres=int(data[spec.centre].nunique()),
     )

@@ -1390,6 +1390,22 @@ def _sensitivity_block(r: _Renderer, out: ModelOutput, section: Section) -> None
         _generic_block(out, section)
 
 
+#: Below this many centres a bootstrap by centre draws from too few clusters for its
+#: percentile intervals to keep their level (Field and Welsh 2007; Cameron, Gelbach and Miller
+#: 2008 find cluster-bootstrap percentile intervals under-cover with fewer than 10-20 clusters).
+FEW_BOOTSTRAP_CENTRES = 10
+
+
+def _few_clusters_caveat(n_centres: int) -> str:
+    if not 0 < n_centres < FEW_BOOTSTRAP_CENTRES:
+        return ""
+    return (
+        f" With {n_centres} centres the replicates draw from only {n_centres} clusters: "
+        "percentile intervals from fewer than about 10 clusters tend to be too narrow; read "
+        "them as a check on the model-based interval, not as a replacement."
+    )
+
+
 def _bootstrap_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
     """The bootstrap by centre: each estimate's bootstrap SE and percentile interval beside
     the model's own SE and interval (from the output it re-estimates), and a plot of both."""
@@ -1406,6 +1422,7 @@ def _bootstrap_block(r: _Renderer, out: ModelOutput, section: Section) -> None:
                 "centre drawn twice enters as two centres, each with its own baseline stratum) "
                 "and refitting every estimate; percentile intervals at "
                 f"{spec.level:.0%}. Ran in {getattr(result, 'execution', '') or 'this process'}."
+                + _few_clusters_caveat(getattr(result, "n_centres", 0))
             )
         )
     results = r.run.results()

@@ -151,3 +151,14 @@ def test_the_report_shows_the_bootstrap_beside_the_model(runs: dict[str, Any], t
     html = render_report(runs["serial"], tmp_path).html.read_text(encoding="utf-8")
     assert "Bootstrap by centre" in html and 'class="bootstrap"' in html
     assert (tmp_path / "figures" / "bootstrap_bootstrap.png").is_file()
+    centres = small_cohort()["centre"].nunique()
+    assert centres < 10  # so the report warns about the few clusters
+    assert f"With {centres} centres the replicates draw from only {centres} clusters" in html
+
+
+def test_the_few_clusters_caveat_stops_at_ten_centres() -> None:
+    from pooled.report.render import FEW_BOOTSTRAP_CENTRES, _few_clusters_caveat
+
+    assert "9 clusters" in _few_clusters_caveat(FEW_BOOTSTRAP_CENTRES - 1)
+    assert _few_clusters_caveat(FEW_BOOTSTRAP_CENTRES) == ""
+    assert _few_clusters_caveat(0) == ""  # not recorded (an older run)
