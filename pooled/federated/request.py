@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from pooled.errors import ConfigError, DataError
-from pooled.exposures import SERIAL_KINDS, CovariateSpec, ExposureSpec
+from pooled.exposures import (
+    COUNT_KINDS,
+    SERIAL_KINDS,
+    TIME_DEPENDENT_KINDS,
+    CovariateSpec,
+    ExposureSpec,
+)
 
 __all__ = [
     "CentreDesign",
@@ -46,8 +52,9 @@ class FederatedRequest:
         The endpoint (``os``, ``dfs``, ...): columns ``<endpoint>_months`` and
         ``<endpoint>_event``.
     exposure : dict
-        The fields of :class:`~pooled.exposures.ExposureSpec` (serial exposures are not
-        available federated: they need the serial samples modelled jointly).
+        The fields of :class:`~pooled.exposures.ExposureSpec` (serial, time-dependent and
+        count exposures are not available federated: they need the serial samples or the
+        pooled counts).
     covariates : tuple of dict
         The fields of :class:`~pooled.exposures.CovariateSpec`, in model order.
     setting, include, exclude
@@ -88,6 +95,18 @@ class FederatedRequest:
                 f"exposure kind {exposure.kind!r} is derived from serial samples modelled "
                 "across centres; it is not available in a federated analysis. Use a baseline "
                 "exposure (threshold, expression)."
+            )
+        if exposure.kind in TIME_DEPENDENT_KINDS:
+            raise ConfigError(
+                f"exposure kind {exposure.kind!r} needs each patient's serial samples as "
+                "counting-process rows; the federated Cox model takes one row per patient. Use "
+                "a baseline exposure (threshold, expression)."
+            )
+        if exposure.kind in COUNT_KINDS:
+            raise ConfigError(
+                f"exposure kind {exposure.kind!r} places its categories and spline knots on the "
+                "pooled counts (models.count_response); it is not available in a federated "
+                "analysis. Use a threshold on the count (kind: threshold)."
             )
         if "centre" not in self.strata:
             raise ConfigError(
