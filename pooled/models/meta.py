@@ -5,8 +5,9 @@ heterogeneity estimators FE, DL, REML, PM, ML, HE and SJ with metafor's standard
 tau^2, the Hartung-Knapp(-Sidik-Jonkman) adjustment (``test = "knha"``), I^2, H^2, Cochran's
 Q, the prediction interval of ``predict()`` and the study weights. Iterative estimators are
 solved to machine precision (the R reference used ``threshold = tol = 1e-14``): REML and ML by
-metafor's Fisher scoring with step halving, PM by Brent's method on the generalised Q
-equation.
+metafor's Fisher scoring with step halving (finished by Brent's method on the score equation
+where Fisher scoring cycles around the root instead of converging), PM by Brent's method on
+the generalised Q equation.
 
 Convergence is judged relative to the scale of the data, not absolutely as metafor does
 (``|tau2_new - tau2_old| <= threshold``): an iteration stops when the change in tau^2 is at
@@ -246,6 +247,18 @@ def _quad(y: np.ndarray, w: np.ndarray) -> float:
     return float(np.sum(w * (y - mu) ** 2))
 
 
+def _scoring_step(y: np.ndarray, v: np.ndarray, tau2: float, reml: bool) -> float:
+    """The Fisher scoring step at ``tau2``: score / expected information (its sign is the
+    score's: the restricted or full log-likelihood increases with tau^2 where it is positive)."""
+    w = 1.0 / (v + tau2)
+    p = _projection(w)
+    py = p @ y
+    ypppy = float(py @ py)
+    if reml:
+        return (ypppy - float(np.trace(p))) / float(np.sum(p * p))
+    return (ypppy - float(w.sum())) / float(np.sum(w * w))
+
+
 def _fisher_scoring(
     y: np.ndarray, v: np.ndarray, tau2: float, reml: bool, tol: float, max_iter: int
 ) -> tuple[float, int]:
@@ -254,23 +267,37 @@ def _fisher_scoring(
     Stops when a step changes tau^2 by at most ``tol * (tau^2 + min(v))`` (relative; metafor's
     rule is absolute). ``y`` is centred first, as metafor does (``P`` removes the mean
     anyway; centring keeps ``P y`` accurate when the mean is large).
+
+    Fisher scoring need not converge: where the expected information is far from the observed
+    one, each step overshoots the root of the score by more than the last (a 2-cycle around
+    it, metafor's "did not converge" that its ``stepadj`` remedies), and at the root the step
+    can be rounding noise that flips sign without shrinking below the tolerance. Both show as a
+    step that reverses the previous one without halving it; the two values of tau^2 then
+    bracket a root of the score (it changes sign between them), which Brent's method finds
+    to the same tolerance.
     """
     y = y - y.mean()
     iterations = 0
+    last: tuple[float, float] | None = None  # tau^2 and the step taken from it
     while True:
         iterations += 1
         old = tau2
-        w = 1.0 / (v + tau2)
-        p = _projection(w)
-        py = p @ y
-        ypppy = float(py @ py)
-        if reml:
-            adj = (ypppy - np.trace(p)) / float(np.sum(p * p))
-        else:
-            adj = (ypppy - w.sum()) / float(np.sum(w * w))
+        adj = _scoring_step(y, v, tau2, reml)
+        if last is not None and adj * last[1] < 0.0 and abs(adj) > abs(last[1]) / 2.0:
+            lower, upper = sorted((last[0], old))
+            root = optimize.brentq(
+                lambda t: _scoring_step(y, v, t, reml),
+                lower,
+                upper,
+                xtol=tol * float(v.min()),
+                rtol=4 * np.finfo(float).eps,
+                maxiter=max(max_iter, 100),
+            )
+            return float(root), iterations
         while tau2 + adj < 0.0:
             adj /= 2.0
         tau2 = tau2 + adj
+        last = (old, adj)
         change = abs(old - tau2)
         if _converged(change, tau2, v, tol):
             return tau2, iterations

@@ -300,3 +300,58 @@ def test_single_study_against_metafor(key, estimators_reference, normand1999):
             assert getattr(res, attr) == pytest.approx(expected, rel=1e-12, abs=1e-300), attr
     assert res.df is None and ref["test"] == "z"
     assert res.q_df == 0
+
+
+# -- Fisher scoring that cycles: eight REML fits from the paddy simulation study -------------
+# Reference: expected_reml_cycles.json (make_reml_cycles.R): metafor 3.8-1 rma(method = "REML",
+# control = list(threshold = 1e-14, stepadj = 0.5, maxiter = 10000)). Without stepadj metafor's
+# Fisher scoring does not converge in five of them (it cycles around the root of the score);
+# ours raised ConvergenceError in all eight (the five cycles, and three where the last step is
+# rounding noise that flips sign at the relative tolerance). Both solvers find the root to
+# ~1e-12, so 1e-9 relative.
+REML_CYCLE_FIELDS = ("estimate", "se", "ci_lower", "ci_upper", "tau2", "se_tau2")
+
+
+@pytest.fixture(scope="module")
+def reml_cycles() -> dict:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "reference" / "expected_reml_cycles.json"
+    return dict(json.loads(path.read_text(encoding="utf-8"))["cases"])
+
+
+@pytest.mark.parametrize(
+    "case", ["os_5", "os_49", "os_118", "os_127", "os_228", "ddfs_228", "ddfs_391", "dfs_456"]
+)
+def test_reml_where_fisher_scoring_cycles_against_metafor(case, reml_cycles):
+    ref = reml_cycles[case]
+    res = fit_meta(ref["yi"], ref["vi"], MetaSpec(method="REML"))
+    for field in REML_CYCLE_FIELDS:
+        assert getattr(res, field) == pytest.approx(ref["reml"][field], rel=1e-9), field
+    assert res.k == ref["reml"]["k"] == 11
+
+
+def test_metafor_needs_stepadj_on_five_of_the_cycles(reml_cycles):
+    # documents the cycles: plain Fisher scoring (threshold 1e-14) fails in metafor too
+    plain = {case: ref["converges_plain"] for case, ref in reml_cycles.items()}
+    assert sorted(c for c, ok in plain.items() if not ok) == [
+        "ddfs_228", "os_118", "os_228", "os_49", "os_5"
+    ]  # fmt: skip
+
+
+def test_reml_root_is_the_maximum_where_fisher_scoring_cycles(reml_cycles):
+    from scipy import optimize
+
+    ref = reml_cycles["os_118"]
+    y, v = np.asarray(ref["yi"]), np.asarray(ref["vi"])
+
+    def minus_restricted_loglik(t: float) -> float:
+        w = 1 / (v + t)
+        mu = np.sum(w * y) / w.sum()
+        return 0.5 * (np.sum(np.log(v + t)) + np.log(w.sum()) + np.sum(w * (y - mu) ** 2))
+
+    best = optimize.minimize_scalar(
+        minus_restricted_loglik, bounds=(0.0, 0.1), method="bounded", options={"xatol": 1e-12}
+    )
+    assert fit_meta(y, v, MetaSpec(method="REML")).tau2 == pytest.approx(best.x, rel=1e-5)
