@@ -56,8 +56,9 @@ DEFAULT_METHODS: tuple[Method, ...] = (
 #: Scenarios a study can simulate: each has a marker hazard ratio per endpoint in its truth.
 STUDY_SCENARIOS: tuple[str, ...] = tuple(s for s in SCENARIOS if s not in NO_SINGLE_MARKER_HR)
 #: Version of what a replicate computes; part of the checkpoint manifest, so results of an
-#: earlier version of the estimators are not mixed into a resumed study.
-STUDY_FORMAT = 1
+#: earlier version of the estimators are not mixed into a resumed study (2: REML tau^2 no
+#: longer fails where Fisher scoring cycles, so two-stage fits that failed now have estimates).
+STUDY_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
