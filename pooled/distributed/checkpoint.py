@@ -29,6 +29,15 @@ MANIFEST = "manifest.json"
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,150}$")
 
 
+def _setting(value: Any) -> str:
+    """A study setting as a user wrote it: ``default`` for unset, lists without brackets."""
+    if value is None:
+        return "default"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
 def check_task_key(key: str) -> str:
     """A task key usable as a file name (letters, digits, ``_ . = -``), or ``ValueError``."""
     if not isinstance(key, str) or not _KEY.match(key):
@@ -153,5 +162,8 @@ def _differences(found: Any, expected: dict[str, Any]) -> str:
         return "its manifest.json cannot be read"
     keys = sorted(set(found) | set(expected))
     changed = [k for k in keys if found.get(k) != expected.get(k)]
-    shown = "; ".join(f"{k}: {found.get(k)!r} there, {expected.get(k)!r} here" for k in changed[:3])
+    shown = "; ".join(
+        f"{k}: {_setting(found.get(k))} there, {_setting(expected.get(k))} here"
+        for k in changed[:3]
+    )
     return shown or "a different manifest"

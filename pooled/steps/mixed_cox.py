@@ -89,8 +89,13 @@ def run_mixed_cox(
     from pooled.models.mixed_cox import MixedCoxSpec, fit_mixed_cox
 
     if ctx.exposure.kind in SERIAL_KINDS + COUNT_KINDS:
+        what = {
+            "count_categories": "count categories",
+            "continuous": "a spline of the count",
+        }.get(ctx.exposure.kind, "derived from serial samples")
         raise DataError(
-            f"the mixed Cox model needs a 0/1 exposure; '{ctx.exposure.name}' is categorical."
+            f"the mixed Cox model needs a 0/1 exposure; '{ctx.exposure.name}' is {what} "
+            f"(kind {ctx.exposure.kind})."
         )
     endpoint = ctx.endpoint
     data = endpoint_frame(cohort.patients, endpoint)

@@ -18,7 +18,7 @@ from harmonization.schema import Reason
 from pooled.config_keys import ConfigKey, SectionReader
 from pooled.dataset import AnalysisDataset
 from pooled.errors import DataError, PooledWarning
-from pooled.exposures import THRESHOLD_KINDS, derive_exposure
+from pooled.exposures import COUNT_KINDS, THRESHOLD_KINDS, derive_exposure
 from pooled.model_flow import ModelFlow, account_for_model
 from pooled.run_output import ModelOutput, SensitivityResult
 from pooled.steps.base import AnalysisContext, Step, endpoint_frame, per_centre
@@ -210,15 +210,27 @@ def run_sensitivity(
         analyses.append((method.replace("_", "-"), data, None, {"missing": method}))
     if not analyses:
         return []
-    for (label, subset, left_out, _), fit in zip(analyses, _fit_all(analyses, ctx), strict=True):
+    if exposure.kind in COUNT_KINDS:  # several terms: nothing to refit for this table
+        reason = (
+            f"the exposure {exposure.name!r} ({exposure.kind}) has no single hazard ratio; "
+            "see its terms in the Cox table and models.count_response"
+        )
+        warnings.warn(
+            f"sensitivity analyses ({endpoint}) not run: {reason}", PooledWarning, stacklevel=2
+        )
+        fits: list[Any] = [DataError(reason)] * len(analyses)
+    else:
+        fits = _fit_all(analyses, ctx)
+    for (label, subset, left_out, _), fit in zip(analyses, fits, strict=True):
         row: dict[str, Any]
         if not isinstance(fit, DataError) and not (fit.to_frame()["term"] == exposure.name).any():
-            # a categorical or spline exposure has several terms
-            fit = DataError(
+            fit = DataError(  # a categorical exposure has several terms
                 f"the exposure {exposure.name!r} ({exposure.kind}) has no single hazard "
                 "ratio; see its terms in the Cox table"
             )
-        if isinstance(fit, DataError):
+        if isinstance(fit, DataError) and exposure.kind in COUNT_KINDS:
+            row = {"term": exposure.name, "note": f"not estimable: {fit}"}  # warned once above
+        elif isinstance(fit, DataError):
             warnings.warn(
                 f"sensitivity analysis '{label}' ({endpoint}) skipped: {fit}",
                 PooledWarning,

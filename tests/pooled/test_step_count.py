@@ -218,3 +218,24 @@ def test_models_needing_a_binary_exposure_step_aside(cohort):
     assert "0/1 exposure" in skipped["mixed Cox os"]
     table = _output(run, "sensitivity").result.table
     assert table["note"].str.contains("no single hazard ratio").all()
+
+
+def test_sensitivity_refits_of_a_count_exposure_are_not_run(cohort, monkeypatch):
+    """No refit is made (each would be thrown away) and one warning per endpoint says why."""
+    import pooled.steps.sensitivity as sensitivity
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a sensitivity refit was run for a count exposure")
+
+    monkeypatch.setattr(sensitivity, "_fit_all", refit)
+    text = CONFIG.format(kind="count_categories", count="{}") + (
+        "sensitivity: {leave_one_centre_out: true}\n"
+    )
+    cfg = parse_analysis_config(text, path="count.yaml")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = run_analysis(cfg, dataset(cohort))
+    said = [str(w.message) for w in caught if "sensitivity" in str(w.message)]
+    assert len(said) == len(cfg.endpoints) and all("not run" in m for m in said)
+    rows = _output(run, "sensitivity").result.table
+    assert len(rows) == cohort["centre"].nunique() and rows["note"].notna().all()
