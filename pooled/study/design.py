@@ -264,7 +264,7 @@ def study_targets(spec: StudySpec) -> dict[str, StudyTarget]:
     marker, with the Monte Carlo SE of its large-draw computation).
 
     Every estimator is compared with it: it is the only estimand the generating model defines
-    for a main-effects marker HR (see ``docs/simulation_study.md`` for why the two-stage and
+    for a main-effects marker HR (see ``docs/studies/paddy.md`` for why the two-stage and
     random-effects estimators may converge to slightly different values).
     """
     from pooled.simulate.truth import scenario_estimands

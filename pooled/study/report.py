@@ -181,7 +181,7 @@ def _page(result: StudyResult, folder: Path, files: list[Path]) -> str:
         "1,000,000 patients; its own Monte Carlo SE is <code>target SE</code>, added to the "
         "bias's when judging it). The two-stage and random-effects models estimate an "
         "average of the centres' log HRs weighted otherwise, so a small difference from this "
-        "target is expected of them; <code>docs/simulation_study.md</code> explains the "
+        "target is expected of them; <code>docs/studies/paddy.md</code> explains the "
         "differences.</p>"
     )
     targets.add(
