@@ -34,7 +34,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numba
 import numpy as np
@@ -1800,7 +1800,18 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
     """
     if spec.missing != "mice":
         raise ConfigError("fit_cox_mice expected CoxSpec(missing='mice').")
-    # rows must have the outcome, strata and cluster; covariates may be missing
+    kept, base = mice_rows(data, spec)
+    root = np.random.default_rng(spec.seed)
+    fits = [
+        cox_imputation_fit(kept, spec, k, child, n_cycles=n_cycles)
+        for k, child in enumerate(root.spawn(spec.n_imputations))
+    ]
+    return pool_cox_imputations(kept, base, spec, fits)
+
+
+def mice_rows(data: pd.DataFrame, spec: CoxSpec) -> tuple[pd.DataFrame, Design]:
+    """The rows with outcome, strata and cluster (covariates may be missing) and the design
+    that dropped the others (its ``dropped`` counts them per centre)."""
     base = build_design(
         data,
         (),
@@ -1810,38 +1821,55 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
     absent = [c for c in spec.covariates if c not in data.columns]
     if absent:
         raise ConfigError(f"Covariates {absent} expected in the data; check the spec.")
-    kept = data.iloc[base.rows].reset_index(drop=True)
+    return data.iloc[base.rows].reset_index(drop=True), base
+
+
+def cox_imputation_fit(
+    kept: pd.DataFrame, spec: CoxSpec, index: int, rng: np.random.Generator, *, n_cycles: int = 10
+) -> dict[str, Any]:
+    """Imputation ``index`` (0-based) of ``kept``, drawn with ``rng``, and the Cox fit on it:
+    coefficients, covariance (and robust covariance), the design's term names, sources and
+    levels (what :func:`pool_cox_imputations` pools)."""
     fit_spec = replace(spec, missing="complete_case", term_lr_tests=False)
-    root = np.random.default_rng(spec.seed)
-    estimates, covariances, robust, rows = [], [], [], []
-    names: tuple[str, ...] = ()
-    design = None
-    for k, child in enumerate(root.spawn(spec.n_imputations)):
-        completed = impute_chained(kept, spec, n_cycles=n_cycles, rng=child)
-        design = build_spec_design(completed, fit_spec)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.simplefilter("ignore", FewClustersWarning)  # said once, below
-            fit, _ = fit_cox_design(design, completed, fit_spec)
-        names = design.term_names
-        estimates.append(fit.coefficients)
-        covariances.append(fit.covariance)
-        if fit.robust_covariance is not None:
-            robust.append(fit.robust_covariance)
-        for j, term in enumerate(names):
-            rows.append(
-                {
-                    "imputation": k + 1,
-                    "term": term,
-                    "estimate": fit.coefficients[j],
-                    "std_error": float(np.sqrt(fit.covariance[j, j])),
-                }
-            )
-    assert design is not None
-    est = np.array(estimates)
+    completed = impute_chained(kept, spec, n_cycles=n_cycles, rng=rng)
+    design = build_spec_design(completed, fit_spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FewClustersWarning)  # said once, when pooling
+        fit, _ = fit_cox_design(design, completed, fit_spec)
+    return {
+        "index": index,
+        "coefficients": fit.coefficients,
+        "covariance": fit.covariance,
+        "robust_covariance": fit.robust_covariance,
+        "term_names": design.term_names,
+        "term_sources": design.term_sources,
+        "levels": design.levels,
+    }
+
+
+def pool_cox_imputations(
+    kept: pd.DataFrame, base: Design, spec: CoxSpec, fits: list[dict[str, Any]]
+) -> CoxResult:
+    """Rubin's rules over the imputations' fits (:func:`cox_imputation_fit`, pooled in
+    imputation order): the result of :func:`fit_cox_mice`."""
+    fits = sorted(fits, key=lambda f: f["index"])
+    rows = [
+        {
+            "imputation": fit["index"] + 1,
+            "term": term,
+            "estimate": fit["coefficients"][j],
+            "std_error": float(np.sqrt(fit["covariance"][j, j])),
+        }
+        for fit in fits
+        for j, term in enumerate(fit["term_names"])
+    ]
+    last = fits[-1]
+    est = np.array([f["coefficients"] for f in fits])
     events = int(kept[spec.event].sum())
     df_complete = float(max(events - est.shape[1], 1))
-    q, total, df = rubin_pool(est, np.array(covariances), df_complete)
+    q, total, df = rubin_pool(est, np.array([f["covariance"] for f in fits]), df_complete)
+    robust = [f["robust_covariance"] for f in fits if f["robust_covariance"] is not None]
     robust_total = None
     if robust:
         _, robust_total, df = rubin_pool(est, np.array(robust), df_complete)
@@ -1855,12 +1883,12 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
             f"Wald test uses a generalised inverse on {wald_df} df. Use more clusters than "
             "coefficients, fewer coefficients, or the model-based covariance (no cluster).",
             FewClustersWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return CoxResult(
         spec=spec,
-        term_names=names,
-        term_sources=design.term_sources,
+        term_names=last["term_names"],
+        term_sources=last["term_sources"],
         coefficients=q,
         covariance=total,
         robust_covariance=robust_total,
@@ -1875,7 +1903,7 @@ def fit_cox_mice(data: pd.DataFrame, spec: CoxSpec, *, n_cycles: int = 10) -> Co
         n=len(kept),
         events=events,
         dropped=base.dropped,
-        levels=design.levels,
+        levels=last["levels"],
         lr_p_values=None,
         n_imputations=spec.n_imputations,
         df=df,
