@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = (
     "validate", "simulate", "cox", "concordance", "km", "bayes", "trajectories", "mixed_cox",
-    "federated", "count_recovery", "time", "study",
+    "federated", "count_recovery", "time", "study", "mixed_cox_bayes",
 )  # fmt: skip
 
 
