@@ -148,12 +148,12 @@ class Problem:
             s_codes, n_strata = _codes(np.asarray(strata))
         time = np.asarray(time, dtype=np.float64)
         t_codes = _small_int_codes(time)
-        if t_codes is not None:
-            # whole-number times: stable two-key counting sort, time descending then stratum
-            n_times = int(t_codes.max()) + 1 if n else 0
-            order = counting_sort((n_times - 1 - t_codes).astype(np.int64), n_times)
-        else:
-            order = np.argsort(-time, kind="stable")
+        if t_codes is None:  # the ranks of the distinct times (a fast unstable sort)
+            t_codes = np.unique(time, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        # stable two-key counting sort, time descending then stratum (the order of a stable
+        # argsort of -time, without its cost)
+        n_times = int(t_codes.max()) + 1 if n else 0
+        order = counting_sort((n_times - 1 - t_codes).astype(np.int64), n_times)
         order = order[counting_sort(s_codes[order], n_strata)]
         self.order = order
         self.means = X.mean(axis=0) if n else np.zeros(p)
@@ -331,7 +331,13 @@ class Problem:
 
     # ------------------------------------------------------------------------------------
     def penalty_matrix(self, sigma: np.ndarray) -> np.ndarray:
-        return np.kron(np.eye(self.K), np.linalg.inv(sigma))
+        """``I_K (x) Sigma^-1``: block diagonal, one block per centre."""
+        q = sigma.shape[0]
+        inv = np.array([[1.0 / sigma[0, 0]]]) if q == 1 else np.linalg.inv(sigma)
+        out = np.zeros((self.m, self.m))
+        for k in range(self.K):  # K small blocks: cheaper than np.kron's general machinery
+            out[k * q : (k + 1) * q, k * q : (k + 1) * q] = inv
+        return out
 
     def evaluate(self, gamma: np.ndarray, phi: np.ndarray) -> InnerFit:
         """Everything at (gamma, phi) without iterating."""
@@ -850,7 +856,11 @@ def joint_optimise(
     else:
         starts = [np.array([x, y, 0.0]) for x in grid[::2] for y in grid[::2]]
     starts = [np.clip(s, lower, upper) for s in starts]
-    phi = max(starts, key=lambda s: model.value_gradient(s)[0])
+    if isinstance(model, LocalModel1):  # the whole grid in one vectorised evaluation
+        values = model.values(np.exp(-np.array([s[0] for s in starts])))
+        phi = starts[int(np.argmax(values))]
+    else:
+        phi = max(starts, key=lambda s: model.value_gradient(s)[0])
     phi, hess = model.maximise(phi, lower, upper)
     new_gamma = model.gamma_at(phi)
     # A for the trace gradient of the first pass: from the expansion at b = 0 (afterwards the
@@ -997,6 +1007,20 @@ class LocalModel1:
         lam = float(np.exp(-phi[0]))
         F, F1, _ = self._derivs(lam)
         return F, np.array([-lam * F1])
+
+    def values(self, lams: np.ndarray) -> np.ndarray:
+        """The model at several lam at once (the value of :meth:`_derivs`, first element)."""
+        lam = lams[:, None]
+        inv = 1.0 / (self.mu[None, :] + lam)
+        y = self.y0[None, :] - lam * self.bt[None, :]
+        yi = y * inv
+        return (
+            0.5 * np.sum(y * yi, axis=1)
+            - 0.5 * lams * self.bt2
+            + 0.5 * self.m * np.log(lams)
+            - 0.5 * np.sum(np.log(self.nu[None, :] + lam), axis=1)
+            - 0.5 * (yi @ self.h)
+        )
 
     def hessian(self, phi: np.ndarray) -> np.ndarray:
         lam = float(np.exp(-phi[0]))
