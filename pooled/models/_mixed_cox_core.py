@@ -25,7 +25,12 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from pooled.models._mixed_cox_kernels import counting_sort, cox_pass, trace_gradient
+from pooled.models._mixed_cox_kernels import (
+    counting_sort,
+    cox_pass,
+    local1_derivs,
+    trace_gradient,
+)
 
 __all__ = ["InnerFit", "Problem", "covariance_from_phi"]
 
@@ -969,39 +974,7 @@ class LocalModel1:
 
     def _derivs(self, lam: float) -> tuple[float, float, float]:
         """The model and its first two derivatives in lam (sums over the eigenvalues)."""
-        bt, h = self.bt, self.h
-        inv = 1.0 / (self.mu + lam)
-        y = self.y0 - lam * bt
-        yi = y * inv  # y / den
-        bi = bt * inv  # bt / den
-        nl = 1.0 / (self.nu + lam)
-        m = self.m
-        F = (
-            0.5 * float(y @ yi)
-            - 0.5 * lam * self.bt2
-            + 0.5 * m * np.log(lam)
-            - 0.5 * float(np.sum(np.log(self.nu + lam)))
-            - 0.5 * float(h @ yi)
-        )
-        F1 = (
-            -float(bt @ yi)
-            - 0.5 * float(yi @ yi)
-            - 0.5 * self.bt2
-            + 0.5 * m / lam
-            - 0.5 * float(np.sum(nl))
-            + 0.5 * float(h @ bi)
-            + 0.5 * float(h @ (yi * inv))
-        )
-        F2 = (
-            float(bt @ bi)
-            + 2.0 * float(bi @ yi)
-            + float((yi * yi) @ inv)
-            - 0.5 * m / lam**2
-            + 0.5 * float(nl @ nl)
-            - float(h @ (bi * inv))
-            - float(h @ (yi * inv * inv))
-        )
-        return F, F1, F2
+        return local1_derivs(lam, self.mu, self.nu, self.y0, self.bt, self.bt2, self.h)
 
     def value_gradient(self, phi: np.ndarray) -> tuple[float, np.ndarray]:
         lam = float(np.exp(-phi[0]))

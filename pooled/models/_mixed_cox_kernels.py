@@ -646,3 +646,42 @@ def baseline_pass(
                 dfix[g, j] = -(v * s1[j] - w2 * e1[j])
             for k in range(a):
                 drand[g, k] = -(v * s1[p + k] - w2 * e1[p + k])
+
+
+@numba.njit(cache=True, nogil=True)
+def local1_derivs(
+    lam: float,
+    mu: np.ndarray,
+    nu: np.ndarray,
+    y0: np.ndarray,
+    bt: np.ndarray,
+    bt2: float,
+    h: np.ndarray,
+) -> tuple[float, float, float]:  # pragma: no cover
+    """The one-term local model of the Laplace log-likelihood and its first two derivatives
+    in ``lam`` (:meth:`pooled.models._mixed_cox_core.LocalModel1._derivs`), as sums over the
+    ``m`` eigenvalues in one loop."""
+    m = mu.shape[0]
+    F = 0.0
+    F1 = 0.0
+    F2 = 0.0
+    for i in range(m):
+        inv = 1.0 / (mu[i] + lam)
+        y = y0[i] - lam * bt[i]
+        yi = y * inv
+        bi = bt[i] * inv
+        nl = 1.0 / (nu[i] + lam)
+        F += 0.5 * y * yi - 0.5 * np.log(nu[i] + lam) - 0.5 * h[i] * yi
+        F1 += -bt[i] * yi - 0.5 * yi * yi - 0.5 * nl + 0.5 * h[i] * bi + 0.5 * h[i] * yi * inv
+        F2 += (
+            bt[i] * bi
+            + 2.0 * bi * yi
+            + yi * yi * inv
+            + 0.5 * nl * nl
+            - h[i] * bi * inv
+            - h[i] * yi * inv * inv
+        )
+    F += -0.5 * lam * bt2 + 0.5 * m * np.log(lam)
+    F1 += -0.5 * bt2 + 0.5 * m / lam
+    F2 += -0.5 * m / lam**2
+    return F, F1, F2
