@@ -32,6 +32,7 @@ from scipy import stats
 from pooled.errors import ConfigError, ConvergenceWarning, DataError, FewClustersWarning
 from pooled.federated.disclosure import DisclosureRefused, message_bytes
 from pooled.federated.request import FederatedRequest
+from pooled.models.cox import cox_covariance, raise_singular
 from pooled.results import tidy_frame
 
 __all__ = [
@@ -111,39 +112,11 @@ def _refusal(answer: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _singular_columns(info: np.ndarray, tol: float = 1e-10) -> list[int]:
-    p = info.shape[0]
-    a = info.copy()
-    bad: list[int] = []
-    for j in range(p):
-        diag, piv = info[j, j], a[j, j]
-        if not np.isfinite(piv) or diag <= 0 or piv <= tol * diag:
-            bad.append(j)
-            a[j, :] = 0.0
-            a[:, j] = 0.0
-            continue
-        col = a[j + 1 :, j] / piv
-        a[j + 1 :, j + 1 :] -= np.outer(col, a[j, j + 1 :])
-    return bad
+_SUMMED = "The information matrix summed over the centres"
 
 
 def _check_singular(info: np.ndarray, names: Sequence[str]) -> None:
-    bad = _singular_columns(info)
-    if bad:
-        described = [
-            f"'{names[j]}' ("
-            + (
-                "constant within every stratum"
-                if info[j, j] <= 0
-                else "a combination of earlier terms"
-            )
-            + ")"
-            for j in bad
-        ]
-        raise DataError(
-            "The information matrix summed over the centres is singular: the data cannot "
-            "separate the effect of " + ", ".join(described) + ". Remove or recode that term."
-        )
+    raise_singular(info, names, matrix=_SUMMED, advice="Remove or recode that term.")
 
 
 def _solve(info: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -352,29 +325,19 @@ def federated_cox(
     while not main.done:
         evaluate([(main, None)])
     beta, info, u = main.beta, main.info, main.u
-    try:
-        covariance = scipy.linalg.inv(info, check_finite=True)
-    except (np.linalg.LinAlgError, ValueError):
-        _check_singular(info, names)
-        raise
-    covariance = (covariance + covariance.T) / 2.0
-    if not main.converged:
-        warnings.warn(
+    covariance = cox_covariance(
+        info,
+        u,
+        beta,
+        names,
+        converged=main.converged,
+        not_converged=(
             f"Federated Cox fit did not converge in {max_iter} iterations (relative change in "
-            f"log-likelihood above tol={tol}).",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    else:
-        drift = np.abs(covariance @ u)
-        flagged = [names[j] for j in range(p) if drift[j] > 1e-5 * (1 + abs(beta[j]))]
-        if flagged:
-            warnings.warn(
-                f"Log-likelihood converged before the coefficients of {flagged}; they may be "
-                "infinite (a category with no events, or perfect separation).",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+            f"log-likelihood above tol={tol})."
+        ),
+        matrix=_SUMMED,
+        advice="Remove or recode that term.",
+    )
     wald = float(beta @ info @ beta)
     robust_cov = None
     n_clusters = None

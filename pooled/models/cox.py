@@ -657,7 +657,17 @@ def _singular_columns(info: np.ndarray, tol: float = 1e-10) -> list[int]:
     return bad
 
 
-def _raise_singular(info: np.ndarray, names: Sequence[str]) -> None:
+_SINGULAR_ADVICE = "Remove or recode that term (or check the subgroup / strata)."
+
+
+def raise_singular(
+    info: np.ndarray,
+    names: Sequence[str],
+    *,
+    matrix: str = "The information matrix",
+    advice: str = _SINGULAR_ADVICE,
+) -> None:
+    """A ``DataError`` naming the terms the information cannot separate (none: returns)."""
     bad = _singular_columns(info)
     if not bad:
         return
@@ -668,10 +678,47 @@ def _raise_singular(info: np.ndarray, names: Sequence[str]) -> None:
         else:
             described.append(f"'{names[j]}' (a linear combination of earlier terms)")
     raise DataError(
-        "The information matrix is singular: the data cannot separate the effect of "
+        f"{matrix} is singular: the data cannot separate the effect of "
         + ", ".join(described)
-        + ". Remove or recode that term (or check the subgroup / strata)."
+        + f". {advice}"
     )
+
+
+def cox_covariance(
+    info: np.ndarray,
+    u: np.ndarray,
+    beta: np.ndarray,
+    names: Sequence[str],
+    *,
+    converged: bool,
+    not_converged: str,
+    matrix: str = "The information matrix",
+    advice: str = _SINGULAR_ADVICE,
+) -> np.ndarray:
+    """The inverse information at the Newton fit (symmetrised), with R's warnings: the fit
+    did not converge (``not_converged`` says so), or it did but coefficients drift to
+    infinity (monotone likelihood). A singular information raises a ``DataError`` naming the
+    terms."""
+    try:
+        covariance = scipy.linalg.inv(info, check_finite=True)
+    except (np.linalg.LinAlgError, ValueError):
+        raise_singular(info, names, matrix=matrix, advice=advice)
+        raise
+    covariance = (covariance + covariance.T) / 2.0
+    if not converged:
+        warnings.warn(not_converged, ConvergenceWarning, stacklevel=3)
+        return covariance
+    # R's check for coefficients drifting to infinity (monotone likelihood)
+    drift = np.abs(covariance @ u)
+    flagged = [names[j] for j in range(len(beta)) if drift[j] > 1e-5 * (1 + abs(beta[j]))]
+    if flagged:
+        warnings.warn(
+            f"Log-likelihood converged before the coefficients of {flagged}; they may be "
+            "infinite (a category with no events, or perfect separation).",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return covariance
 
 
 @dataclass(frozen=True, slots=True)
@@ -896,7 +943,7 @@ def cox_fit_arrays(
     loglik = float(pt["loglik"])
     loglik_init = loglik
     u, info = rs.score_and_information(pt)
-    _raise_singular(info, labels)
+    raise_singular(info, labels)
     step = _solve(info, u)
     score_test = float(u @ step)
     if init is None or not np.any(beta):
@@ -929,31 +976,18 @@ def cox_fit_arrays(
             u, info = rs.score_and_information(pt)
             newbeta = beta + _solve(info, u)
     u, info = rs.score_and_information(pt)
-    try:
-        covariance = scipy.linalg.inv(info, check_finite=True)
-    except (np.linalg.LinAlgError, ValueError):
-        _raise_singular(info, labels)
-        raise
-    covariance = (covariance + covariance.T) / 2.0
-    if not converged:
-        warnings.warn(
+    covariance = cox_covariance(
+        info,
+        u,
+        beta,
+        labels,
+        converged=converged,
+        not_converged=(
             f"Cox fit did not converge in {max_iter} iterations (relative change in "
             f"log-likelihood above tol={tol}). Increase max_iter, or look for a covariate "
-            "that separates events from non-events.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    else:
-        # R's check for coefficients drifting to infinity (monotone likelihood)
-        drift = np.abs(covariance @ u)
-        flagged = [labels[j] for j in range(p) if drift[j] > 1e-5 * (1 + abs(beta[j]))]
-        if flagged:
-            warnings.warn(
-                f"Log-likelihood converged before the coefficients of {flagged}; they may be "
-                "infinite (a category with no events, or perfect separation).",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+            "that separates events from non-events."
+        ),
+    )
     wald = float(beta @ info @ beta)
     robust = None
     n_clusters: int | None = None
