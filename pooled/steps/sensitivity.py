@@ -222,28 +222,31 @@ def run_sensitivity(
     else:
         fits = _fit_all(analyses, ctx)
     for (label, subset, left_out, _), fit in zip(analyses, fits, strict=True):
-        row: dict[str, Any]
-        if not isinstance(fit, DataError) and not (fit.to_frame()["term"] == exposure.name).any():
-            fit = DataError(  # a categorical exposure has several terms
-                f"the exposure {exposure.name!r} ({exposure.kind}) has no single hazard "
-                "ratio; see its terms in the Cox table"
-            )
-        if isinstance(fit, DataError) and exposure.kind in COUNT_KINDS:
-            row = {"term": exposure.name, "note": f"not estimable: {fit}"}  # warned once above
-        elif isinstance(fit, DataError):
-            warnings.warn(
-                f"sensitivity analysis '{label}' ({endpoint}) skipped: {fit}",
-                PooledWarning,
-                stacklevel=2,
-            )
-            row = {"term": exposure.name, "note": f"not estimable: {fit}"}
-        else:
+        found = None
+        if not isinstance(fit, DataError):
             frame = fit.to_frame()
-            found = frame.loc[frame["term"] == exposure.name].iloc[0]
+            matches = frame.loc[frame["term"] == exposure.name]
+            if len(matches):
+                found = matches.iloc[0]
+            else:  # a categorical exposure has several terms
+                fit = DataError(
+                    f"the exposure {exposure.name!r} ({exposure.kind}) has no single hazard "
+                    "ratio; see its terms in the Cox table"
+                )
+        row: dict[str, Any]
+        if found is not None:
             row = {str(key): value for key, value in found.items()}
             flow = cox_flow(patients, subset, fit, f"{output}: {label}", **(left_out or {}))
             if not ModelFlow.concat([reference, flow]).same_patients("", f"{output}: {label}"):
                 flows.append(flow)
+        else:
+            if exposure.kind not in COUNT_KINDS:  # (count exposures: warned once above)
+                warnings.warn(
+                    f"sensitivity analysis '{label}' ({endpoint}) skipped: {fit}",
+                    PooledWarning,
+                    stacklevel=2,
+                )
+            row = {"term": exposure.name, "note": f"not estimable: {fit}"}
         row.update(model=f"sensitivity: {label}", analysis=ctx.name, endpoint=endpoint)
         rows.append(row)
     return [
