@@ -17,7 +17,7 @@ import typer
 
 from pooled.cli_common import console, friendly, or_list
 from pooled.errors import OutputExistsError
-from pooled.simulate.scenarios import NO_SINGLE_MARKER_HR, SCENARIOS
+from pooled.simulate.scenarios import STUDY_SCENARIOS
 
 __all__ = ["check_study_folder", "study_command"]
 
@@ -47,9 +47,7 @@ def check_study_folder(folder: Path) -> None:
 
 @friendly
 def study_command(
-    scenario: Annotated[
-        str, typer.Option(help=or_list(s for s in SCENARIOS if s not in NO_SINGLE_MARKER_HR) + ".")
-    ] = "paddy",
+    scenario: Annotated[str, typer.Option(help=or_list(STUDY_SCENARIOS) + ".")] = "paddy",
     reps: Annotated[int, typer.Option("--reps", help="Simulated consortia (replicates).")] = 500,
     seed: Annotated[int, typer.Option(help="Seed: replicate i draws from child i of it.")] = 2026,
     workers: Annotated[

@@ -162,7 +162,9 @@ class CountEffect:
         if self.form == "linear":
             return f"f(x) = {self.rate:g} x, x = log1p(CTC per 7.5 ml)"
         curve = (
-            f"(1 - exp(-{self.rate:g} x))" if self.form == "exponential" else f"tanh({self.rate:g} x)"
+            f"(1 - exp(-{self.rate:g} x))"
+            if self.form == "exponential"
+            else f"tanh({self.rate:g} x)"
         )
         return f"f(x) = {self.log_hr_max:g} * {curve}, x = log1p(CTC per 7.5 ml)"
 
@@ -609,8 +611,7 @@ CTC_COUNT = ScenarioSpec(
 )
 
 _CLEARANCE_CENTRES = tuple(
-    (f"s{i + 1:02d}", 1.0, profile)
-    for i, profile in enumerate(("xlsx_serial", "xlsx_german") * 3)
+    (f"s{i + 1:02d}", 1.0, profile) for i, profile in enumerate(("xlsx_serial", "xlsx_german") * 3)
 )
 CTC_CLEARANCE = ScenarioSpec(
     name="ctc-clearance",
@@ -653,6 +654,8 @@ NO_SINGLE_MARKER_HR: MappingProxyType[str, str] = MappingProxyType(
         "not its truth; bench/bench_time.py checks the time-dependent and landmark estimators",
     }
 )
+#: Scenarios ``pooled study`` can simulate: each has a marker hazard ratio per endpoint.
+STUDY_SCENARIOS: tuple[str, ...] = tuple(s for s in SCENARIOS if s not in NO_SINGLE_MARKER_HR)
 
 
 def get_scenario(name: str, *, n_centres: int | None = None) -> ScenarioSpec:

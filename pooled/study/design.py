@@ -25,7 +25,7 @@ import pandas as pd
 
 from pooled.distributed.engine import task_seed
 from pooled.errors import ConfigError
-from pooled.simulate.scenarios import NO_SINGLE_MARKER_HR, SCENARIOS
+from pooled.simulate.scenarios import NO_SINGLE_MARKER_HR, SCENARIOS, STUDY_SCENARIOS
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -53,8 +53,6 @@ DEFAULT_METHODS: tuple[Method, ...] = (
     "two_stage_reml_knha",
     "mixed_cox",
 )
-#: Scenarios a study can simulate: each has a marker hazard ratio per endpoint in its truth.
-STUDY_SCENARIOS: tuple[str, ...] = tuple(s for s in SCENARIOS if s not in NO_SINGLE_MARKER_HR)
 #: Version of what a replicate computes; part of the checkpoint manifest, so results of an
 #: earlier version of the estimators are not mixed into a resumed study (2: REML tau^2 no
 #: longer fails where Fisher scoring cycles, so two-stage fits that failed now have estimates).
