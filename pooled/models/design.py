@@ -79,6 +79,11 @@ class Design:
         """Number of rows kept."""
         return int(self.matrix.shape[0])
 
+    def kept(self, data: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``data`` (the frame the design was built from) that the design kept;
+        ``data`` itself when nobody was dropped (read it, do not modify it)."""
+        return _take_rows(data, self.rows)
+
     def columns_of(self, source: str) -> tuple[int, ...]:
         """Column positions belonging to covariate or interaction ``source``."""
         return tuple(i for i, s in enumerate(self.term_sources) if s == source)
@@ -103,6 +108,17 @@ def categorical_levels(values: pd.Series, reference: str, column: str) -> tuple[
             f"the analysed patients; found levels {ordered}. Choose one of these as reference."
         )
     return (str(reference),) + tuple(v for v in ordered if v != str(reference))
+
+
+def _take_rows(data: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``data.iloc[rows]``, without the copy when ``rows`` are all rows in order."""
+    return data if rows.size == len(data) else data.iloc[rows]
+
+
+def _missing(column: pd.Series | pd.DataFrame) -> np.ndarray:
+    """Missing values of a column (of any of its copies, when the label is duplicated)."""
+    m = column.isna().to_numpy()
+    return m.any(axis=1) if m.ndim == 2 else m
 
 
 def _missing_reason(missing: pd.DataFrame) -> pd.Series:
@@ -194,12 +210,18 @@ def build_design(
             "Check the spelling in the analysis spec."
         )
 
-    missing = data[used].isna()
-    keep_mask = ~missing.any(axis=1).to_numpy()
-    rows = np.flatnonzero(keep_mask)
-    dropped_mask = ~keep_mask
+    # column by column: no copy of the used columns when nothing is missing
+    missing_by_column = {c: _missing(data[c]) for c in used}
+    dropped_mask = np.zeros(len(data), dtype=bool)
+    for m in missing_by_column.values():
+        dropped_mask |= m
+    rows = np.flatnonzero(~dropped_mask)
     if dropped_mask.any():
-        reasons = _missing_reason(missing.loc[dropped_mask])
+        missing = pd.DataFrame(
+            {c: m[dropped_mask] for c, m in missing_by_column.items()},
+            index=data.index[dropped_mask],
+        )
+        reasons = _missing_reason(missing)
         centres = (
             data.loc[dropped_mask, centre].astype(str)
             if centre is not None
@@ -215,9 +237,9 @@ def build_design(
     else:
         dropped = pd.DataFrame(
             {
-                "centre": pd.Series([], dtype=object),
-                "reason": pd.Series([], dtype=object),
-                "n_dropped": pd.Series([], dtype=np.int64),
+                "centre": np.empty(0, dtype=object),
+                "reason": np.empty(0, dtype=object),
+                "n_dropped": np.empty(0, dtype=np.int64),
             }
         )
     if rows.size == 0:
@@ -225,7 +247,7 @@ def build_design(
             f"No complete rows: every one of {len(data)} patients misses one of {used}. "
             "Check the columns or use multiple imputation (missing='mice')."
         )
-    kept = data.iloc[rows]
+    kept = _take_rows(data, rows)
 
     blocks: dict[str, tuple[list[str], np.ndarray]] = {}
     levels: list[tuple[str, tuple[str, ...]]] = []

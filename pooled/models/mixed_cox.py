@@ -776,7 +776,7 @@ def _single_threaded_blas() -> Any:
 
 def _fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
     design = _design(data, spec)
-    kept = data.iloc[design.rows]
+    kept = design.kept(data)
     time, event = _outcome(kept, spec)
     labels = kept[spec.centre].astype(str).to_numpy()
     codes, uniques = pd.factorize(labels, sort=True)
