@@ -203,11 +203,21 @@ class Problem:
         self.ridx = np.ascontiguousarray(c_sorted[:, None] * q + ks[None, :]).astype(np.int64)
         self.ract = np.ascontiguousarray(cpos[:, None] * q + ks[None, :]).astype(np.int64)
         self.local = bool(np.all(counts == 1))
+        # the covariates transposed with the rows in centre order, for the pass's weighted
+        # sums over rows (sorted row i at cpos[i]; centre c at seg_ptr[c]:seg_ptr[c + 1])
+        corder = counting_sort(c_sorted, n_centres) if n else np.empty(0, dtype=np.int64)
+        self.cpos = np.empty(n, dtype=np.int64)
+        self.cpos[corder] = np.arange(n)
+        sizes = np.bincount(c_sorted, minlength=n_centres)
+        self.seg_ptr = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self.XTc = np.ascontiguousarray(self.X[corder].T)
+        self.ZTc = np.ascontiguousarray(self.Z[corder].T)
         self._r = np.empty(n)
         self._U = np.empty(p + self.m)
         self._info = np.empty((p + self.m, p + self.m))
         # the same problem without random effects (for the Cox fit that starts everything)
         self._Z0 = np.empty((n, 0))
+        self._ZT0 = np.empty((0, n))
         self._idx0 = np.empty((n, 0), dtype=np.int64)
         self._act_ptr0 = np.zeros(n_strata + 1, dtype=np.int64)
         self._act_idx0 = np.empty(0, dtype=np.int64)
@@ -227,6 +237,10 @@ class Problem:
                 self.str_gstart,
                 self.act_ptr,
                 self.act_idx,
+                self.cpos,
+                self.seg_ptr,
+                self.XTc,
+                self.ZTc,
                 np.ascontiguousarray(gamma[:p]),
                 np.ascontiguousarray(gamma[p:]),
                 self.efron,
@@ -271,6 +285,10 @@ class Problem:
             self.str_gstart,
             self.act_ptr,
             self.act_idx,
+            self.cpos,
+            self.seg_ptr,
+            self.XTc,
+            self.ZTc,
             np.ascontiguousarray(gamma[:p]),
             np.ascontiguousarray(gamma[p:]),
             self.efron,
@@ -301,6 +319,10 @@ class Problem:
             self.str_gstart,
             self._act_ptr0,
             self._act_idx0,
+            self.cpos,
+            self.seg_ptr,
+            self.XTc,
+            self._ZT0,
             np.ascontiguousarray(beta, dtype=np.float64),
             np.empty(0),
             self.efron,

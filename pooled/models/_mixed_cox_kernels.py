@@ -17,8 +17,10 @@ Two passes:
 * :func:`cox_pass` -- log partial likelihood, score and information of (beta, b) at given
   values (Efron or Breslow ties): per stratum, loop 1 over the groups forms the running
   risk-set sums, the log-likelihood, the per-group weights and the rank-one terms of the
-  information; loop 2 over the rows adds each row's weighted outer product once (its weight
-  is the sum of the group weights of every risk set it belongs to).
+  information; loop 2 over the rows computes each row's weight (the sum of the group
+  weights of every risk set it belongs to), and the weighted sums of the rows' outer
+  products are then dot products over the covariates' columns, with the rows in centre order
+  (``cpos``, ``seg_ptr``, ``XTc``, ``ZTc``), so that a centre's rows are contiguous.
 * :func:`trace_gradient` -- the gradient, with respect to (beta, b), of
   ``tr(A I_bb(beta, b))`` for a fixed matrix ``A`` (the inverse of the penalised random-effects
   information): the third-derivative term in the exact gradient of the Laplace
@@ -50,6 +52,28 @@ def counting_sort(key: np.ndarray, n_keys: int) -> np.ndarray:  # pragma: no cov
     return order
 
 
+# the sums over rows may be reassociated (vectorised): they are deterministic for a given
+# problem, and agree with the sequential sums to rounding
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot(a: np.ndarray, b: np.ndarray, lo: int, hi: int) -> float:  # pragma: no cover
+    """sum a[lo:hi] * b[lo:hi]."""
+    s = 0.0
+    for i in range(lo, hi):
+        s += a[i] * b[i]
+    return s
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot3(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, lo: int, hi: int
+) -> float:  # pragma: no cover
+    """sum a[lo:hi] * b[lo:hi] * c[lo:hi]."""
+    s = 0.0
+    for i in range(lo, hi):
+        s += a[i] * b[i] * c[i]
+    return s
+
+
 @numba.njit(cache=True, nogil=True)
 def cox_pass(
     X: np.ndarray,
@@ -62,6 +86,10 @@ def cox_pass(
     str_gstart: np.ndarray,
     act_ptr: np.ndarray,
     act_idx: np.ndarray,
+    cpos: np.ndarray,
+    seg_ptr: np.ndarray,
+    XTc: np.ndarray,
+    ZTc: np.ndarray,
     beta: np.ndarray,
     b: np.ndarray,
     efron: bool,
@@ -87,9 +115,13 @@ def cox_pass(
     Per stratum, loop 1 forms the running risk-set sums and keeps, for every group with
     events, the sums over the risk set (``S``) and over its deaths (``E``) in the rows of two
     matrices; the rank-one part of the information, ``sum_g q1 S S' - q2 (S E' + E S') +
-    q3 E E'``, and the products with ``A`` are then matrix products (BLAS). Loop 2 adds each
-    row's weighted outer product once (its weight is the sum of the group weights of every
-    risk set it is in) and its share of the trace gradient.
+    q3 E E'``, and the products with ``A`` are then matrix products (BLAS). Loop 2 computes
+    each row's weight in the information (the sum of the group weights of every risk set it
+    is in) and in the trace gradient; the sums over rows weighted by them (``X' W X``, the
+    random-by-fixed and random blocks, the scores) are then dot products over the columns
+    of ``XTc`` and ``ZTc``: the covariates transposed with the rows in centre order (row
+    ``i`` at ``cpos[i]``, centre ``c`` at ``seg_ptr[c]:seg_ptr[c + 1]``), whose random
+    effects are ``c * q .. c * q + q - 1``.
     """
     n, p = X.shape
     q = Z.shape[1]
@@ -139,6 +171,10 @@ def cox_pass(
     be1 = np.empty(ng if trace else 0)
     be2 = np.empty(ng if trace else 0)
     Aact = np.zeros((na, na))
+    # the rows' weights, in centre order: in the information and score (rv), in the trace
+    # gradient (gi)
+    rvc = np.zeros(n if second else 0)
+    gic = np.zeros(n if trace else 0)
     run = np.zeros(na)
     tot = np.zeros(na)
     for s in range(n_strata):
@@ -346,30 +382,12 @@ def cox_pass(
                 v = cum
                 if event[i]:
                     v -= w2[g]
-                rv = r[i] * v
+                rvc[cpos[i]] = r[i] * v
                 if event[i]:
                     for j in range(p):
                         U[j] += X[i, j]
                     for k in range(q):
                         U[p + ridx[i, k]] += Z[i, k]
-                for j in range(p):
-                    U[j] -= rv * X[i, j]
-                for k in range(q):
-                    U[p + ridx[i, k]] -= rv * Z[i, k]
-                # info: fixed x fixed, random x fixed, random x random (lower triangle)
-                for j in range(p):
-                    xj = rv * X[i, j]
-                    for k in range(j + 1):
-                        info[j, k] += xj * X[i, k]
-                for k in range(q):
-                    gk = p + ridx[i, k]
-                    zk = rv * Z[i, k]
-                    for j in range(p):
-                        info[gk, j] += zk * X[i, j]
-                    for k2 in range(q):
-                        gl = p + ridx[i, k2]
-                        if gl <= gk:
-                            info[gk, gl] += zk * Z[i, k2]
                 if trace:
                     ai = 0.0
                     for k in range(q):
@@ -384,16 +402,33 @@ def cox_pass(
                         if event[i]:
                             gam -= ga2[g, pos]
                         coef += Z[i, k] * gam
-                    gi = r[i] * coef
-                    for j in range(p):
-                        tg[j] += gi * X[i, j]
-                    for k in range(q):
-                        tg[p + ridx[i, k]] += gi * Z[i, k]
+                    gic[cpos[i]] = r[i] * coef
             if trace and has_ev:
                 before_b += be1[g]
                 for k in range(a):
                     run[k] += ga1[g, k]
     if second:
+        # the sums over rows: fixed x fixed, then per centre random x fixed and random x
+        # random (lower triangle; a row's random effects are its centre's), scores, trace
+        for j in range(p):
+            U[j] -= _dot(XTc[j], rvc, 0, n)
+            for k in range(j + 1):
+                info[j, k] += _dot3(XTc[j], XTc[k], rvc, 0, n)
+            if trace:
+                tg[j] += _dot(XTc[j], gic, 0, n)
+        for c in range(seg_ptr.shape[0] - 1):
+            lo = seg_ptr[c]
+            hi = seg_ptr[c + 1]
+            for k in range(q):
+                gk = p + c * q + k
+                zk = ZTc[k]
+                U[gk] -= _dot(zk, rvc, lo, hi)
+                for j in range(p):
+                    info[gk, j] += _dot3(zk, XTc[j], rvc, lo, hi)
+                for k2 in range(k + 1):
+                    info[gk, p + c * q + k2] += _dot3(zk, ZTc[k2], rvc, lo, hi)
+                if trace:
+                    tg[gk] += _dot(zk, gic, lo, hi)
         # the lower triangle was filled (rows >= columns); mirror it
         for j in range(dim):
             for k in range(j):
