@@ -30,6 +30,7 @@ from pooled.models._mixed_cox_kernels import (
     cox_pass,
     local1_derivs,
     trace_gradient,
+    transposed_in_order,
 )
 
 __all__ = ["InnerFit", "Problem", "covariance_from_phi"]
@@ -53,6 +54,18 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
             return lookup[v - lo].astype(np.int64), int(present.sum())
     uniques, inverse = np.unique(values, return_inverse=True)
     return inverse.astype(np.int64).reshape(-1), int(uniques.size)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Codes 0..k-1 of the distinct values, ascending (dense ranks; an unstable sort)."""
+    order = np.argsort(values)
+    ordered = values[order]
+    new = np.empty(values.shape[0], dtype=np.int64)
+    new[:1] = 0
+    new[1:] = ordered[1:] != ordered[:-1]
+    ranks = np.empty(values.shape[0], dtype=np.int64)
+    ranks[order] = np.cumsum(new)
+    return ranks
 
 
 def _small_int_codes(values: np.ndarray) -> np.ndarray | None:
@@ -154,7 +167,7 @@ class Problem:
         time = np.asarray(time, dtype=np.float64)
         t_codes = _small_int_codes(time)
         if t_codes is None:  # the ranks of the distinct times (a fast unstable sort)
-            t_codes = np.unique(time, return_inverse=True)[1].reshape(-1).astype(np.int64)
+            t_codes = _ranks(time)
         # stable two-key counting sort, time descending then stratum (the order of a stable
         # argsort of -time, without its cost)
         n_times = int(t_codes.max()) + 1 if n else 0
@@ -162,8 +175,9 @@ class Problem:
         order = order[counting_sort(s_codes[order], n_strata)]
         self.order = order
         self.means = X.mean(axis=0) if n else np.zeros(p)
-        self.X = np.ascontiguousarray(X[order] - self.means)
-        self.Z = np.ascontiguousarray(Z[order])
+        self.X = np.take(X, order, axis=0)
+        self.X -= self.means
+        self.Z = np.take(Z, order, axis=0)
         self.event_u8 = np.ascontiguousarray(np.asarray(event)[order].astype(np.uint8))
         self.n_events = int(self.event_u8.sum())
         s_sorted = s_codes[order]
@@ -210,8 +224,8 @@ class Problem:
         self.cpos[corder] = np.arange(n)
         sizes = np.bincount(c_sorted, minlength=n_centres)
         self.seg_ptr = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-        self.XTc = np.ascontiguousarray(self.X[corder].T)
-        self.ZTc = np.ascontiguousarray(self.Z[corder].T)
+        self.XTc = transposed_in_order(self.X, self.cpos)
+        self.ZTc = transposed_in_order(self.Z, self.cpos)
         self._r = np.empty(n)
         self._U = np.empty(p + self.m)
         self._info = np.empty((p + self.m, p + self.m))

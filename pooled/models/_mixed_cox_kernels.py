@@ -32,7 +32,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["baseline_pass", "cox_pass", "counting_sort", "trace_gradient"]
+__all__ = [
+    "baseline_pass",
+    "counting_sort",
+    "cox_pass",
+    "trace_gradient",
+    "transposed_in_order",
+]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -72,6 +78,17 @@ def _dot3(
     for i in range(lo, hi):
         s += a[i] * b[i] * c[i]
     return s
+
+
+@numba.njit(cache=True, nogil=True)
+def transposed_in_order(A: np.ndarray, pos: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """``A`` (n x k) transposed, row ``i`` of ``A`` to column ``pos[i]``."""
+    n, k = A.shape
+    out = np.empty((k, n))
+    for i in range(n):
+        for j in range(k):
+            out[j, pos[i]] = A[i, j]
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -165,6 +182,8 @@ def cox_pass(
     cq = np.empty((ew, 3))  # q1, q2, q3 of each event group
     ct = np.empty((ew, 6))  # tt, et and the cubic moments m30 .. m33 (trace)
     gidx = np.empty(ew, dtype=np.int64)  # group of each event row of the matrices
+    tie_row = np.empty(ew, dtype=np.int64)  # row of Smat of each row of Emat
+    tie_of = np.empty(ew, dtype=np.int64)  # row of Emat of each row of Smat, -1 if none
     na = amax if trace else 0
     ga1 = np.empty((ng if trace else 0, na))
     ga2 = np.empty((ng if trace else 0, na))
@@ -195,7 +214,7 @@ def cox_pass(
         g0 = str_gstart[s]
         g1 = str_gstart[s + 1]
         ne = 0
-        any_tie = False
+        nt = 0
         # loop 1: groups in descending time
         for g in range(g0, g1):
             e0 = 0.0
@@ -285,11 +304,18 @@ def cox_pass(
                 for k in range(base_dr.shape[1]):
                     base_dr[g, k] = -(b1 * s1[p + k] - b2 * e1[p + k]) if k < a else 0.0
             if second:
-                if use_efron:
-                    any_tie = True
                 for j in range(wdt):
                     Smat[ne, j] = s1[j]
-                    Emat[ne, j] = e1[j] if use_efron else 0.0
+                # the deaths' sums only where Efron's correction applies (tied deaths): the
+                # other groups' terms in them are 0
+                if use_efron:
+                    for j in range(wdt):
+                        Emat[nt, j] = e1[j]
+                    tie_row[nt] = ne
+                    tie_of[ne] = nt
+                    nt += 1
+                else:
+                    tie_of[ne] = -1
                 cq[ne, 0] = b1
                 cq[ne, 1] = b2
                 cq[ne, 2] = b3
@@ -311,16 +337,19 @@ def cox_pass(
                 for j in range(wdt):
                     W[e, j] = cq[e, 0] * S_[e, j]
             blk = np.dot(np.ascontiguousarray(S_.T), W)
-            if any_tie:
-                E_ = Emat[:ne, :wdt]
-                for e in range(ne):
+            if nt > 0:
+                E_ = Emat[:nt, :wdt]
+                St = np.empty((wdt, nt))
+                W2 = np.empty((nt, wdt))
+                W3 = np.empty((nt, wdt))
+                for t in range(nt):
+                    e = tie_row[t]
                     for j in range(wdt):
-                        W[e, j] = cq[e, 1] * E_[e, j]
-                cross = np.dot(np.ascontiguousarray(S_.T), W)
-                for e in range(ne):
-                    for j in range(wdt):
-                        W[e, j] = cq[e, 2] * E_[e, j]
-                ee = np.dot(np.ascontiguousarray(E_.T), W)
+                        St[j, t] = S_[e, j]
+                        W2[t, j] = cq[e, 1] * E_[t, j]
+                        W3[t, j] = cq[e, 2] * E_[t, j]
+                cross = np.dot(St, W2)
+                ee = np.dot(np.ascontiguousarray(E_.T), W3)
                 for j in range(wdt):
                     for k in range(wdt):
                         blk[j, k] -= cross[j, k] + cross[k, j] - ee[j, k]
@@ -330,7 +359,7 @@ def cox_pass(
                     info[gj, gpos[k]] -= blk[j, k]
         if trace and ne > 0:
             Sb = np.ascontiguousarray(Smat[:ne, p : p + a])
-            Eb = np.ascontiguousarray(Emat[:ne, p : p + a])
+            Eb = np.ascontiguousarray(Emat[:nt, p : p + a])
             Aa = np.ascontiguousarray(Aact[:a, :a])
             AS = np.dot(Sb, Aa)
             AE = np.dot(Eb, Aa)
@@ -338,10 +367,13 @@ def cox_pass(
                 sas = 0.0
                 sae = 0.0
                 eae = 0.0
+                t = tie_of[e]
                 for k in range(a):
                     sas += Sb[e, k] * AS[e, k]
-                    sae += Sb[e, k] * AE[e, k]
-                    eae += Eb[e, k] * AE[e, k]
+                if t >= 0:
+                    for k in range(a):
+                        sae += Sb[e, k] * AE[t, k]
+                        eae += Eb[t, k] * AE[t, k]
                 b1 = cq[e, 0]
                 b2 = cq[e, 1]
                 b3 = cq[e, 2]
@@ -354,9 +386,14 @@ def cox_pass(
                 be2[g] = -(tt_ * b2 - et_ * b3) + 2.0 * (
                     sas * ct[e, 3] - 2.0 * sae * ct[e, 4] + eae * ct[e, 5]
                 )
-                for k in range(a):
-                    ga1[g, k] = -2.0 * (b1 * AS[e, k] - b2 * AE[e, k])
-                    ga2[g, k] = -2.0 * (b2 * AS[e, k] - b3 * AE[e, k])
+                if t >= 0:
+                    for k in range(a):
+                        ga1[g, k] = -2.0 * (b1 * AS[e, k] - b2 * AE[t, k])
+                        ga2[g, k] = -2.0 * (b2 * AS[e, k] - b3 * AE[t, k])
+                else:
+                    for k in range(a):
+                        ga1[g, k] = -2.0 * b1 * AS[e, k]
+                        ga2[g, k] = -2.0 * b2 * AS[e, k]
         # loop 2: each row's weight is the sum of w1 over the risk sets it is in
         total = 0.0
         tot_b = 0.0
