@@ -61,23 +61,70 @@ def counting_sort(key: np.ndarray, n_keys: int) -> np.ndarray:  # pragma: no cov
 # the sums over rows may be reassociated (vectorised): they are deterministic for a given
 # problem, and agree with the sequential sums to rounding
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _dot(a: np.ndarray, b: np.ndarray, lo: int, hi: int) -> float:  # pragma: no cover
-    """sum a[lo:hi] * b[lo:hi]."""
-    s = 0.0
-    for i in range(lo, hi):
-        s += a[i] * b[i]
-    return s
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _dot3(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, lo: int, hi: int
-) -> float:  # pragma: no cover
-    """sum a[lo:hi] * b[lo:hi] * c[lo:hi]."""
-    s = 0.0
-    for i in range(lo, hi):
-        s += a[i] * b[i] * c[i]
-    return s
+def _weighted_row_sums(
+    XTc: np.ndarray,
+    ZTc: np.ndarray,
+    seg_ptr: np.ndarray,
+    rvc: np.ndarray,
+    gic: np.ndarray,
+    trace: bool,
+    U: np.ndarray,
+    info: np.ndarray,
+    tg: np.ndarray,
+) -> None:  # pragma: no cover
+    """Subtract ``sum_i rv_i (x_i, z_i)`` from ``U``, add ``sum_i rv_i (x_i, z_i)(x_i, z_i)'``
+    (lower triangle; a row's random effects are its centre's) to ``info``, and with ``trace``
+    ``sum_i gi_i (x_i, z_i)`` to ``tg``; rows in centre order (see :func:`cox_pass`)."""
+    p = XTc.shape[0]
+    q = ZTc.shape[0]
+    for c in range(seg_ptr.shape[0] - 1):
+        lo = seg_ptr[c]
+        hi = seg_ptr[c + 1]
+        size = hi - lo
+        w = rvc[lo:hi]
+        gw = gic[lo:hi] if trace else gic
+        # slices indexed from 0: the loops vectorise (no negative-index wraparound)
+        for j in range(p):
+            xj = XTc[j, lo:hi]
+            s = 0.0
+            for i in range(size):
+                s += xj[i] * w[i]
+            U[j] -= s
+            for k in range(j + 1):
+                xk = XTc[k, lo:hi]
+                s = 0.0
+                for i in range(size):
+                    s += xj[i] * xk[i] * w[i]
+                info[j, k] += s
+            if trace:
+                s = 0.0
+                for i in range(size):
+                    s += xj[i] * gw[i]
+                tg[j] += s
+        for k in range(q):
+            gk = p + c * q + k
+            zk = ZTc[k, lo:hi]
+            s = 0.0
+            for i in range(size):
+                s += zk[i] * w[i]
+            U[gk] -= s
+            for j in range(p):
+                xj = XTc[j, lo:hi]
+                s = 0.0
+                for i in range(size):
+                    s += zk[i] * xj[i] * w[i]
+                info[gk, j] += s
+            for k2 in range(k + 1):
+                z2 = ZTc[k2, lo:hi]
+                s = 0.0
+                for i in range(size):
+                    s += zk[i] * z2[i] * w[i]
+                info[gk, p + c * q + k2] += s
+            if trace:
+                s = 0.0
+                for i in range(size):
+                    s += zk[i] * gw[i]
+                tg[gk] += s
 
 
 @numba.njit(cache=True, nogil=True)
@@ -447,25 +494,7 @@ def cox_pass(
     if second:
         # the sums over rows: fixed x fixed, then per centre random x fixed and random x
         # random (lower triangle; a row's random effects are its centre's), scores, trace
-        for j in range(p):
-            U[j] -= _dot(XTc[j], rvc, 0, n)
-            for k in range(j + 1):
-                info[j, k] += _dot3(XTc[j], XTc[k], rvc, 0, n)
-            if trace:
-                tg[j] += _dot(XTc[j], gic, 0, n)
-        for c in range(seg_ptr.shape[0] - 1):
-            lo = seg_ptr[c]
-            hi = seg_ptr[c + 1]
-            for k in range(q):
-                gk = p + c * q + k
-                zk = ZTc[k]
-                U[gk] -= _dot(zk, rvc, lo, hi)
-                for j in range(p):
-                    info[gk, j] += _dot3(zk, XTc[j], rvc, lo, hi)
-                for k2 in range(k + 1):
-                    info[gk, p + c * q + k2] += _dot3(zk, ZTc[k2], rvc, lo, hi)
-                if trace:
-                    tg[gk] += _dot(zk, gic, lo, hi)
+        _weighted_row_sums(XTc, ZTc, seg_ptr, rvc, gic, trace, U, info, tg)
         # the lower triangle was filled (rows >= columns); mirror it
         for j in range(dim):
             for k in range(j):
