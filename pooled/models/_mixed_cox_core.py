@@ -226,6 +226,15 @@ class Problem:
         self.seg_ptr = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self.XTc = transposed_in_order(self.X, self.cpos)
         self.ZTc = transposed_in_order(self.Z, self.cpos)
+        # the deaths' share of the score (constant): sum of (x, z) over the deaths
+        ev = self.event_u8.astype(np.float64)
+        self.u_event = np.zeros(p + self.m)
+        self.u_event[:p] = ev @ self.X
+        for k in range(q):
+            self.u_event[p:] += np.bincount(
+                self.ridx[:, k], weights=ev * self.Z[:, k], minlength=self.m
+            )
+        self._u_event0 = self.u_event[:p].copy()
         self._r = np.empty(n)
         self._U = np.empty(p + self.m)
         self._info = np.empty((p + self.m, p + self.m))
@@ -255,6 +264,7 @@ class Problem:
                 self.seg_ptr,
                 self.XTc,
                 self.ZTc,
+                self.u_event,
                 np.ascontiguousarray(gamma[:p]),
                 np.ascontiguousarray(gamma[p:]),
                 self.efron,
@@ -303,6 +313,7 @@ class Problem:
             self.seg_ptr,
             self.XTc,
             self.ZTc,
+            self.u_event,
             np.ascontiguousarray(gamma[:p]),
             np.ascontiguousarray(gamma[p:]),
             self.efron,
@@ -337,6 +348,7 @@ class Problem:
             self.seg_ptr,
             self.XTc,
             self._ZT0,
+            self._u_event0,
             np.ascontiguousarray(beta, dtype=np.float64),
             np.empty(0),
             self.efron,

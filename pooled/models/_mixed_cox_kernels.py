@@ -154,6 +154,7 @@ def cox_pass(
     seg_ptr: np.ndarray,
     XTc: np.ndarray,
     ZTc: np.ndarray,
+    u_event: np.ndarray,
     beta: np.ndarray,
     b: np.ndarray,
     efron: bool,
@@ -194,7 +195,7 @@ def cox_pass(
     trace = second and A.shape[0] > 0
     base = second and base_h.shape[0] > 0
     for j in range(dim):
-        U[j] = 0.0
+        U[j] = u_event[j]  # the deaths' covariates (the risk sets' share is subtracted below)
     if second:
         for j in range(dim):
             for k in range(dim):
@@ -240,6 +241,8 @@ def cox_pass(
     # the rows' weights, in centre order: in the information and score (rv), in the trace
     # gradient (gi)
     rvc = np.zeros(n if second else 0)
+    arow = np.empty(n if trace else 0)  # each row's z' A z
+    no_ga = np.zeros(na)
     gic = np.zeros(n if trace else 0)
     run = np.zeros(na)
     tot = np.zeros(na)
@@ -285,6 +288,7 @@ def cox_pass(
                         for k2 in range(q):
                             ai += Z[i, k] * A[ridx[i, k], ridx[i, k2]] * Z[i, k2]
                     tt += ri * ai
+                    arow[i] = ai
                 if second:
                     for j in range(p):
                         s1[j] += ri * X[i, j]
@@ -462,30 +466,19 @@ def cox_pass(
             cb = tot_b - before_b
             before += w1[g]
             has_ev = grp_nev[g] > 0
+            # a death's own terms, multiplied by 0.0 / 1.0 (no branch per row)
+            w2g = w2[g]
+            be2g = be2[g] if trace and has_ev else 0.0
+            ga2g = ga2[g] if trace and has_ev else no_ga
             for i in range(grp_start[g], grp_start[g + 1]):
-                v = cum
-                if event[i]:
-                    v -= w2[g]
+                ev = 1.0 if event[i] else 0.0
+                v = cum - ev * w2g
                 rvc[cpos[i]] = r[i] * v
-                if event[i]:
-                    for j in range(p):
-                        U[j] += X[i, j]
-                    for k in range(q):
-                        U[p + ridx[i, k]] += Z[i, k]
                 if trace:
-                    ai = 0.0
-                    for k in range(q):
-                        for k2 in range(q):
-                            ai += Z[i, k] * A[ridx[i, k], ridx[i, k2]] * Z[i, k2]
-                    coef = ai * v + cb
-                    if event[i]:
-                        coef -= be2[g]
+                    coef = arow[i] * v + cb - ev * be2g
                     for k in range(q):
                         pos = ract[i, k]
-                        gam = tot[pos] - run[pos]
-                        if event[i]:
-                            gam -= ga2[g, pos]
-                        coef += Z[i, k] * gam
+                        coef += Z[i, k] * (tot[pos] - run[pos] - ev * ga2g[pos])
                     gic[cpos[i]] = r[i] * coef
             if trace and has_ev:
                 before_b += be1[g]
