@@ -8,7 +8,7 @@ order given, then the interaction columns (the first factor varying fastest).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -140,6 +140,7 @@ def build_design(
     interactions: Sequence[tuple[str, str]] = (),
     required: Sequence[str] = (),
     centre: str | None = "centre",
+    missing: Mapping[str, np.ndarray] | None = None,
 ) -> Design:
     """Build an R-style design matrix from ``data`` on complete cases.
 
@@ -157,6 +158,9 @@ def build_design(
         Further columns that must be present for a row to be kept (time, event, strata).
     centre : str or None
         Column used to count dropped patients per centre (``None``: one row, ``centre=""``).
+    missing : mapping of str to bool array, optional
+        Missing values of some columns, already known to the caller (``isna``, one per row
+        of ``data``); the other columns are checked here.
 
     Returns
     -------
@@ -211,7 +215,8 @@ def build_design(
         )
 
     # column by column: no copy of the used columns when nothing is missing
-    missing_by_column = {c: _missing(data[c]) for c in used}
+    known = missing or {}
+    missing_by_column = {c: known[c] if c in known else _missing(data[c]) for c in used}
     dropped_mask = np.zeros(len(data), dtype=bool)
     for m in missing_by_column.values():
         dropped_mask |= m

@@ -626,7 +626,9 @@ def _exact_hessian(problem: Problem, fit: InnerFit, tol: float, h: float = 1e-4)
     return (H + H.T) / 2.0
 
 
-def _design(data: pd.DataFrame, spec: MixedCoxSpec) -> Design:
+def _design(
+    data: pd.DataFrame, spec: MixedCoxSpec, centre_missing: np.ndarray | None = None
+) -> Design:
     return build_design(
         data,
         spec.covariates,
@@ -634,7 +636,21 @@ def _design(data: pd.DataFrame, spec: MixedCoxSpec) -> Design:
         interactions=spec.interactions,
         required=(spec.duration, spec.event, spec.centre),
         centre=spec.centre,
+        missing=None if centre_missing is None else {spec.centre: centre_missing},
     )
+
+
+def _centre_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the centres (-1 where missing) and their labels as text, sorted.
+
+    One pass over the column serves both the complete-case check and the codes: labels that
+    differ but read the same as text (``1`` and ``"1"``) are one centre.
+    """
+    raw_codes, raw_levels = pd.factorize(column)
+    text = pd.Series(raw_levels, dtype=object).astype(str).to_numpy(dtype=object)
+    levels, level_of = np.unique(text, return_inverse=True)
+    lookup = np.append(level_of.reshape(-1), -1)  # code -1 (missing) stays -1
+    return lookup[raw_codes], levels
 
 
 def _outcome(kept: pd.DataFrame, spec: MixedCoxSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -775,13 +791,18 @@ def _single_threaded_blas() -> Any:
 
 
 def _fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
-    design = _design(data, spec)
+    if spec.centre not in data.columns:
+        design = _design(data, spec)  # raises the error naming the missing columns
+    all_codes, centres = _centre_codes(data[spec.centre])
+    design = _design(data, spec, centre_missing=all_codes < 0)
     kept = design.kept(data)
     time, event = _outcome(kept, spec)
-    labels = kept[spec.centre].astype(str).to_numpy()
-    codes, uniques = pd.factorize(labels, sort=True)
-    centres = np.asarray(uniques, dtype=object)
-    centre_codes = codes.astype(np.int64)
+    centre_codes = all_codes[design.rows].astype(np.int64)
+    present = np.bincount(centre_codes, minlength=centres.size) > 0
+    if not np.all(present):  # centres whose every patient was dropped
+        renumber = np.cumsum(present) - 1
+        centre_codes = renumber[centre_codes]
+        centres = centres[present]
     K = int(centres.size)
     if K < 2:
         raise DataError(

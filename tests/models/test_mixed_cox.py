@@ -608,6 +608,27 @@ def test_row_order_and_centre_labels_do_not_matter(heterogeneous):
     assert other.centres[0] == "site_01"
 
 
+def test_centre_labels_read_as_text_and_missing_centres(heterogeneous):
+    """Centres are their labels as text (1 and "1" are one centre); a patient without a
+    centre is dropped and counted; a centre all of whose patients are dropped is not a
+    centre of the fit."""
+    spec = spec_for("a_random_intercept")
+    clean = heterogeneous.copy()
+    clean["centre"] = clean["centre"].str.slice(1).astype(int)  # C01 -> 1
+    base = fit_mixed_cox(clean, spec)
+    messy = clean.astype({"centre": object})
+    messy.loc[messy.index[::2], "centre"] = messy.loc[messy.index[::2], "centre"].astype(str)
+    extra = messy.iloc[:3].copy()
+    extra["centre"] = [None, np.nan, "99"]  # two without a centre, one centre of its own
+    extra.loc[extra.index[2], "age"] = np.nan  # ... whose only patient is dropped
+    messy = pd.concat([messy, extra], ignore_index=True)
+    res = fit_mixed_cox(messy, spec)
+    assert res.centres == base.centres and res.n == base.n
+    assert int(res.dropped.n_dropped.sum()) == 3
+    np.testing.assert_allclose(res.coefficients, base.coefficients, rtol=1e-9)
+    np.testing.assert_allclose(res.random_effects, base.random_effects, atol=1e-9)
+
+
 def test_breslow_equals_efron_without_ties(heterogeneous):
     data = heterogeneous.copy()
     rng = np.random.default_rng(11)
