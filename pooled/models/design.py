@@ -117,6 +117,10 @@ def _take_rows(data: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
 
 def _missing(column: pd.Series | pd.DataFrame) -> np.ndarray:
     """Missing values of a column (of any of its copies, when the label is duplicated)."""
+    dtype = column.dtype if isinstance(column, pd.Series) else None
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
+        values = column.to_numpy()  # numpy floats, integers, booleans: only NaN is missing
+        return np.isnan(values) if dtype.kind == "f" else np.zeros(values.size, bool)
     m = column.isna().to_numpy()
     return m.any(axis=1) if m.ndim == 2 else m
 
