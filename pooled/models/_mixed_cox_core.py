@@ -933,6 +933,9 @@ class JointFit:
     baseline: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # at fit.gamma
 
 
+_NEAR = 20.0
+
+
 def joint_optimise(
     problem: Problem,
     fixed: FixedFit,
@@ -982,9 +985,17 @@ def joint_optimise(
         None
     )
     baseline = problem.baseline_arrays()
+    # Once the steps are within a factor `_NEAR` of the tolerances, the next pass is likely
+    # the last, which only verifies: it skips the trace gradient and the local model reuses
+    # the last one (its change over a step that small moves the next step by far less than
+    # the tolerance). Never twice in a row, so a stale gradient is not carried on.
+    reuse = False
+    g_last: np.ndarray | None = None
     for _ in range(max_iter):
-        ll, U, info, r, g = problem.derivatives(new_gamma, A, baseline)
+        ll, U, info, r, g = problem.derivatives(new_gamma, None if reuse else A, baseline)
         passes += 1
+        if reuse:
+            g = g_last
         sigma = covariance_from_phi(phi, q)
         P = problem.penalty_matrix(sigma)
         halvings = 0
@@ -999,6 +1010,7 @@ def joint_optimise(
             new_gamma = (new_gamma + prev_gamma) / 2.0
             ll, U, info, r, g = problem.derivatives(new_gamma, A, baseline)
             passes += 1
+            reuse = False
         gamma = new_gamma
         final_pass = (gamma, phi, ll, U, info, r)
         model = local(problem, gamma, ll, U, info, g)
@@ -1021,9 +1033,12 @@ def joint_optimise(
         dgamma = float(np.max(np.abs(new_gamma - gamma)))
         prev_ll, prev_gamma = ll, gamma
         phi = new_phi
-        if dphi <= tol_phi and dgamma <= tol * (1.0 + float(np.max(np.abs(gamma)))):
+        tol_gamma = tol * (1.0 + float(np.max(np.abs(gamma))))
+        if dphi <= tol_phi and dgamma <= tol_gamma:
             converged = True
             break
+        reuse = not reuse and dphi <= _NEAR * tol_phi and dgamma <= _NEAR * tol_gamma
+        g_last = g
     assert final_pass is not None
     fit = problem.assemble(*final_pass)
     hess = model.hessian(fit.phi)
