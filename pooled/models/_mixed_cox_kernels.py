@@ -127,6 +127,53 @@ def _weighted_row_sums(
                 tg[gk] += s
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _rank_one(
+    ST: np.ndarray,
+    ET: np.ndarray,
+    cq: np.ndarray,
+    tie_row: np.ndarray,
+    ne: int,
+    nt: int,
+    wdt: int,
+    blk: np.ndarray,
+) -> None:  # pragma: no cover
+    """The rank-one part of the information over a stratum's event groups, lower triangle:
+    ``blk = sum_e q1 S S' - sum_t (q2 (S E' + E S') - q3 E E')`` (S, E: columns of ``ST``,
+    ``ET``; q1..q3: the columns of ``cq``; tied group t is event group ``tie_row[t]``)."""
+    q1 = np.ascontiguousarray(cq[:ne, 0])
+    for j in range(wdt):
+        sj = ST[j, :ne]
+        for k in range(j + 1):
+            sk = ST[k, :ne]
+            s = 0.0
+            for e in range(ne):
+                s += q1[e] * sj[e] * sk[e]
+            blk[j, k] = s
+    if nt == 0:
+        return
+    # the tied groups' S, q2 and q3, gathered
+    St = np.empty((wdt, nt))
+    q2 = np.empty(nt)
+    q3 = np.empty(nt)
+    for t in range(nt):
+        e = tie_row[t]
+        q2[t] = cq[e, 1]
+        q3[t] = cq[e, 2]
+        for j in range(wdt):
+            St[j, t] = ST[j, e]
+    for j in range(wdt):
+        sj = St[j]
+        ej = ET[j, :nt]
+        for k in range(j + 1):
+            sk = St[k]
+            ek = ET[k, :nt]
+            s = 0.0
+            for t in range(nt):
+                s += q2[t] * (sj[t] * ek[t] + ej[t] * sk[t]) - q3[t] * ej[t] * ek[t]
+            blk[j, k] -= s
+
+
 @numba.njit(cache=True, nogil=True)
 def transposed_in_order(A: np.ndarray, pos: np.ndarray) -> np.ndarray:  # pragma: no cover
     """``A`` (n x k) transposed, row ``i`` of ``A`` to column ``pos[i]``."""
@@ -178,9 +225,10 @@ def cox_pass(
     empty, the four ``base_*`` arrays receive what :func:`baseline_pass` computes.
 
     Per stratum, loop 1 forms the running risk-set sums and keeps, for every group with
-    events, the sums over the risk set (``S``) and over its deaths (``E``) in the rows of two
-    matrices; the rank-one part of the information, ``sum_g q1 S S' - q2 (S E' + E S') +
-    q3 E E'``, and the products with ``A`` are then matrix products (BLAS). Loop 2 computes
+    events, the sums over the risk set (``S``) and over its deaths (``E``, only where deaths
+    are tied) in the columns of two matrices; the rank-one part of the information,
+    ``sum_g q1 S S' - q2 (S E' + E S') + q3 E E'``, is then a set of vectorised sums over
+    the groups (:func:`_rank_one`) and the products with ``A`` matrix products. Loop 2 computes
     each row's weight in the information (the sum of the group weights of every risk set it
     is in) and in the trace gradient; the sums over rows weighted by them (``X' W X``, the
     random-by-fixed and random blocks, the scores) are then dot products over the columns
@@ -225,13 +273,16 @@ def cox_pass(
     gpos = np.zeros(width, dtype=np.int64)
     # scratch: every row of these is written before it is read (event groups only)
     ew = emax if second else 0
-    Smat = np.empty((ew, width))
-    Emat = np.empty((ew, width))
+    # column e of SmatT: the risk-set sums of event group e; column t of EmatT: the deaths'
+    # sums of tied group t (rows contiguous for the sums over groups)
+    SmatT = np.empty((width, ew))
+    EmatT = np.empty((width, ew))
     cq = np.empty((ew, 3))  # q1, q2, q3 of each event group
     ct = np.empty((ew, 6))  # tt, et and the cubic moments m30 .. m33 (trace)
     gidx = np.empty(ew, dtype=np.int64)  # group of each event row of the matrices
-    tie_row = np.empty(ew, dtype=np.int64)  # row of Smat of each row of Emat
-    tie_of = np.empty(ew, dtype=np.int64)  # row of Emat of each row of Smat, -1 if none
+    tie_row = np.empty(ew, dtype=np.int64)  # column of SmatT of each column of EmatT
+    tie_of = np.empty(ew, dtype=np.int64)  # column of EmatT of each of SmatT, -1 if none
+    blk = np.empty((width, width))
     na = amax if trace else 0
     ga1 = np.empty((ng if trace else 0, na))
     ga2 = np.empty((ng if trace else 0, na))
@@ -356,12 +407,12 @@ def cox_pass(
                     base_dr[g, k] = -(b1 * s1[p + k] - b2 * e1[p + k]) if k < a else 0.0
             if second:
                 for j in range(wdt):
-                    Smat[ne, j] = s1[j]
+                    SmatT[j, ne] = s1[j]
                 # the deaths' sums only where Efron's correction applies (tied deaths): the
                 # other groups' terms in them are 0
                 if use_efron:
                     for j in range(wdt):
-                        Emat[nt, j] = e1[j]
+                        EmatT[j, nt] = e1[j]
                     tie_row[nt] = ne
                     tie_of[ne] = nt
                     nt += 1
@@ -382,49 +433,28 @@ def cox_pass(
             continue
         # rank-one part of the information: matrix products over the event groups
         if ne > 0:
-            S_ = Smat[:ne, :wdt]
-            W = np.empty((ne, wdt))
-            for e in range(ne):
-                for j in range(wdt):
-                    W[e, j] = cq[e, 0] * S_[e, j]
-            blk = np.dot(np.ascontiguousarray(S_.T), W)
-            if nt > 0:
-                E_ = Emat[:nt, :wdt]
-                St = np.empty((wdt, nt))
-                W2 = np.empty((nt, wdt))
-                W3 = np.empty((nt, wdt))
-                for t in range(nt):
-                    e = tie_row[t]
-                    for j in range(wdt):
-                        St[j, t] = S_[e, j]
-                        W2[t, j] = cq[e, 1] * E_[t, j]
-                        W3[t, j] = cq[e, 2] * E_[t, j]
-                cross = np.dot(St, W2)
-                ee = np.dot(np.ascontiguousarray(E_.T), W3)
-                for j in range(wdt):
-                    for k in range(wdt):
-                        blk[j, k] -= cross[j, k] + cross[k, j] - ee[j, k]
+            _rank_one(SmatT, EmatT, cq, tie_row, ne, nt, wdt, blk)
             for j in range(wdt):
                 gj = gpos[j]
                 for k in range(j + 1):
                     info[gj, gpos[k]] -= blk[j, k]
         if trace and ne > 0:
-            Sb = np.ascontiguousarray(Smat[:ne, p : p + a])
-            Eb = np.ascontiguousarray(Emat[:nt, p : p + a])
+            Sb = np.ascontiguousarray(SmatT[p : p + a, :ne])
+            Eb = np.ascontiguousarray(EmatT[p : p + a, :nt])
             Aa = np.ascontiguousarray(Aact[:a, :a])
-            AS = np.dot(Sb, Aa)
-            AE = np.dot(Eb, Aa)
+            AS = np.dot(Aa, Sb)  # (A S')' as A is symmetric: a x ne
+            AE = np.dot(Aa, Eb)
             for e in range(ne):
                 sas = 0.0
                 sae = 0.0
                 eae = 0.0
                 t = tie_of[e]
                 for k in range(a):
-                    sas += Sb[e, k] * AS[e, k]
+                    sas += Sb[k, e] * AS[k, e]
                 if t >= 0:
                     for k in range(a):
-                        sae += Sb[e, k] * AE[t, k]
-                        eae += Eb[t, k] * AE[t, k]
+                        sae += Sb[k, e] * AE[k, t]
+                        eae += Eb[k, t] * AE[k, t]
                 b1 = cq[e, 0]
                 b2 = cq[e, 1]
                 b3 = cq[e, 2]
@@ -439,12 +469,12 @@ def cox_pass(
                 )
                 if t >= 0:
                     for k in range(a):
-                        ga1[g, k] = -2.0 * (b1 * AS[e, k] - b2 * AE[t, k])
-                        ga2[g, k] = -2.0 * (b2 * AS[e, k] - b3 * AE[t, k])
+                        ga1[g, k] = -2.0 * (b1 * AS[k, e] - b2 * AE[k, t])
+                        ga2[g, k] = -2.0 * (b2 * AS[k, e] - b3 * AE[k, t])
                 else:
                     for k in range(a):
-                        ga1[g, k] = -2.0 * b1 * AS[e, k]
-                        ga2[g, k] = -2.0 * b2 * AS[e, k]
+                        ga1[g, k] = -2.0 * b1 * AS[k, e]
+                        ga2[g, k] = -2.0 * b2 * AS[k, e]
         # loop 2: each row's weight is the sum of w1 over the risk sets it is in
         total = 0.0
         tot_b = 0.0
