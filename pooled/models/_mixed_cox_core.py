@@ -388,7 +388,9 @@ class Problem:
     def penalty_matrix(self, sigma: np.ndarray) -> np.ndarray:
         """``I_K (x) Sigma^-1``: block diagonal, one block per centre."""
         q = sigma.shape[0]
-        inv = np.array([[1.0 / sigma[0, 0]]]) if q == 1 else np.linalg.inv(sigma)
+        if q == 1:
+            return np.eye(self.m) / sigma[0, 0]
+        inv = np.linalg.inv(sigma)
         out = np.zeros((self.m, self.m))
         for k in range(self.K):  # K small blocks: cheaper than np.kron's general machinery
             out[k * q : (k + 1) * q, k * q : (k + 1) * q] = inv
@@ -911,8 +913,10 @@ def _spd_inverse(a: np.ndarray) -> np.ndarray:
     inv, info = _lapack.dpotri(_cholesky(a), lower=1)
     if info != 0:
         raise np.linalg.LinAlgError("matrix singular")
-    lower = np.tril(inv)
-    return lower + np.tril(inv, -1).T
+    # the lower triangle holds the inverse, the upper is 0 (the factor was cleaned)
+    out = inv + inv.T
+    out.flat[:: out.shape[0] + 1] = np.diagonal(inv)
+    return out
 
 
 def _eigh(a: np.ndarray, vectors: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -605,11 +605,9 @@ def _score_at_zero(problem: Problem, fixed: FixedFit) -> np.ndarray:
     """d Integrated / d Sigma at Sigma = 0: sum over centres of (U_c U_c' - I_cc) / 2."""
     p, q, K = problem.p, problem.q, problem.K
     u = fixed.score[p:].reshape(K, q)
-    ibb = fixed.information[p:, p:]
-    out = np.zeros((q, q))
-    for c in range(K):
-        out += np.outer(u[c], u[c]) - ibb[c * q : (c + 1) * q, c * q : (c + 1) * q]
-    return out / 2.0
+    # the K diagonal q x q blocks of I_bb, summed
+    blocks = fixed.information[p:, p:].reshape(K, q, K, q)[np.arange(K), :, np.arange(K), :]
+    return (u.T @ u - blocks.sum(axis=0)) / 2.0
 
 
 def _exact_hessian(problem: Problem, fit: InnerFit, tol: float, h: float = 1e-4) -> np.ndarray:
