@@ -17,7 +17,7 @@ Three parts, written to ``bench/results/mixed_cox.md``:
    CI (Monte Carlo SEs), tau, and the coverage of the prediction interval for a new centre.
 
 CPU seconds on one core (BLAS threads = 1; ``time.process_time``; R's ``system.time`` user +
-system measured inside R, data loading excluded). Both sides are the best of several runs (5 at
+system measured inside R, data loading excluded). Both sides are the best of several runs (10 at
 PADDY size, 2 / 1 at 1M) in one process: the first call in a session pays for loading code
 (numba's compiled kernels; R's lazy loading and byte compilation, about 1.5x coxme's later
 calls at PADDY size), which a consortium fitting many models pays once. coxme's first call is
@@ -534,7 +534,7 @@ def write_report(
         "CPU seconds on one core (BLAS threads = 1; Python `time.process_time`, R `system.time` "
         "user + system measured inside R, data loading excluded), one run of "
         f"`python -m bench.bench_mixed_cox` on a shared 2-core machine, {coxme_note} at its "
-        "default control (`coxme.control()`, `refine.n = 0`). Both sides are the best of 5 "
+        "default control (`coxme.control()`, `refine.n = 0`). Both sides are the best of 10 "
         "runs in one process at PADDY size (ours 2 and coxme 1 at 1M); the first call in a "
         "session, which loads code (numba's kernels; R's lazy loading and byte compilation), is "
         "left out of the ratio, and coxme's is shown beside. Ratios > 1 mean we are "
@@ -676,12 +676,12 @@ def main() -> None:
             "PADDY (simulated)",
             paddy,
             ["a", "b", "c"],
-            5,
+            10,
             work,
             args.r_lib,
             with_coxme,
             ["a", "b", "c"],
-            5,
+            10,
         )
         if not args.quick:
             big = large_frame(1_000_000, 50, seed=7)

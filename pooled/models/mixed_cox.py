@@ -601,6 +601,18 @@ def _estimate(problem: Problem, fixed: FixedFit, spec: MixedCoxSpec) -> _Estimat
     return _Estimate(fit, fit.phi, hess, passes, converged, False, (), baseline)
 
 
+def _phi_covariance(hessian: np.ndarray, free: int) -> np.ndarray:
+    """Inverse of minus the Hessian of the Laplace log-likelihood in its first ``free``
+    parameters (the others held: NaN rows and columns); all NaN when that block is not
+    negative definite (no maximum to take a curvature from)."""
+    k = hessian.shape[0]
+    out = np.full((k, k), np.nan)
+    block = -(hessian[:free, :free] + hessian[:free, :free].T) / 2.0
+    if free and np.all(np.isfinite(block)) and np.min(np.linalg.eigvalsh(block)) > 0:
+        out[:free, :free] = np.linalg.inv(block)
+    return out
+
+
 def _score_at_zero(problem: Problem, fixed: FixedFit) -> np.ndarray:
     """d Integrated / d Sigma at Sigma = 0: sum over centres of (U_c U_c' - I_cc) / 2."""
     p, q, K = problem.p, problem.q, problem.K
@@ -964,10 +976,9 @@ def _final_parts(
     P = problem.penalty_matrix(sigma)
     df_pen = float(p + m - np.sum(gcov[p:, p:] * P))
     if est.hessian is not None:
-        try:
-            phi_cov = np.linalg.inv(-est.hessian)
-        except np.linalg.LinAlgError:
-            phi_cov = np.full_like(est.hessian, np.nan)
+        # at the correlation boundary the correlation has no curvature to invert: the
+        # variances' covariance with the correlation held there, the correlation's NaN
+        phi_cov = _phi_covariance(est.hessian, free=2 if est.boundary and q == 2 else len(phi))
     else:
         phi_cov = np.full((len(phi), len(phi)), np.nan)
     return _assemble(
@@ -1028,7 +1039,7 @@ def _embed(
     phi[keep[0]] = fit.phi[0]
     phi_cov = np.full((3, 3), np.nan)
     if sub_est.hessian is not None:
-        phi_cov[keep[0], keep[0]] = float(np.linalg.inv(-sub_est.hessian)[0, 0])
+        phi_cov[keep[0], keep[0]] = _phi_covariance(sub_est.hessian, 1)[0, 0]
     P = sub.penalty_matrix(sub_sigma)
     df_pen = float(p + sub.m - np.sum(sub_cov[p:, p:] * P))
     ll, _, _, r, _ = problem.derivatives(gamma)

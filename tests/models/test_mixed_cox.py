@@ -629,6 +629,52 @@ def test_centre_labels_read_as_text_and_missing_centres(heterogeneous):
     np.testing.assert_allclose(res.random_effects, base.random_effects, atol=1e-9)
 
 
+def _collinear_centres(seed: int, n_centres: int = 12, size: int = 250) -> pd.DataFrame:
+    """Centre intercepts u and marker slopes 0.5 - u: a correlation of -1 across centres."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(0.0, 0.5, n_centres)
+    frames = []
+    for c in range(n_centres):
+        x = rng.binomial(1, 0.4, size)
+        age = rng.normal(0.0, 1.0, size)
+        t = rng.exponential(np.exp(-(u[c] + (0.5 - u[c]) * x + 0.2 * age)))
+        cens = rng.exponential(1.5, size)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "centre": f"c{c:02d}",
+                    "x": x,
+                    "age": age,
+                    "time": np.minimum(t, cens),
+                    "event": (t <= cens).astype(int),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_correlation_at_the_boundary_has_no_correlation_se():
+    """At |correlation| -> 1 the correlation has no curvature: its SE is missing (not the
+    square root of a negative number), the variances' SEs come with it held there."""
+    spec = MixedCoxSpec(
+        duration="time",
+        event="event",
+        covariates=("x", "age"),
+        random=("intercept", "marker"),
+        marker="x",
+        strata=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = fit_mixed_cox(_collinear_centres(0), spec)
+        table = res.variance_components()
+    assert res.boundary and res.correlation < -0.999
+    assert any("correlation at the boundary" in n for n in res.notes)
+    se = res.variance_parameter_se
+    assert np.isnan(se[2]) and np.all(se[:2] > 0)
+    assert table.std_error.iloc[:2].notna().all() and np.isnan(table.std_error.iloc[2])
+
+
 def test_breslow_equals_efron_without_ties(heterogeneous):
     data = heterogeneous.copy()
     rng = np.random.default_rng(11)
