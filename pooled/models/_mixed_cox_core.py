@@ -29,7 +29,9 @@ from scipy.linalg import lapack as _lapack
 from pooled.models._mixed_cox_kernels import (
     counting_sort,
     cox_pass,
+    group_sums,
     local1_derivs,
+    rows_in_order,
     trace_gradient,
     transposed_in_order,
 )
@@ -177,9 +179,8 @@ class Problem:
         self.order = order
         # (a product with ones: numpy's column mean of a row-major matrix is 10x slower)
         self.means = (np.ones(n) @ X) / n if n else np.zeros(p)
-        self.X = np.take(X, order, axis=0)
-        self.X -= self.means
-        self.Z = np.take(Z, order, axis=0)
+        self.X = rows_in_order(X, order, self.means)
+        self.Z = rows_in_order(Z, order, np.zeros(q))
         self.event_u8 = np.ascontiguousarray(np.asarray(event)[order].astype(np.uint8))
         self.n_events = int(self.event_u8.sum())
         s_sorted = s_codes[order]
@@ -193,7 +194,7 @@ class Problem:
         change[1:] = (s_sorted[1:] != s_sorted[:-1]) | (t_sorted[1:] != t_sorted[:-1])
         starts = np.flatnonzero(change)
         self.grp_start = np.append(starts, n).astype(np.int64)
-        self.grp_nev = np.add.reduceat(self.event_u8.astype(np.int64), starts)
+        self.grp_nev = group_sums(self.event_u8, self.grp_start)
         grp_stratum = s_sorted[starts]
         sfirst = np.flatnonzero(np.r_[True, grp_stratum[1:] != grp_stratum[:-1]])
         self.str_gstart = np.append(sfirst, starts.size).astype(np.int64)

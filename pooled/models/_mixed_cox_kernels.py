@@ -36,6 +36,8 @@ __all__ = [
     "baseline_pass",
     "counting_sort",
     "cox_pass",
+    "group_sums",
+    "rows_in_order",
     "trace_gradient",
     "transposed_in_order",
 ]
@@ -172,6 +174,33 @@ def _rank_one(
             for t in range(nt):
                 s += q2[t] * (sj[t] * ek[t] + ej[t] * sk[t]) - q3[t] * ej[t] * ek[t]
             blk[j, k] -= s
+
+
+@numba.njit(cache=True, nogil=True)
+def rows_in_order(
+    A: np.ndarray, order: np.ndarray, shift: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """``A[order] - shift`` (rows gathered, columns shifted) in one pass."""
+    n = order.shape[0]
+    k = A.shape[1]
+    out = np.empty((n, k))
+    for i in range(n):
+        src = order[i]
+        for j in range(k):
+            out[i, j] = A[src, j] - shift[j]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def group_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Sums of ``values`` over the runs ``starts[g]:starts[g + 1]`` (int64)."""
+    out = np.zeros(starts.shape[0] - 1, dtype=np.int64)
+    for g in range(starts.shape[0] - 1):
+        s = 0
+        for i in range(starts[g], starts[g + 1]):
+            s += values[i]
+        out[g] = s
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
