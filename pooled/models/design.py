@@ -120,9 +120,11 @@ def _missing(column: pd.Series | pd.DataFrame) -> np.ndarray:
     dtype = column.dtype if isinstance(column, pd.Series) else None
     if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
         values = column.to_numpy()  # numpy floats, integers, booleans: only NaN is missing
-        return np.isnan(values) if dtype.kind == "f" else np.zeros(values.size, bool)
-    m = column.isna().to_numpy()
-    return m.any(axis=1) if m.ndim == 2 else m
+        if dtype.kind == "f":
+            return np.asarray(np.isnan(values))
+        return np.zeros(values.size, bool)
+    m = np.asarray(column.isna().to_numpy(), dtype=bool)
+    return np.asarray(m.any(axis=1)) if m.ndim == 2 else m
 
 
 def _missing_reason(missing: pd.DataFrame) -> pd.Series:
@@ -226,11 +228,11 @@ def build_design(
         dropped_mask |= m
     rows = np.flatnonzero(~dropped_mask)
     if dropped_mask.any():
-        missing = pd.DataFrame(
+        missing_rows = pd.DataFrame(
             {c: m[dropped_mask] for c, m in missing_by_column.items()},
             index=data.index[dropped_mask],
         )
-        reasons = _missing_reason(missing)
+        reasons = _missing_reason(missing_rows)
         centres = (
             data.loc[dropped_mask, centre].astype(str)
             if centre is not None
