@@ -396,13 +396,15 @@ class MixedCoxResult:
         for k, term in enumerate(self.random_terms):
             v = float(self.variance_matrix[k, k])
             s = float(se_phi[k]) if k < se_phi.size else float("nan")
+            with np.errstate(over="ignore"):  # a flat likelihood: the upper limit is inf
+                upper = v * np.exp(z * s) if v > 0 else float("nan")
             rows.append(
                 {
                     "term": f"var({term})",
                     "estimate": v,
                     "std_error": v * s,
                     "ci_lower": v * np.exp(-z * s) if v > 0 else 0.0,
-                    "ci_upper": v * np.exp(z * s) if v > 0 else float("nan"),
+                    "ci_upper": upper,
                 }
             )
         if len(self.random_terms) == 2:
