@@ -675,6 +675,18 @@ def test_correlation_at_the_boundary_has_no_correlation_se():
     assert table.std_error.iloc[:2].notna().all() and np.isnan(table.std_error.iloc[2])
 
 
+def test_flat_variance_likelihood_gives_an_infinite_upper_limit(heterogeneous):
+    """A log-variance SE so large that exp overflows: the upper limit is inf, silently."""
+    import dataclasses
+
+    res = fit_mixed_cox(heterogeneous, spec_for("a_random_intercept"))
+    flat = dataclasses.replace(res, variance_parameters_covariance=np.array([[1e6]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        table = flat.variance_components()
+    assert np.isinf(table.ci_upper.iloc[0]) and table.ci_lower.iloc[0] >= 0.0
+
+
 def test_breslow_equals_efron_without_ties(heterogeneous):
     data = heterogeneous.copy()
     rng = np.random.default_rng(11)
