@@ -17,7 +17,7 @@ Three parts, written to ``bench/results/mixed_cox.md``:
    CI (Monte Carlo SEs), tau, and the coverage of the prediction interval for a new centre.
 
 CPU seconds on one core (BLAS threads = 1; ``time.process_time``; R's ``system.time`` user +
-system measured inside R, data loading excluded). Both sides are the best of several runs (10 at
+system measured inside R, data loading excluded). Both sides are the best of several runs (20 at
 PADDY size, 2 / 1 at 1M) in one process: the first call in a session pays for loading code
 (numba's compiled kernels; R's lazy loading and byte compilation, about 1.5x coxme's later
 calls at PADDY size), which a consortium fitting many models pays once. coxme's first call is
@@ -527,6 +527,7 @@ def write_report(
     notes: list[str],
     coxme_note: str,
     scenarios: tuple[Scenario, ...],
+    load: tuple[float, float],
 ) -> None:
     lines = [
         "## Mixed-effects Cox models (`fit_mixed_cox`) against coxme",
@@ -534,12 +535,12 @@ def write_report(
         "CPU seconds on one core (BLAS threads = 1; Python `time.process_time`, R `system.time` "
         "user + system measured inside R, data loading excluded), one run of "
         f"`python -m bench.bench_mixed_cox` on a shared 2-core machine, {coxme_note} at its "
-        "default control (`coxme.control()`, `refine.n = 0`). Both sides are the best of 10 "
+        "default control (`coxme.control()`, `refine.n = 0`). Both sides are the best of 20 "
         "runs in one process at PADDY size (ours 2 and coxme 1 at 1M); the first call in a "
         "session, which loads code (numba's kernels; R's lazy loading and byte compilation), is "
         "left out of the ratio, and coxme's is shown beside. Ratios > 1 mean we are "
-        "faster. The machine was shared with other jobs (load average 2-5 on 2 cores during the "
-        "run), which inflates CPU seconds on both sides. Our variances are converged to ~1e-8 "
+        f"faster. One-minute load average {load[0]:.1f} before and {load[1]:.1f} after the "
+        f"speed runs on {os.cpu_count()} cores (other jobs inflate CPU seconds on both sides). Our variances are converged to ~1e-8 "
         "relative (tests: 1e-6 against coxme's polished optimum); coxme's default control "
         "stops early (optim `reltol` 1e-5 on the objective: ~0.1 log-likelihood units at PADDY "
         "size, ~20 at 1M), so its variances differ from ours (by 2 % for (a) at 1M) and its "
@@ -669,6 +670,7 @@ def main() -> None:
     notes = [] if with_coxme else [f"coxme columns empty: {coxme_note}."]
     speed: list[dict[str, Any]] = []
     cox: dict[str, dict[str, float]] = {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         paddy = paddy_frame(seed=2026, workdir=work)
@@ -676,12 +678,12 @@ def main() -> None:
             "PADDY (simulated)",
             paddy,
             ["a", "b", "c"],
-            10,
+            20,
             work,
             args.r_lib,
             with_coxme,
             ["a", "b", "c"],
-            10,
+            20,
         )
         if not args.quick:
             big = large_frame(1_000_000, 50, seed=7)
@@ -706,6 +708,7 @@ def main() -> None:
                     f"full, then {row['passes']} of the optimiser; 0.2-0.45 ms each at 10,000 "
                     "rows)."
                 )
+    load = (load_before, os.getloadavg()[0])
     summary: list[dict[str, Any]] = []
     if not args.no_recovery:
         for sc in SCENARIOS:
@@ -721,7 +724,7 @@ def main() -> None:
                 )
                 for what, count in failures.items()
             ]
-    write_report(speed, cox, summary, notes, coxme_note, SCENARIOS)
+    write_report(speed, cox, summary, notes, coxme_note, SCENARIOS, load)
 
 
 if __name__ == "__main__":
