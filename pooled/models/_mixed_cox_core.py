@@ -31,6 +31,8 @@ from pooled.models._mixed_cox_kernels import (
     cox_pass,
     group_sums,
     local1_derivs,
+    local1_maximise,
+    local1_setup,
     rows_in_order,
     trace_gradient,
     transposed_in_order,
@@ -939,6 +941,7 @@ class JointFit:
 
 
 _NEAR = 20.0
+_EMPTY = np.empty(0)
 
 
 def joint_optimise(
@@ -1074,31 +1077,23 @@ class LocalModel1:
         p = problem.p
         self.p, self.m = p, problem.m
         self.gamma = gamma
-        ff = information[:p, :p]
-        fb = information[:p, p:]
-        uf, ub = score[:p], score[p:]
-        # I_ff^-1 [I_fb, U_f] in one solve
-        solved = _cholesky_solve(_cholesky(ff), np.column_stack((fb, uf)))
-        cfb = solved[:, :-1]
-        self.cfb = cfb
-        self.fb = fb
-        J = information[p:, p:] - fb.T @ cfb
-        self.mu, self.V = _eigh(J)  # the lower triangle: symmetric by construction
-        self.nu = _eigh(information[p:, p:], vectors=False)[0]
-        self.cuf = solved[:, -1]
-        self.uf = uf
-        self.y0 = self.V.T @ (ub - fb.T @ self.cuf)
-        self.bt = self.V.T @ gamma[p:]
-        self.bt2 = float(gamma[p:] @ gamma[p:])
-        if g is not None:
-            gf, gb = g[:p], g[p:]
-            self.h = self.V.T @ (gb - cfb.T @ gf)
-        else:
-            self.h = np.zeros(self.m)
+        (self.mu, self.V, self.nu, self.y0, self.bt, self.bt2, self.h, self.cuf, self.cfb) = (
+            local1_setup(
+                np.ascontiguousarray(information),
+                np.ascontiguousarray(score),
+                np.ascontiguousarray(gamma[p:]),
+                _EMPTY if g is None else np.ascontiguousarray(g),
+                p,
+            )
+        )
+
+    @property
+    def _model(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+        return self.mu, self.nu, self.y0, self.bt, self.bt2, self.h
 
     def _derivs(self, lam: float) -> tuple[float, float, float]:
         """The model and its first two derivatives in lam (sums over the eigenvalues)."""
-        return local1_derivs(lam, self.mu, self.nu, self.y0, self.bt, self.bt2, self.h)
+        return local1_derivs(lam, *self._model)
 
     def value_gradient(self, phi: np.ndarray) -> tuple[float, np.ndarray]:
         lam = float(np.exp(-phi[0]))
@@ -1140,23 +1135,7 @@ class LocalModel1:
         hessian: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Safeguarded Newton on the log-variance (bisection when the curvature is wrong)."""
-        x = float(np.clip(phi[0], lower[0], upper[0]))
         lo, hi = float(lower[0]), float(upper[0])
-        for _ in range(200):
-            lam = float(np.exp(-x))
-            _, F1, F2 = self._derivs(lam)
-            g1 = -lam * F1
-            h1 = F2 * lam * lam + F1 * lam
-            if g1 > 0:
-                lo = max(lo, x)
-            else:
-                hi = min(hi, x)
-            step = max(-2.0, min(2.0, -g1 / h1)) if h1 < 0 else (2.0 if g1 > 0 else -2.0)
-            if abs(step) < tol or hi - lo < tol:
-                break
-            new = x + step
-            if not lo < new < hi:
-                new = 0.5 * (lo + hi)
-            x = new
+        x = local1_maximise(min(max(float(phi[0]), lo), hi), lo, hi, tol, *self._model)
         out = np.array([x])
         return out, self.hessian(out)

@@ -37,6 +37,9 @@ __all__ = [
     "counting_sort",
     "cox_pass",
     "group_sums",
+    "local1_derivs",
+    "local1_maximise",
+    "local1_setup",
     "rows_in_order",
     "trace_gradient",
     "transposed_in_order",
@@ -838,3 +841,97 @@ def local1_derivs(
     F1 += -0.5 * bt2 + 0.5 * m / lam
     F2 += -0.5 * m / lam**2
     return F, F1, F2
+
+
+@numba.njit(cache=True, nogil=True)
+def local1_setup(
+    information: np.ndarray, score: np.ndarray, b: np.ndarray, g: np.ndarray, p: int
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    float,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+]:  # pragma: no cover
+    """The eigen-expansion of the one-term local model (:class:`LocalModel1`) from a pass:
+    ``mu, V`` (eigenvalues and vectors of ``J = I_bb - I_bf I_ff^-1 I_fb``), ``nu`` (those of
+    ``I_bb``), ``y0, bt, bt2, h`` (score, random effects and trace gradient in that basis),
+    ``cuf = I_ff^-1 U_f`` and ``cfb = I_ff^-1 I_fb``. ``g`` empty: no trace gradient."""
+    dim = information.shape[0]
+    m = dim - p
+    ff = np.ascontiguousarray(information[:p, :p])
+    fb = np.ascontiguousarray(information[:p, p:])
+    # I_ff^-1 [I_fb, U_f] by the Cholesky factor (LinAlgError when I_ff is not PD)
+    X = np.empty((p, m + 1))
+    X[:, :m] = fb
+    X[:, m] = score[:p]
+    if p > 0:
+        L = np.linalg.cholesky(ff)
+        for c in range(m + 1):
+            for i in range(p):
+                s = X[i, c]
+                for k in range(i):
+                    s -= L[i, k] * X[k, c]
+                X[i, c] = s / L[i, i]
+            for i in range(p - 1, -1, -1):
+                s = X[i, c]
+                for k in range(i + 1, p):
+                    s -= L[k, i] * X[k, c]
+                X[i, c] = s / L[i, i]
+    cfb = np.ascontiguousarray(X[:, :m])
+    cuf = np.ascontiguousarray(X[:, m])
+    ibb = np.ascontiguousarray(information[p:, p:])
+    J = ibb - np.dot(fb.T.copy(), cfb)
+    J = (J + J.T) / 2.0
+    mu, V = np.linalg.eigh(J)
+    nu = np.linalg.eigvalsh(ibb)
+    Vt = np.ascontiguousarray(V.T)
+    y0 = np.dot(Vt, score[p:] - np.dot(cuf, fb))
+    bt = np.dot(Vt, b)
+    bt2 = float(np.dot(b, b))
+    if g.shape[0] > 0:
+        h = np.dot(Vt, g[p:] - np.dot(g[:p], cfb))
+    else:
+        h = np.zeros(m)
+    return mu, np.ascontiguousarray(V), nu, y0, bt, bt2, h, cuf, cfb
+
+
+@numba.njit(cache=True, nogil=True)
+def local1_maximise(
+    x: float,
+    lo: float,
+    hi: float,
+    tol: float,
+    mu: np.ndarray,
+    nu: np.ndarray,
+    y0: np.ndarray,
+    bt: np.ndarray,
+    bt2: float,
+    h: np.ndarray,
+) -> float:  # pragma: no cover
+    """Safeguarded Newton on the log-variance ``x`` of the one-term local model (bisection
+    when the curvature is wrong); ``x`` starts inside ``[lo, hi]``."""
+    for _ in range(200):
+        lam = np.exp(-x)
+        _, F1, F2 = local1_derivs(lam, mu, nu, y0, bt, bt2, h)
+        g1 = -lam * F1
+        h1 = F2 * lam * lam + F1 * lam
+        if g1 > 0:
+            lo = max(lo, x)
+        else:
+            hi = min(hi, x)
+        if h1 < 0:
+            step = max(-2.0, min(2.0, -g1 / h1))
+        else:
+            step = 2.0 if g1 > 0 else -2.0
+        if abs(step) < tol or hi - lo < tol:
+            break
+        new = x + step
+        if not lo < new < hi:
+            new = 0.5 * (lo + hi)
+        x = new
+    return x
