@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.optimize
-from scipy.linalg import lapack as _lapack
 
 from pooled.models._mixed_cox_kernels import (
     counting_sort,
@@ -34,6 +33,7 @@ from pooled.models._mixed_cox_kernels import (
     local1_maximise,
     local1_setup,
     rows_in_order,
+    spd_inverse,
     trace_gradient,
     transposed_in_order,
 )
@@ -887,47 +887,11 @@ def _inverse_hbb(information: np.ndarray, p: int, P: np.ndarray) -> np.ndarray:
 
 
 def _inverse_hbb_block(ibb: np.ndarray, P: np.ndarray) -> np.ndarray:
-    H = ibb + P
-    try:
-        return _spd_inverse(H)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(H)
-
-
-# LAPACK directly for the small matrices of the iteration (scipy.linalg's wrappers cost
-# more than the factorisations at these sizes)
-def _cholesky(a: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor; LinAlgError when ``a`` is not positive definite."""
-    c, info = _lapack.dpotrf(a, lower=1, clean=1)
-    if info != 0:
-        raise np.linalg.LinAlgError("matrix not positive definite")
-    return c
-
-
-def _cholesky_solve(c: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x, info = _lapack.dpotrs(c, b, lower=1)
-    if info != 0:  # pragma: no cover - an argument error
-        raise np.linalg.LinAlgError(f"dpotrs failed ({info})")
-    return x
-
-
-def _spd_inverse(a: np.ndarray) -> np.ndarray:
-    """Inverse of a symmetric positive definite matrix (LinAlgError when it is not)."""
-    inv, info = _lapack.dpotri(_cholesky(a), lower=1)
-    if info != 0:
-        raise np.linalg.LinAlgError("matrix singular")
-    # the lower triangle holds the inverse, the upper is 0 (the factor was cleaned)
-    out = inv + inv.T
-    out.flat[:: out.shape[0] + 1] = np.diagonal(inv)
-    return out
-
-
-def _eigh(a: np.ndarray, vectors: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix (its lower triangle)."""
-    w, v, info = _lapack.dsyevd(a, compute_v=int(vectors), lower=1)
-    if info != 0:  # pragma: no cover - LAPACK's eigensolver did not converge
-        raise np.linalg.LinAlgError(f"dsyevd failed ({info})")
-    return w, v
+    H = np.ascontiguousarray(ibb + P)
+    out = np.empty_like(H)
+    if spd_inverse(H, out):
+        return out
+    return np.linalg.pinv(H)
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ __all__ = [
     "local1_maximise",
     "local1_setup",
     "rows_in_order",
+    "spd_inverse",
     "trace_gradient",
     "transposed_in_order",
 ]
@@ -935,3 +936,41 @@ def local1_maximise(
             new = 0.5 * (lo + hi)
         x = new
     return x
+
+
+@numba.njit(cache=True, nogil=True)
+def spd_inverse(a: np.ndarray, out: np.ndarray) -> bool:  # pragma: no cover
+    """Inverse of the symmetric matrix ``a`` (its lower triangle) into ``out`` by its Cholesky
+    factor; False (``out`` undefined) when ``a`` is not positive definite."""
+    n = a.shape[0]
+    L = np.zeros((n, n))
+    for j in range(n):
+        s = a[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not s > 0.0:
+            return False
+        d = np.sqrt(s)
+        L[j, j] = d
+        for i in range(j + 1, n):
+            s = a[i, j]
+            for k in range(j):
+                s -= L[i, k] * L[j, k]
+            L[i, j] = s / d
+    # inverse of L (lower triangular), then out = L^-T L^-1
+    Li = np.zeros((n, n))
+    for j in range(n):
+        Li[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, n):
+            s = 0.0
+            for k in range(j, i):
+                s -= L[i, k] * Li[k, j]
+            Li[i, j] = s / L[i, i]
+    for i in range(n):
+        for j in range(i + 1):
+            s = 0.0
+            for k in range(i, n):
+                s += Li[k, i] * Li[k, j]
+            out[i, j] = s
+            out[j, i] = s
+    return True
