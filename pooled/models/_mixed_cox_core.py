@@ -1100,6 +1100,6 @@ class LocalModel1:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Safeguarded Newton on the log-variance (bisection when the curvature is wrong)."""
         lo, hi = float(lower[0]), float(upper[0])
-        x = local1_maximise(min(max(float(phi[0]), lo), hi), lo, hi, tol, *self._model)
+        x = local1_maximise(min(max(float(phi[0]), lo), hi), lo, hi, tol, self._model)
         out = np.array([x])
         return out, self.hessian(out)

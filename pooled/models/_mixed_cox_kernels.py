@@ -903,22 +903,14 @@ def local1_setup(
 
 @numba.njit(cache=True, nogil=True)
 def local1_maximise(
-    x: float,
-    lo: float,
-    hi: float,
-    tol: float,
-    mu: np.ndarray,
-    nu: np.ndarray,
-    y0: np.ndarray,
-    bt: np.ndarray,
-    bt2: float,
-    h: np.ndarray,
+    x: float, lo: float, hi: float, tol: float, model: tuple
 ) -> float:  # pragma: no cover
     """Safeguarded Newton on the log-variance ``x`` of the one-term local model (bisection
-    when the curvature is wrong); ``x`` starts inside ``[lo, hi]``."""
+    when the curvature is wrong); ``x`` starts inside ``[lo, hi]``; ``model`` holds the
+    arguments of :func:`local1_derivs` after ``lam``."""
     for _ in range(200):
         lam = np.exp(-x)
-        _, F1, F2 = local1_derivs(lam, mu, nu, y0, bt, bt2, h)
+        _, F1, F2 = local1_derivs(lam, *model)
         g1 = -lam * F1
         h1 = F2 * lam * lam + F1 * lam
         if g1 > 0:
