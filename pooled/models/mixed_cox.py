@@ -54,6 +54,7 @@ from pooled.models._mixed_cox_core import (
     optimise,
 )
 from pooled.models._mixed_cox_kernels import baseline_pass
+from pooled.models.cox import raise_singular
 from pooled.models.design import Design, build_design
 from pooled.results import tidy_frame
 
@@ -829,6 +830,11 @@ def _fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
     # the Cox fit without random effects: the start, the null of the LR test, the score test
     # at variance 0 (refined to ``spec.tol`` only when it is the answer)
     fixed = fit_fixed(problem, tol=max(spec.tol, _START_TOL))
+    raise_singular(
+        fixed.information[: problem.p, : problem.p],
+        design.term_names,
+        matrix="The information of the fixed effects (the Cox model without random effects)",
+    )
     est = _estimate(problem, fixed, spec)
     notes: list[str] = []
     if not est.converged:

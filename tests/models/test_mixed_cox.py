@@ -766,6 +766,10 @@ def test_data_errors(heterogeneous):
         fit_mixed_cox(none, spec_for("b_random_slope_strata"))
     with pytest.raises(ConfigError, match="Columns"):
         fit_mixed_cox(heterogeneous.drop(columns="centre"), spec_for("a_random_intercept"))
+    # a marker that only marks one centre: with centre strata it has no effect to estimate
+    one = heterogeneous.assign(ctc_positive=(heterogeneous.centre == "C01").astype(int))
+    with pytest.raises(DataError, match="'ctc_positive' \\(constant within every stratum\\)"):
+        fit_mixed_cox(one, spec_for("b_random_slope_strata"))
     cat = heterogeneous.assign(marker=np.where(heterogeneous.ctc_positive == 1, "pos", "neg"))
     spec = MixedCoxSpec(
         duration="os_months",
