@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from pooled.errors import ConfigError, ConvergenceWarning, DataError
+from pooled.errors import ConfigError, ConvergenceWarning, DataError, PooledWarning
 from pooled.models._mixed_cox_core import (
     FixedFit,
     InnerFit,
@@ -686,6 +686,41 @@ def _outcome(kept: pd.DataFrame, spec: MixedCoxSpec) -> tuple[np.ndarray, np.nda
     return time, event
 
 
+def _unidentified_centres(
+    spec: MixedCoxSpec,
+    design: Design,
+    event: np.ndarray,
+    centre_codes: np.ndarray,
+    centres: np.ndarray,
+) -> list[str]:
+    """Notes on centres whose own data do not identify their random effect: without events
+    (a random intercept runs towards -inf), or without events on one side of the marker (a
+    random slope runs towards +-inf); only the variance holds them back, and they inflate
+    it."""
+    K = centres.size
+    notes = []
+    events = np.bincount(centre_codes, weights=event, minlength=K)
+    if "intercept" in spec.random and np.any(events == 0):
+        names = ", ".join(str(c) for c in centres[events == 0])
+        notes.append(
+            f"centre(s) {names} have no events among the analysed patients: their random "
+            "intercepts run towards -inf and inflate the intercept variance; leave them out "
+            "or use a random marker slope with stratified baselines"
+        )
+    if "marker" in spec.random and spec.marker in design.term_names:
+        marker = design.matrix[:, design.term_names.index(spec.marker)]
+        positive = np.bincount(centre_codes, weights=event * (marker > 0), minlength=K)
+        one_sided = (events > 0) & ((positive == 0) | (positive == events))
+        if np.any(one_sided):
+            names = ", ".join(str(c) for c in centres[one_sided])
+            notes.append(
+                f"centre(s) {names} have events only among '{spec.marker}' positive or only "
+                "among negative patients: their random slopes are not identified by their "
+                "own data and inflate the slope variance"
+            )
+    return notes
+
+
 def _random_design(
     design: Design, spec: MixedCoxSpec, n: int
 ) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -836,7 +871,9 @@ def _fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
         matrix="The information of the fixed effects (the Cox model without random effects)",
     )
     est = _estimate(problem, fixed, spec)
-    notes: list[str] = []
+    notes = _unidentified_centres(spec, design, event, centre_codes, centres)
+    for note in notes:
+        warnings.warn(note, PooledWarning, stacklevel=2)
     if not est.converged:
         warnings.warn(
             f"Mixed Cox fit did not converge in {spec.max_iter} passes (tolerances "

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pooled.errors import ConfigError, DataError
+from pooled.errors import ConfigError, DataError, PooledWarning
 from pooled.models._mixed_cox_core import Problem
 from pooled.models.cox import CoxSpec, fit_cox
 from pooled.models.mixed_cox import (
@@ -685,6 +685,31 @@ def test_flat_variance_likelihood_gives_an_infinite_upper_limit(heterogeneous):
         warnings.simplefilter("error", RuntimeWarning)
         table = flat.variance_components()
     assert np.isinf(table.ci_upper.iloc[0]) and table.ci_lower.iloc[0] >= 0.0
+
+
+def test_centres_their_data_cannot_identify_are_named(heterogeneous):
+    """A centre without events (random intercept) or with events on one side of the marker
+    only (random slope): the fit warns and notes it, naming the centre."""
+    silent = heterogeneous.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PooledWarning)
+        assert fit_mixed_cox(silent, spec_for("a_random_intercept")).notes == ()
+    no_events = heterogeneous.assign(
+        os_event=np.where(heterogeneous.centre == "C03", 0, heterogeneous.os_event)
+    )
+    with pytest.warns(PooledWarning, match="C03 have no events"):
+        res = fit_mixed_cox(no_events, spec_for("a_random_intercept"))
+    assert any("C03 have no events" in n for n in res.notes)
+    one_sided = heterogeneous.assign(
+        os_event=np.where(
+            (heterogeneous.centre == "C05") & (heterogeneous.ctc_positive == 1),
+            0,
+            heterogeneous.os_event,
+        )
+    )
+    with pytest.warns(PooledWarning, match="C05 have events only among 'ctc_positive'"):
+        res = fit_mixed_cox(one_sided, spec_for("b_random_slope_strata"))
+    assert any("random slopes are not identified" in n for n in res.notes)
 
 
 def test_breslow_equals_efron_without_ties(heterogeneous):
