@@ -1430,24 +1430,37 @@ class CoxResult:
         return tidy_frame(rows)
 
 
+def outcome_values(kept: pd.DataFrame, duration: str, event: str) -> tuple[np.ndarray, np.ndarray]:
+    """Follow-up times and 0/1 event indicators of the analysed rows as float arrays.
+
+    Raises
+    ------
+    DataError
+        A time that is not a non-negative finite number, or an event that is not 0 or 1
+        (the message shows the first offending values).
+    """
+    time = pd.to_numeric(kept[duration], errors="coerce").to_numpy(dtype=np.float64)
+    if np.any(~np.isfinite(time)) or np.any(time < 0):
+        raise DataError(
+            f"'{duration}' expected non-negative numbers; found "
+            f"{kept[duration][~(np.isfinite(time) & (time >= 0))].head(3).tolist()}."
+        )
+    event_col = kept[event]
+    status = pd.to_numeric(event_col, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all((status == 0) | (status == 1)):
+        raise DataError(
+            f"'{event}' expected 0 (censored) or 1 (event); found values "
+            f"{sorted(pd.unique(event_col[(status != 0) & (status != 1)]).tolist())[:5]}. "
+            "Recode the event indicator."
+        )
+    return time, status
+
+
 def _outcome_arrays(
     data: pd.DataFrame, spec: CoxSpec, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     kept = data.iloc[rows]
-    time = pd.to_numeric(kept[spec.duration], errors="coerce").to_numpy(dtype=np.float64)
-    if np.any(~np.isfinite(time)) or np.any(time < 0):
-        raise DataError(
-            f"'{spec.duration}' expected non-negative numbers; found "
-            f"{kept[spec.duration][~(np.isfinite(time) & (time >= 0))].head(3).tolist()}."
-        )
-    event_col = kept[spec.event]
-    event = pd.to_numeric(event_col, errors="coerce").to_numpy(dtype=np.float64)
-    if not np.all((event == 0) | (event == 1)):
-        raise DataError(
-            f"'{spec.event}' expected 0 (censored) or 1 (event); found values "
-            f"{sorted(pd.unique(event_col[(event != 0) & (event != 1)]).tolist())[:5]}. "
-            "Recode the event indicator."
-        )
+    time, event = outcome_values(kept, spec.duration, spec.event)
     strata = None
     if spec.strata:
         strata = kept.groupby(list(spec.strata), sort=True).ngroup().to_numpy()

@@ -54,7 +54,7 @@ from pooled.models._mixed_cox_core import (
     optimise,
 )
 from pooled.models._mixed_cox_kernels import baseline_pass
-from pooled.models.cox import raise_singular
+from pooled.models.cox import outcome_values, raise_singular
 from pooled.models.design import Design, build_design
 from pooled.results import tidy_frame
 
@@ -667,17 +667,7 @@ def _centre_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _outcome(kept: pd.DataFrame, spec: MixedCoxSpec) -> tuple[np.ndarray, np.ndarray]:
-    time = pd.to_numeric(kept[spec.duration], errors="coerce").to_numpy(dtype=np.float64)
-    if np.any(~np.isfinite(time)) or np.any(time < 0):
-        bad = kept[spec.duration][~(np.isfinite(time) & (time >= 0))].head(3).tolist()
-        raise DataError(f"'{spec.duration}' expected non-negative numbers; found {bad}.")
-    event = pd.to_numeric(kept[spec.event], errors="coerce").to_numpy(dtype=np.float64)
-    if not np.all((event == 0) | (event == 1)):
-        bad = sorted(pd.unique(kept[spec.event][(event != 0) & (event != 1)]).tolist())[:5]
-        raise DataError(
-            f"'{spec.event}' expected 0 (censored) or 1 (event); found values {bad}. "
-            "Recode the event indicator."
-        )
+    time, event = outcome_values(kept, spec.duration, spec.event)
     if not np.any(event == 1):
         raise DataError(
             f"No events ('{spec.event}' == 1) among the {len(kept)} analysed patients; a Cox "

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from pooled.errors import ConfigError, ConvergenceWarning, DataError
-from pooled.models.cox import CoxResult, CoxSpec, fit_cox
+from pooled.models.cox import CoxResult, CoxSpec, fit_cox, outcome_values
 from pooled.models.meta import MetaResult, MetaSpec, fit_meta
 from pooled.results import tidy_frame
 
@@ -329,6 +329,8 @@ def fit_two_stage(data: pd.DataFrame, spec: TwoStageSpec) -> TwoStageResult:
     stage_one = spec.stage_one
     columns = _required_columns(stage_one)
     _check_columns(data, columns, spec.centre)
+    # bad outcome values are an error of the data, not a reason to leave a centre out
+    outcome_values(data.dropna(subset=columns), stage_one.duration, stage_one.event)
     binary = _is_binary(data[spec.marker])
     rows: list[dict[str, Any]] = []
     for centre, group in data.groupby(spec.centre, sort=True):
@@ -588,6 +590,7 @@ def fit_two_stage_interaction(
     columns = _required_columns(stage_one)
     _check_columns(data, columns, spec.centre)
     complete_all = data.dropna(subset=[*columns, spec.centre])
+    outcome_values(complete_all, stage_one.duration, stage_one.event)
     levels_all = sorted(str(v) for v in complete_all[by].astype(str).unique())
     other_levels = [lv for lv in levels_all if lv != reference]
     terms = {lv: f"{marker}:{by}{lv}" for lv in other_levels}

@@ -108,6 +108,30 @@ def test_constant_covariate_in_a_centre_is_left_out_with_a_note(cohort):
     assert "grade3" in tidy.loc["C05", "note"] and tidy.loc["C01", "note"] == ""
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "match"),
+    [("os_event", 2, "'os_event' expected 0"), ("os_months", -1.0, "'os_months' expected")],
+)
+def test_a_bad_outcome_value_is_an_error_not_a_centre_left_out(cohort, column, value, match):
+    """One invalid outcome cell must not drop its whole centre from the meta-analysis: it
+    is an error of the data, as in the one-stage Cox model."""
+    df = cohort.copy()
+    row = df.index[(df["centre"] == "C03") & df[column].notna()][0]
+    df.loc[row, column] = value
+    with pytest.raises(DataError, match=match):
+        fit_two_stage(df, TwoStageSpec(cox=R_STAGE_ONE))
+    spec = TwoStageSpec(
+        cox=CoxSpec(
+            duration="os_months",
+            event="os_event",
+            covariates=("ctc_positive", "age", "subtype"),
+            categorical=(("subtype", "luminal_a"),),
+        )
+    )
+    with pytest.raises(DataError, match=match):
+        fit_two_stage_interaction(df, spec, by="subtype")
+
+
 def test_no_centre_with_an_estimate_raises(cohort):
     df = cohort.assign(os_event=0)
     with pytest.raises(DataError, match="no centre gives an estimate"):
