@@ -249,27 +249,49 @@ class Problem:
         self._idx0 = np.empty((n, 0), dtype=np.int64)
         self._act_ptr0 = np.zeros(n_strata + 1, dtype=np.int64)
         self._act_idx0 = np.empty(0, dtype=np.int64)
+        # the arrays a pass reads, in :func:`cox_pass`'s order: with the random effects, and
+        # without them (the Cox start)
+        self._layout = (
+            self.X,
+            self.Z,
+            self.ridx,
+            self.ract,
+            self.event_u8,
+            self.grp_start,
+            self.grp_nev,
+            self.str_gstart,
+            self.act_ptr,
+            self.act_idx,
+            self.cpos,
+            self.seg_ptr,
+            self.XTc,
+            self.ZTc,
+            self.u_event,
+        )
+        self._layout0 = (
+            self.X,
+            self._Z0,
+            self._idx0,
+            self._idx0,
+            self.event_u8,
+            self.grp_start,
+            self.grp_nev,
+            self.str_gstart,
+            self._act_ptr0,
+            self._act_idx0,
+            self.cpos,
+            self.seg_ptr,
+            self.XTc,
+            self._ZT0,
+            self._u_event0,
+        )
 
     # ------------------------------------------------------------------------------------
     def loglik(self, gamma: np.ndarray) -> float:
         p = self.p
         return float(
             cox_pass(
-                self.X,
-                self.Z,
-                self.ridx,
-                self.ract,
-                self.event_u8,
-                self.grp_start,
-                self.grp_nev,
-                self.str_gstart,
-                self.act_ptr,
-                self.act_idx,
-                self.cpos,
-                self.seg_ptr,
-                self.XTc,
-                self.ZTc,
-                self.u_event,
+                *self._layout,
                 np.ascontiguousarray(gamma[:p]),
                 np.ascontiguousarray(gamma[p:]),
                 self.efron,
@@ -304,21 +326,7 @@ class Problem:
         info = np.empty((p + self.m, p + self.m))
         tg = np.empty(p + self.m) if A is not None else U
         ll = cox_pass(
-            self.X,
-            self.Z,
-            self.ridx,
-            self.ract,
-            self.event_u8,
-            self.grp_start,
-            self.grp_nev,
-            self.str_gstart,
-            self.act_ptr,
-            self.act_idx,
-            self.cpos,
-            self.seg_ptr,
-            self.XTc,
-            self.ZTc,
-            self.u_event,
+            *self._layout,
             np.ascontiguousarray(gamma[:p]),
             np.ascontiguousarray(gamma[p:]),
             self.efron,
@@ -339,21 +347,7 @@ class Problem:
         U = np.empty(p)
         info = np.empty((p, p))
         ll = cox_pass(
-            self.X,
-            self._Z0,
-            self._idx0,
-            self._idx0,
-            self.event_u8,
-            self.grp_start,
-            self.grp_nev,
-            self.str_gstart,
-            self._act_ptr0,
-            self._act_idx0,
-            self.cpos,
-            self.seg_ptr,
-            self.XTc,
-            self._ZT0,
-            self._u_event0,
+            *self._layout0,
             np.ascontiguousarray(beta, dtype=np.float64),
             np.empty(0),
             self.efron,
@@ -370,16 +364,7 @@ class Problem:
     def trace_gradient(self, r: np.ndarray, A: np.ndarray) -> np.ndarray:
         out = np.empty(self.p + self.m)
         trace_gradient(
-            self.X,
-            self.Z,
-            self.ridx,
-            self.ract,
-            self.event_u8,
-            self.grp_start,
-            self.grp_nev,
-            self.str_gstart,
-            self.act_ptr,
-            self.act_idx,
+            *self._layout[:10],  # X .. act_idx, as cox_pass reads them
             r,
             np.ascontiguousarray(A),
             self.efron,
