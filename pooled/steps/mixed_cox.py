@@ -56,6 +56,14 @@ KEYS: tuple[ConfigKey, ...] = (
         "intercept the baselines must be common (`false`).",
         "models: {mixed_cox: {strata: false, random: [intercept]}}", default=True,
     ),
+    ConfigKey(
+        "models.mixed_cox.interactions", "boolean",
+        "Include the config's `interactions` (e.g. exposure x subtype) as fixed effects, as "
+        "the interactions step does. The exposure's random slope, its pooled HR and the "
+        "prediction interval are then the exposure's effect in the reference level of the "
+        "other factor; the interaction terms are common to all centres.",
+        "models: {mixed_cox: {random: [marker], interactions: true}}", default=False,
+    ),
 )  # fmt: skip
 
 
@@ -65,6 +73,7 @@ class MixedCoxSection(ModelSection):
 
     random: tuple[RandomTerm, ...] = ("marker",)
     strata: bool = True
+    interactions: bool = False
 
 
 def parse_mixed_cox(section: SectionReader) -> MixedCoxSection:
@@ -79,7 +88,12 @@ def parse_mixed_cox(section: SectionReader) -> MixedCoxSection:
             "baselines cannot also be stratified by centre; set 'strata: false' or use "
             "'random: [marker]'.",
         )
-    return MixedCoxSection(enabled=section.enabled, random=random, strata=strata)
+    return MixedCoxSection(
+        enabled=section.enabled,
+        random=random,
+        strata=strata,
+        interactions=section.get("interactions"),
+    )
 
 
 def run_mixed_cox(
@@ -99,12 +113,14 @@ def run_mixed_cox(
         )
     endpoint = ctx.endpoint
     data = endpoint_frame(cohort.patients, endpoint)
-    cox = cox_spec(ctx, endpoint, interactions=False)
+    with_interactions = section.interactions and bool(ctx.interactions)
+    cox = cox_spec(ctx, endpoint, interactions=with_interactions)
     spec = MixedCoxSpec(
         duration=cox.duration,
         event=cox.event,
         covariates=cox.covariates,
         categorical=cox.categorical,
+        interactions=cox.interactions,
         random=section.random,
         marker=ctx.exposure.name,
         centre="centre",
@@ -118,6 +134,10 @@ def run_mixed_cox(
     flow = spec_flow(cohort.patients, data, cox, result.dropped, result.n, name)
     random = " + ".join(section.random)
     baselines = "stratified baselines" if section.strata else "common baseline"
+    if with_interactions:
+        baselines += "; with " + ", ".join(f"{a} x {b}" for a, b in cox.interactions)
+        if any(spec.marker in pair for pair in cox.interactions):
+            baselines += " (the exposure's effect in the reference level)"
     return [
         ModelOutput(
             name,
