@@ -468,9 +468,47 @@ def _pi_coverage(lo: float, hi: float, beta: float, tau: float) -> float:
     return float(stats.norm.cdf((hi - beta) / tau) - stats.norm.cdf((lo - beta) / tau))
 
 
+def recovery_row(
+    sc: Scenario,
+    label: str,
+    beta: np.ndarray,
+    se: np.ndarray,
+    cover: np.ndarray,
+    tau: np.ndarray,
+    tau_cover: np.ndarray,
+    boundary: np.ndarray,
+    pi: np.ndarray,
+) -> dict[str, Any]:
+    """One method's recovery over R replicates: bias, SEs and coverage of the marker log HR,
+    bias of tau, the share of fits at tau = 0, coverage of tau's interval and of the
+    prediction interval (``pi``: each replicate's coverage probability), with MC SEs."""
+    R = len(beta)
+    cov, tcov = float(np.mean(cover)), float(np.mean(tau_cover))
+    return {
+        "scenario": sc.name,
+        "method": label,
+        "replicates": R,
+        "beta_true": sc.beta,
+        "bias": beta.mean() - sc.beta,
+        "bias_mcse": beta.std(ddof=1) / np.sqrt(R),
+        "emp_se": beta.std(ddof=1),
+        "model_se": se.mean(),
+        "coverage": cov,
+        "coverage_mcse": np.sqrt(cov * (1 - cov) / R),
+        "tau_true": sc.tau,
+        "tau_mean": tau.mean(),
+        "tau_bias": tau.mean() - sc.tau,
+        "tau_bias_mcse": tau.std(ddof=1) / np.sqrt(R),
+        "tau_zero": float(np.mean(boundary.astype(bool))),
+        "tau_coverage": tcov,
+        "tau_coverage_mcse": np.sqrt(tcov * (1 - tcov) / R),
+        "pi_coverage": pi.mean(),
+        "pi_coverage_mcse": pi.std(ddof=1) / np.sqrt(R),
+    }
+
+
 def summarise(sc: Scenario, table: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
-    R = len(table)
     z = float(stats.norm.ppf(0.975))
     for method, label in (("one", "one-stage (b)"), ("two", "two-stage REML")):
         beta = table[f"{method}_beta"].to_numpy()
@@ -481,31 +519,8 @@ def summarise(sc: Scenario, table: pd.DataFrame) -> list[dict[str, Any]]:
         hi = table[f"{method}_tau2_hi"].to_numpy()
         tau_cover = (lo <= sc.tau**2) & (sc.tau**2 <= np.nan_to_num(hi, nan=-np.inf))
         pi = table[f"{method}_pi"].to_numpy()
-        cov = cover.mean()
-        tcov = tau_cover.mean()
-        out.append(
-            {
-                "scenario": sc.name,
-                "method": label,
-                "replicates": R,
-                "beta_true": sc.beta,
-                "bias": beta.mean() - sc.beta,
-                "bias_mcse": beta.std(ddof=1) / np.sqrt(R),
-                "emp_se": beta.std(ddof=1),
-                "model_se": se.mean(),
-                "coverage": cov,
-                "coverage_mcse": np.sqrt(cov * (1 - cov) / R),
-                "tau_true": sc.tau,
-                "tau_mean": tau.mean(),
-                "tau_bias": tau.mean() - sc.tau,
-                "tau_bias_mcse": tau.std(ddof=1) / np.sqrt(R),
-                "tau_zero": float(np.mean(table[f"{method}_boundary"].to_numpy())),
-                "tau_coverage": tcov,
-                "tau_coverage_mcse": np.sqrt(tcov * (1 - tcov) / R),
-                "pi_coverage": pi.mean(),
-                "pi_coverage_mcse": pi.std(ddof=1) / np.sqrt(R),
-            }
-        )
+        boundary = table[f"{method}_boundary"].to_numpy()
+        out.append(recovery_row(sc, label, beta, se, cover, tau, tau_cover, boundary, pi))
     return out
 
 

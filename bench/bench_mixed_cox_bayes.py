@@ -52,6 +52,7 @@ from bench.bench_mixed_cox import (  # noqa: E402
     _pi_coverage,
     _two_stage,
     recovery_frame,
+    recovery_row,
     spec,
 )
 
@@ -314,41 +315,18 @@ def run_scenario(
 def summarise(sc: Scenario, table: pd.DataFrame) -> list[dict[str, Any]]:
     """Per method, over the replicates every method could fit."""
     ok = table.loc[~table["two_failed"].astype(bool) & ~table["bayes_failed"].astype(bool)]
-    R = len(ok)
     out = []
     for method, label in METHODS:
         beta = ok[f"{method}_beta"].to_numpy(dtype=float)
         se = ok[f"{method}_se"].to_numpy(dtype=float)
-        cover = (ok[f"{method}_lo"] <= sc.beta) & (sc.beta <= ok[f"{method}_hi"])
+        cover = ((ok[f"{method}_lo"] <= sc.beta) & (sc.beta <= ok[f"{method}_hi"])).to_numpy()
         tau = ok[f"{method}_tau"].to_numpy(dtype=float)
         lo = ok[f"{method}_tau_lo"].to_numpy(dtype=float)
         hi = np.nan_to_num(ok[f"{method}_tau_hi"].to_numpy(dtype=float), nan=-np.inf)
         tau_cover = (lo <= sc.tau) & (sc.tau <= hi)
         pi = ok[f"{method}_pi"].to_numpy(dtype=float)
-        cov, tcov = float(cover.mean()), float(tau_cover.mean())
-        out.append(
-            {
-                "scenario": sc.name,
-                "method": label,
-                "replicates": R,
-                "beta_true": sc.beta,
-                "bias": beta.mean() - sc.beta,
-                "bias_mcse": beta.std(ddof=1) / np.sqrt(R),
-                "emp_se": beta.std(ddof=1),
-                "model_se": se.mean(),
-                "coverage": cov,
-                "coverage_mcse": np.sqrt(cov * (1 - cov) / R),
-                "tau_true": sc.tau,
-                "tau_mean": tau.mean(),
-                "tau_bias": tau.mean() - sc.tau,
-                "tau_bias_mcse": tau.std(ddof=1) / np.sqrt(R),
-                "tau_zero": float(ok[f"{method}_boundary"].astype(bool).mean()),
-                "tau_coverage": tcov,
-                "tau_coverage_mcse": np.sqrt(tcov * (1 - tcov) / R),
-                "pi_coverage": pi.mean(),
-                "pi_coverage_mcse": pi.std(ddof=1) / np.sqrt(R),
-            }
-        )
+        boundary = ok[f"{method}_boundary"].to_numpy()
+        out.append(recovery_row(sc, label, beta, se, cover, tau, tau_cover, boundary, pi))
     return out
 
 

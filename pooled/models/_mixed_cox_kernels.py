@@ -324,10 +324,10 @@ def cox_pass(
     Aact = np.zeros((na, na))
     # the rows' weights, in centre order: in the information and score (rv), in the trace
     # gradient (gi)
-    rvc = np.zeros(n if second else 0)
+    rvc = np.empty(n if second else 0)  # every row is written in loop 2
     arow = np.empty(n if trace else 0)  # each row's z' A z
     no_ga = np.zeros(na)
-    gic = np.zeros(n if trace else 0)
+    gic = np.empty(n if trace else 0)
     run = np.zeros(na)
     tot = np.zeros(na)
     for s in range(n_strata):

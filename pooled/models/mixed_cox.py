@@ -830,7 +830,7 @@ def _single_threaded_blas() -> Any:
 
 def _fit_mixed_cox(data: pd.DataFrame, spec: MixedCoxSpec) -> MixedCoxResult:
     if spec.centre not in data.columns:
-        design = _design(data, spec)  # raises the error naming the missing columns
+        _design(data, spec)  # raises the ConfigError naming the missing columns
     all_codes, centres = _centre_codes(data[spec.centre])
     design = _design(data, spec, centre_missing=all_codes < 0)
     kept = design.kept(data)

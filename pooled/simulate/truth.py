@@ -155,18 +155,10 @@ def design(
     return np.column_stack(columns), names
 
 
-def compute_estimands(
-    spec: ScenarioSpec, *, n_draw: int = DEFAULT_DRAW, seed: int = ESTIMAND_SEED
-) -> dict[str, Any]:
-    """Limits of the stratified Cox models of every endpoint, from one large draw.
-
-    Returns
-    -------
-    dict
-        ``{"n_draw", "seed", "fingerprint", "endpoints": {endpoint: {"adjusted": {...},
-        "unadjusted": {...}}}}`` with ``log_hr``, ``hr`` and the Monte Carlo ``se`` of the
-        marker coefficient, the events and the covariates of the model.
-    """
+def draw_frame(spec: ScenarioSpec, n_draw: int, seed: int) -> pd.DataFrame:
+    """One large draw of the scenario without missing values, as :func:`compute_estimands`
+    analyses it: the model's covariates, each endpoint's months and event, and ``stratum``
+    (the centre's index); centre ``i`` is drawn from ``default_rng([seed, i])`` in chunks."""
     sizes = centre_sizes([c.weight for c in spec.centres], n_draw)
     parts = []
     for index, (centre, size) in enumerate(zip(spec.centres, sizes, strict=True)):
@@ -186,7 +178,22 @@ def compute_estimands(
             part["stratum"] = index
             parts.append(part)
             done += m
-    frame = pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True)
+
+
+def compute_estimands(
+    spec: ScenarioSpec, *, n_draw: int = DEFAULT_DRAW, seed: int = ESTIMAND_SEED
+) -> dict[str, Any]:
+    """Limits of the stratified Cox models of every endpoint, from one large draw.
+
+    Returns
+    -------
+    dict
+        ``{"n_draw", "seed", "fingerprint", "endpoints": {endpoint: {"adjusted": {...},
+        "unadjusted": {...}}}}`` with ``log_hr``, ``hr`` and the Monte Carlo ``se`` of the
+        marker coefficient, the events and the covariates of the model.
+    """
+    frame = draw_frame(spec, n_draw, seed)
     out: dict[str, Any] = {
         "n_draw": int(n_draw),
         "seed": int(seed),

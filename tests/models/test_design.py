@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pooled.errors import ConfigError, DataError
 from pooled.models.design import build_design
@@ -104,3 +106,34 @@ def test_errors(small):
         build_design(small.assign(k=1.0), ["marker", "k"])
     with pytest.raises(DataError, match="No complete rows"):
         build_design(small.assign(age=np.nan), ["age"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_every_row_is_kept_or_counted_with_its_missing_columns(data):
+    """Missing values in columns of any dtype (numpy floats, nullable integers, objects,
+    booleans): a row is kept exactly when none of the used columns is missing, and every
+    other row is counted once, by centre, with the columns it misses."""
+    n = data.draw(st.integers(1, 25))
+    missing = {
+        c: np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+        for c in ("x", "k", "g", "centre")
+    }
+    x = np.where(missing["x"], np.nan, np.arange(n, dtype=float))
+    k = pd.array(np.where(missing["k"], None, np.arange(n) % 3), dtype="Int64")
+    g = np.where(missing["g"], None, np.where(np.arange(n) % 2, "a", "b")).astype(object)
+    centre = np.where(missing["centre"], None, np.where(np.arange(n) % 3, "A", "B"))
+    frame = pd.DataFrame({"x": x, "k": k, "g": g, "flag": np.arange(n) % 2 == 0, "centre": centre})
+    any_missing = np.logical_or.reduce([missing[c] for c in ("x", "k", "g", "centre")])
+    try:
+        d = build_design(
+            frame, ["x", "k", "g", "flag"], categorical=[("g", "a")], required=["centre"]
+        )
+    except DataError:  # no complete row, or a term constant among the kept rows
+        return
+    np.testing.assert_array_equal(d.rows, np.flatnonzero(~any_missing))
+    assert d.n + int(d.dropped["n_dropped"].sum()) == n
+    for row in d.dropped.itertuples():
+        assert row.reason.startswith("missing: ")
+    named = {c for r in d.dropped["reason"] for c in r.removeprefix("missing: ").split(", ")}
+    assert named == {c for c in ("x", "k", "g", "centre") if (missing[c] & any_missing).any()}

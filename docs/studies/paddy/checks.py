@@ -32,29 +32,11 @@ ENDPOINTS = ("os", "bcss", "dfs", "ddfs")
 
 
 def large_draw(seed: int, n_draw: int, out: Path) -> None:
-    from pooled.simulate.cohort import simulate_patients
-    from pooled.simulate.scenarios import centre_sizes, get_scenario
-    from pooled.simulate.truth import _CHUNK, cox_breslow, design
+    from pooled.simulate.scenarios import get_scenario
+    from pooled.simulate.truth import cox_breslow, design, draw_frame
 
     spec = get_scenario("paddy")
-    sizes = centre_sizes([c.weight for c in spec.centres], n_draw)
-    parts = []
-    for index, (centre, size) in enumerate(zip(spec.centres, sizes, strict=True)):
-        rng = np.random.default_rng([seed, index])  # as compute_estimands
-        done = 0
-        while done < size:
-            m = int(min(_CHUNK, size - done))
-            chunk = simulate_patients(
-                spec, centre, m, rng, first_number=done + 1, missingness=False
-            )
-            keep = ["marker_positive", "age", "grade", "subtype", "tumour_size_mm"]
-            keep += ["positive_nodes"]
-            keep += [f"{e}_{k}" for e in spec.endpoints for k in ("months", "event")]
-            part = chunk[keep].copy()
-            part["stratum"] = index
-            parts.append(part)
-            done += m
-    frame = pd.concat(parts, ignore_index=True)
+    frame = draw_frame(spec, n_draw, seed)  # as compute_estimands
     strata = frame["stratum"].to_numpy()
     x, _ = design(frame, spec, adjusted=True)
     record: dict = {"seed": seed, "n_draw": n_draw, "endpoints": {}}
